@@ -1,0 +1,76 @@
+# Every target that needs Python depends on $(INSTALLED): an idempotent install
+# that re-runs only when the lock file or the package metadata changed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+REPOSITORY  ?= model_repository
+PIPELINE_ROOT ?= tfx_runs
+# Extra flags for `python -m pipelines run`, e.g. PIPELINE_ARGS="--no-cache".
+PIPELINE_ARGS ?=
+# Pass-through Beam flags, e.g. BEAM_ARGS="--runner=FlinkRunner --flink_master=host:8081".
+BEAM_ARGS   ?=
+PYTEST_ARGS ?=
+
+PY          := $(VENV)/bin/python
+UV          := $(VENV)/bin/uv
+INSTALLED   := $(VENV)/.installed
+
+# A real Python 3.10: $(PYTHON) if given, then python3.10 if it runs, then pyenv's 3.10.
+PYTHON ?= $(shell \
+  if python3.10 -c '' >/dev/null 2>&1; then command -v python3.10; \
+  elif command -v pyenv >/dev/null 2>&1; then \
+    for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.[0-9]+)?$$' | sort -t. -k3 -n -r); do \
+      p="$$(pyenv prefix $$v 2>/dev/null)/bin/python3.10"; \
+      if "$$p" -c '' >/dev/null 2>&1; then echo "$$p"; break; fi; \
+    done; \
+  fi)
+
+.PHONY: help install lock pipeline pipeline-half_plus_two test test-unit lint clean
+
+help:
+	@echo "make pipeline   train, evaluate and push half_plus_two into $(REPOSITORY)/"
+	@echo "make test       run the whole test suite (unit + e2e)"
+	@echo "make test-unit  run the fast unit tests only"
+	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
+	@echo "make lock       re-resolve requirements.in into requirements.lock"
+	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
+	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.lock setup.cfg pyproject.toml
+	@if [ -z "$(PYTHON)" ] || ! "$(PYTHON)" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  echo "error: Python 3.10 not found (TFX 1.16 needs 3.9-3.10)." >&2; \
+	  echo "  Install it (e.g. 'pyenv install 3.10.13' or 'apt-get install python3.10') or pass PYTHON=/path/to/python3.10." >&2; \
+	  exit 1; fi
+	@echo "Using $(PYTHON)"
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@[ -x $(UV) ] || $(PY) -m pip install --quiet --disable-pip-version-check \
+	  "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)"
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	@touch $@
+
+lock: $(INSTALLED)
+	$(UV) pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_36 \
+	  --generate-hashes requirements.in -o requirements.lock
+
+pipeline: pipeline-half_plus_two
+
+pipeline-%: $(INSTALLED)
+	$(PY) -m pipelines run $* --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \
+	  $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
+
+test: $(INSTALLED)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED)
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(PY) -m flake8 pipelines components serving tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(PIPELINE_ROOT) .pytest_cache .cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

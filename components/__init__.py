@@ -1,0 +1,1 @@
+"""Custom TFX components, module files and data sources."""

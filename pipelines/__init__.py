@@ -1,0 +1,1 @@
+"""TFX pipeline definitions and their runners."""

@@ -1,0 +1,123 @@
+"""`python -m pipelines run NAME`: run a pipeline locally and print what it pushed.
+
+Exit codes (for scripts and cron):
+  0  every pipeline pushed a model (or reused the version a cached run pushed)
+  1  error: bad input data, unwritable repository, a component failed
+  2  usage error
+  3  finished, but a model was not blessed by the Evaluator, so nothing was pushed
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+EXIT_PUSHED, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_BLESSED = 0, 1, 2, 3
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from pipelines.registry import PIPELINES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the pipelines")
+    run = commands.add_parser(
+        "run", help="run one or more pipelines",
+        usage="python -m pipelines run NAME [NAME ...] [options] [-- BEAM_ARGS ...]",
+        description="Train, evaluate and push. Arguments after `--` go to Beam, e.g. "
+                    "`-- --runner=FlinkRunner --flink_master=host:8081`.")
+    run.add_argument("names", nargs="+", metavar="NAME", choices=sorted(PIPELINES),
+                     help=f"pipeline to run: {', '.join(sorted(PIPELINES))}")
+    run.add_argument("--repository", type=Path, default=Path("model_repository"),
+                     help="model repository root; versions go to REPOSITORY/<model>/<version> "
+                          "(default: %(default)s)")
+    run.add_argument("--pipeline-root", type=Path, default=Path("tfx_runs"),
+                     help="artifacts and ML Metadata (SQLite) go here (default: %(default)s)")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="use your own input data instead of the pipeline's data source")
+    run.add_argument("--profile", default="default", choices=["default", "fast"],
+                     help="sizes: 'fast' is a small, quick configuration for tests")
+    run.add_argument("--no-cache", dest="enable_cache", action="store_false",
+                     help="re-run every component instead of reusing cached results")
+    run.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: List[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, beam_args = argv[:split], argv[split + 1:]
+    args = parser.parse_args(argv)
+    args.beam_args = tuple(beam_args)
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    from components.half_plus_two_data import DataError
+    from pipelines import local_runner, registry
+    from pipelines.config import RunConfig
+    from serving.repository import ModelRepository, RepositoryError
+
+    expected_errors = (DataError, RepositoryError, local_runner.PipelineFailed)
+
+    config = RunConfig(pipeline_root=args.pipeline_root, repository=args.repository,
+                       data_dir=args.data_dir, beam_args=args.beam_args,
+                       enable_cache=args.enable_cache, profile=args.profile)
+    codes = []
+    for name in args.names:
+        print(f"== {name}: pipeline root {config.pipeline_dir(name)}, "
+              f"repository {config.repository.absolute()}", flush=True)
+        log_path = config.pipeline_dir(name) / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
+        if not args.verbose:
+            print(f"   log: {log_path}", flush=True)
+        try:
+            with _console(log_path, args.verbose) as console:
+                module = registry.get(name)  # imports TensorFlow: its noise goes to the log
+                repository = ModelRepository(config.repository)
+                repository.check_writable(module.MODEL_NAME)  # before any data or training
+                result = local_runner.run_pipeline(
+                    module.build(config), model_name=module.MODEL_NAME, repository=repository,
+                    metadata_path=config.metadata_path(name), out=console)
+        except Exception as e:  # every failure is reported, then exit 1
+            print(f"error: {name}: {e}", file=sys.stderr)
+            if not isinstance(e, expected_errors):
+                traceback.print_exc()
+            print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
+            codes.append(EXIT_ERROR)
+            continue
+        print(local_runner.format_summary(result, module.gates(config)), flush=True)
+        codes.append(EXIT_PUSHED if result.pushed else EXIT_NOT_BLESSED)
+    if EXIT_ERROR in codes:
+        return EXIT_ERROR
+    return EXIT_NOT_BLESSED if EXIT_NOT_BLESSED in codes else EXIT_PUSHED
+
+
+def _console(log_path: Path, verbose: bool):
+    from pipelines.console import output_to_log
+
+    return contextlib.nullcontext(sys.stdout) if verbose else output_to_log(log_path)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.command == "list":
+        from pipelines.registry import PIPELINES
+        print("\n".join(sorted(PIPELINES)))
+        return 0
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+        warnings.filterwarnings("ignore")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The half_plus_two pipeline: CSV (x, y) -> a model that serves like TF Serving's demo."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, List
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components import half_plus_two_data, repository_pusher
+from pipelines.config import RunConfig
+
+MODEL_NAME = "half_plus_two"
+TRAINER_MODULE = str(Path(half_plus_two_data.__file__).with_name("half_plus_two_trainer.py"))
+EVAL_SIGNATURE = "regress_x_to_y"
+METRIC = "mean_squared_error"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    num_examples: int = 2000
+    train_steps: int = 1000
+    eval_steps: int = 20
+    # A correct model reaches ~1e-10; a model that is off by 0.01 in w or b does not pass.
+    mse_threshold: float = 1e-4
+
+
+PROFILES = {"default": Profile(), "fast": Profile(num_examples=500, train_steps=600)}
+
+
+def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str,
+                    module_file: str, serving_model_dir: str, metadata_path: str,
+                    beam_pipeline_args: List[str], enable_cache: bool,
+                    profile: Profile) -> tfx.dsl.Pipeline:
+    """Wire the components; nothing else."""
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_root,
+        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=4),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=1),
+        ])))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    trainer = tfx.components.Trainer(
+        module_file=module_file,
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=profile.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=profile.eval_steps))
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        eval_config=eval_config(profile.mse_threshold))
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+        custom_executor_spec=repository_pusher.EXECUTOR_SPEC)
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, trainer,
+                    evaluator, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            metadata_path),
+        beam_pipeline_args=beam_pipeline_args)
+
+
+def eval_config(mse_threshold: float) -> tfma.EvalConfig:
+    """Bless only a model whose mean squared error on the eval split is under the threshold."""
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key="y")],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(
+            class_name="MeanSquaredError",
+            threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                upper_bound={"value": mse_threshold})))])])
+
+
+def prepare_data(config: RunConfig, profile: Profile) -> Path:
+    """Validate the user's CSV directory, or write the generated one; returns ExampleGen's input."""
+    if config.data_dir is not None:
+        half_plus_two_data.validate_csv_dir(config.data_dir)
+        return Path(config.data_dir).absolute()
+    data_dir = config.pipeline_dir(MODEL_NAME) / "data" / f"n{profile.num_examples}"
+    if not (data_dir / "data.csv").exists():
+        half_plus_two_data.write_examples(data_dir, profile.num_examples)
+    return data_dir
+
+
+def build(config: RunConfig) -> tfx.dsl.Pipeline:
+    profile = PROFILES[config.profile]
+    data_root = prepare_data(config, profile)
+    return create_pipeline(
+        pipeline_name=MODEL_NAME,
+        pipeline_root=str(config.pipeline_dir(MODEL_NAME)),
+        data_root=str(data_root),
+        module_file=TRAINER_MODULE,
+        serving_model_dir=str(config.model_destination(MODEL_NAME)),
+        metadata_path=str(config.metadata_path(MODEL_NAME)),
+        beam_pipeline_args=list(config.beam_args),
+        enable_cache=config.enable_cache,
+        profile=profile)
+
+
+def gates(config: RunConfig) -> Dict[str, str]:
+    """The Evaluator's blessing gates, as the run summary shows them."""
+    return {METRIC: f"< {PROFILES[config.profile].mse_threshold:g}"}

@@ -1,0 +1,1 @@
+"""Serving: the model repository, model servers, container launcher and clients."""

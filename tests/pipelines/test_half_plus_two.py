@@ -1,0 +1,89 @@
+"""End to end: the real half_plus_two pipeline (TFX, MLMD, TFMA), driven by its CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 3
+
+
+def run_half_plus_two(tmp_path, *extra):
+    return run_cli("pipelines", "run", "half_plus_two", "--profile", "fast",
+                   "--repository", str(tmp_path / "repo"),
+                   "--pipeline-root", str(tmp_path / "runs"), *extra)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("half_plus_two")
+    return tmp_path, run_half_plus_two(tmp_path)
+
+
+def test_pipeline_pushes_a_model_that_serves_half_plus_two(first_run):
+    tmp_path, result = first_run
+    assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
+    for component in ["CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+                      "Trainer", "Evaluator", "Pusher"]:
+        assert f"] {component}" in result.stdout
+    assert "pushed version 1" in result.stdout
+    assert "mean_squared_error" in result.stdout and "wall time" in result.stdout
+
+    version_dir = tmp_path / "repo" / "half_plus_two" / "1"
+    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+    loaded = tf.saved_model.load(str(version_dir))
+    predictions = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.0, 5.0]))["y"]
+    np.testing.assert_allclose(predictions.numpy(), [2.5, 3.0, 4.5], atol=1e-3)
+    assert loaded.w.numpy() == pytest.approx(0.5, abs=1e-2)
+    assert loaded.b.numpy() == pytest.approx(2.0, abs=1e-2)
+
+
+def test_second_run_is_cached_and_pushes_no_new_version(first_run):
+    tmp_path, first = first_run
+    assert first.returncode == EXIT_PUSHED
+    result = run_half_plus_two(tmp_path)
+    assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
+    assert result.stdout.count(" cached") == 7
+    assert "pushed version 1 (cached" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+
+
+def test_malformed_data_stops_the_run_naming_file_and_problem(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "points.csv").write_text("x,y\n1.0,2.5\n2.0,three\n")
+    result = run_half_plus_two(tmp_path, "--data-dir", str(data))
+    assert result.returncode == EXIT_ERROR
+    assert str(data / "points.csv") in result.stderr
+    assert "'three' is not a number" in result.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def test_model_that_misses_the_gate_is_not_pushed(tmp_path):
+    data = tmp_path / "noisy"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(-10, 10, 500)
+    ys = 0.5 * xs + 2 + rng.normal(0, 0.5, xs.shape)  # no model can get MSE under 1e-4
+    (data / "data.csv").write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(xs, ys)))
+    result = run_half_plus_two(tmp_path, "--data-dir", str(data))
+    assert result.returncode == EXIT_NOT_BLESSED, result.stdout + result.stderr
+    assert "NOT pushed" in result.stdout and "not blessed" in result.stdout
+    assert not (tmp_path / "repo" / "half_plus_two").exists() or not any(
+        (tmp_path / "repo" / "half_plus_two").iterdir())
+
+
+def test_unwritable_repository_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("pipelines", "run", "half_plus_two", "--profile", "fast",
+                     "--repository", str(blocker / "repo"),
+                     "--pipeline-root", str(tmp_path / "runs"))
+    assert result.returncode == EXIT_ERROR
+    assert "not writable" in result.stderr
+    assert "] CsvExampleGen" not in result.stdout

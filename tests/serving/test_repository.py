@@ -1,0 +1,135 @@
+"""The model repository: numbering, atomic publish, concurrent publishers, no overwrite."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import pytest
+
+from serving.repository import (STAGING_PREFIX, ModelRepository, RepositoryError,
+                                is_complete_saved_model)
+
+from conftest import write_fake_saved_model
+
+
+def publish_fake(repository: ModelRepository, model: str, payload: bytes = b"graph",
+                 variables_size: int = 16) -> int:
+    with repository.publish(model) as publication:
+        write_fake_saved_model(publication.staging, payload, variables_size)
+    return publication.version
+
+
+def test_versions_start_at_one_and_grow(tmp_path):
+    repository = ModelRepository(tmp_path / "repo")
+    assert repository.latest_version("m") is None
+    assert [publish_fake(repository, "m") for _ in range(3)] == [1, 2, 3]
+    assert repository.versions("m") == [1, 2, 3]
+    assert repository.latest_version("m") == 3
+    assert repository.models() == ["m"]
+
+
+def test_numbering_continues_after_existing_versions_and_ignores_other_entries(tmp_path):
+    repository = ModelRepository(tmp_path)
+    write_fake_saved_model(tmp_path / "m" / "7")
+    (tmp_path / "m" / "not_a_version").mkdir()
+    (tmp_path / "m" / f"{STAGING_PREFIX}crashed").mkdir()
+    (tmp_path / "m" / "9").mkdir()  # an empty integer directory still takes its number
+    assert repository.versions("m") == [7]
+    assert publish_fake(repository, "m") == 10
+
+
+def test_publish_never_overwrites_an_existing_version(tmp_path):
+    repository = ModelRepository(tmp_path)
+    write_fake_saved_model(tmp_path / "m" / "1", payload=b"original")
+    assert publish_fake(repository, "m", payload=b"new") == 2
+    assert (tmp_path / "m" / "1" / "saved_model.pb").read_bytes() == b"original"
+    assert (tmp_path / "m" / "2" / "saved_model.pb").read_bytes() == b"new"
+
+
+def test_failed_publish_leaves_nothing_behind(tmp_path):
+    repository = ModelRepository(tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        with repository.publish("m") as publication:
+            write_fake_saved_model(publication.staging)
+            1 / 0
+    assert list((tmp_path / "m").iterdir()) == []
+    assert repository.versions("m") == []
+
+
+def test_incomplete_export_is_refused(tmp_path):
+    repository = ModelRepository(tmp_path)
+    with pytest.raises(RepositoryError, match="saved_model.pb"):
+        with repository.publish("m") as publication:
+            (publication.staging / "variables").mkdir()
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_unwritable_repository_is_reported_and_untouched(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    repository = ModelRepository(blocker / "repo")
+    with pytest.raises(RepositoryError, match="not writable"):
+        repository.check_writable("m")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_check_writable_leaves_no_trace(tmp_path):
+    ModelRepository(tmp_path / "repo").check_writable("m")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b"])
+def test_invalid_model_names_are_rejected(tmp_path, name):
+    with pytest.raises(RepositoryError):
+        ModelRepository(tmp_path).model_dir(name)
+
+
+def test_poller_never_sees_a_partial_version(tmp_path):
+    """A reader polling like TF Serving's file system source sees only complete versions."""
+    repository = ModelRepository(tmp_path)
+    (tmp_path / "m").mkdir()
+    stop = threading.Event()
+    partial, polls = [], [0]
+
+    def poll():
+        while not stop.is_set():
+            for entry in (tmp_path / "m").iterdir():
+                if entry.name.isdigit() and not is_complete_saved_model(entry):
+                    partial.append(entry.name)
+            polls[0] += 1
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for _ in range(20):  # 4 MiB of variables each: the copy takes a measurable while
+            publish_fake(repository, "m", variables_size=4 << 20)
+    finally:
+        stop.set()
+        poller.join()
+    assert repository.versions("m") == list(range(1, 21))
+    assert polls[0] > 20
+    assert partial == []
+
+
+def _publish_in_process(root: str, barrier, results) -> None:
+    barrier.wait()
+    payload = str(multiprocessing.current_process().pid).encode()
+    results.put(publish_fake(ModelRepository(root), "m", payload=payload))
+
+
+def test_concurrent_publishers_each_get_their_own_version(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    publishers = 6
+    barrier, results = context.Barrier(publishers), context.Queue()
+    processes = [context.Process(target=_publish_in_process, args=(str(tmp_path), barrier, results))
+                 for _ in range(publishers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    versions = sorted(results.get(timeout=5) for _ in range(publishers))
+    assert versions == list(range(1, publishers + 1))
+    payloads = {(tmp_path / "m" / str(v) / "saved_model.pb").read_bytes() for v in versions}
+    assert len(payloads) == publishers  # nobody's model was overwritten by another's
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(STAGING_PREFIX)]
