@@ -6,6 +6,9 @@ SHELL := /bin/bash
 VENV        ?= .venv
 REPOSITORY  ?= model_repository
 PIPELINE_ROOT ?= tfx_runs
+DATA_CACHE  ?= .cache
+# Which pipelines `make pipeline` runs, in order.
+PIPELINES   ?= half_plus_two mnist
 # Extra flags for `python -m pipelines run`, e.g. PIPELINE_ARGS="--no-cache".
 PIPELINE_ARGS ?=
 # Pass-through Beam flags, e.g. BEAM_ARGS="--runner=FlinkRunner --flink_master=host:8081".
@@ -26,16 +29,17 @@ PYTHON ?= $(shell \
     done; \
   fi)
 
-.PHONY: help install lock pipeline pipeline-half_plus_two test test-unit lint clean
+.PHONY: help install lock pipeline test test-unit lint clean
 
 help:
-	@echo "make pipeline   train, evaluate and push half_plus_two into $(REPOSITORY)/"
+	@echo "make pipeline   train, evaluate and push $(PIPELINES) into $(REPOSITORY)/"
+	@echo "make pipeline-NAME  run one pipeline (half_plus_two, mnist)"
 	@echo "make test       run the whole test suite (unit + e2e)"
 	@echo "make test-unit  run the fast unit tests only"
 	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
-	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
+	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
 
 install: $(INSTALLED)
 
@@ -56,11 +60,12 @@ lock: $(INSTALLED)
 	$(UV) pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_36 \
 	  --generate-hashes requirements.in -o requirements.lock
 
-pipeline: pipeline-half_plus_two
+pipeline: $(INSTALLED)
+	$(PY) -m pipelines run $(PIPELINES) --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \
+	  --cache-dir $(DATA_CACHE) $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
 
 pipeline-%: $(INSTALLED)
-	$(PY) -m pipelines run $* --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \
-	  $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
+	$(MAKE) --no-print-directory pipeline PIPELINES=$*
 
 test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -45,7 +45,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run.add_argument("--pipeline-root", type=Path, default=Path("tfx_runs"),
                      help="artifacts and ML Metadata (SQLite) go here (default: %(default)s)")
     run.add_argument("--data-dir", type=Path, default=None,
-                     help="use your own input data instead of the pipeline's data source")
+                     help="use your own input data instead of the pipeline's data source "
+                          "(half_plus_two: x,y CSV files; mnist: mnist.npz or the CSV pair, "
+                          "or train/ and eval/ directories of tf.Example TFRecords)")
+    run.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                     help="downloaded and converted data sets (default: %(default)s)")
     run.add_argument("--profile", default="default", choices=["default", "fast"],
                      help="sizes: 'fast' is a small, quick configuration for tests")
     run.add_argument("--no-cache", dest="enable_cache", action="store_false",
@@ -63,14 +67,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from components.half_plus_two_data import DataError
+    from components.mnist_data import MnistDataError
     from pipelines import local_runner, registry
     from pipelines.config import RunConfig
     from serving.repository import ModelRepository, RepositoryError
 
-    expected_errors = (DataError, RepositoryError, local_runner.PipelineFailed)
+    expected_errors = (DataError, MnistDataError, RepositoryError, local_runner.PipelineFailed)
 
     config = RunConfig(pipeline_root=args.pipeline_root, repository=args.repository,
-                       data_dir=args.data_dir, beam_args=args.beam_args,
+                       data_dir=args.data_dir, cache_dir=args.cache_dir,
+                       beam_args=args.beam_args,
                        enable_cache=args.enable_cache, profile=args.profile)
     codes = []
     for name in args.names:
@@ -84,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 module = registry.get(name)  # imports TensorFlow: its noise goes to the log
                 repository = ModelRepository(config.repository)
                 repository.check_writable(module.MODEL_NAME)  # before any data or training
+                pipeline = module.build(config, log=lambda line: print(line, file=console))
                 result = local_runner.run_pipeline(
-                    module.build(config), model_name=module.MODEL_NAME, repository=repository,
+                    pipeline, model_name=module.MODEL_NAME, repository=repository,
                     metadata_path=config.metadata_path(name), out=console)
         except Exception as e:  # every failure is reported, then exit 1
             print(f"error: {name}: {e}", file=sys.stderr)

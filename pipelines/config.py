@@ -15,6 +15,8 @@ class RunConfig:
     repository: Path = Path("model_repository")
     # User-supplied input data; None means the pipeline's own data source.
     data_dir: Optional[Path] = None
+    # Downloaded and converted data sets, reused across runs (MNIST: ~30 MB).
+    cache_dir: Path = Path(".cache")
     # Pass-through Beam flags for the data-heavy components (DirectRunner when empty).
     beam_args: Tuple[str, ...] = ()
     enable_cache: bool = True

@@ -95,7 +95,7 @@ def prepare_data(config: RunConfig, profile: Profile) -> Path:
     return data_dir
 
 
-def build(config: RunConfig) -> tfx.dsl.Pipeline:
+def build(config: RunConfig, log=print) -> tfx.dsl.Pipeline:
     profile = PROFILES[config.profile]
     data_root = prepare_data(config, profile)
     return create_pipeline(

@@ -70,6 +70,7 @@ class ProgressReporter(logging.Handler):
         self.runs = [ComponentRun(node_id) for node_id in node_ids]
         self._by_id = {run.node_id: run for run in self.runs}
         self._out = out
+        self._width = max(map(len, node_ids), default=0)
         self._started = 0.0
         self.current: Optional[ComponentRun] = None
 
@@ -93,8 +94,8 @@ class ProgressReporter(logging.Handler):
             self.current = None
 
     def _prefix(self, run: ComponentRun) -> str:
-        index = self.runs.index(run) + 1
-        return f"[{index}/{len(self.runs)}] {run.node_id:<18}"
+        counter = f"[{self.runs.index(run) + 1}/{len(self.runs)}]"
+        return f"{counter:>{2 * len(str(len(self.runs))) + 3}} {run.node_id:<{self._width}}"
 
 
 def run_pipeline(pipeline: "tfx.dsl.Pipeline", *, model_name: str, repository: ModelRepository,

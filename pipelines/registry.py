@@ -1,6 +1,6 @@
 """The pipelines `python -m pipelines run NAME` knows, imported only when asked for.
 
-Each module exposes MODEL_NAME, PROFILES, build(RunConfig) -> Pipeline and
+Each module exposes MODEL_NAME, PROFILES, build(RunConfig, log) -> Pipeline and
 gates(RunConfig) -> {metric: gate}.
 """
 
@@ -11,6 +11,7 @@ from types import ModuleType
 
 PIPELINES = {
     "half_plus_two": "pipelines.half_plus_two",
+    "mnist": "pipelines.mnist",
 }
 
 

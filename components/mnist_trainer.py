@@ -1,0 +1,105 @@
+"""Trainer module file for MNIST: a Keras CNN exported with TF Serving's MNIST contract.
+
+Signatures of the exported SavedModel:
+- `predict_images` (predict): `images` float32 [batch, 784] in [0, 1] -> `scores` float32
+  [batch, 10]. The contract of TF Serving's mnist_saved_model.py / mnist_client.py.
+- `serving_default` (predict): the same, so REST `{"instances": [[784 floats]]}` works
+  with no signature name.
+- `classification` (classify): `inputs` = serialized tf.Example with the raw int64
+  `image` feature (784 values, 0-255) -> `classes` (string "0".."9") and `scores`
+  [batch, 10]. It applies the Transform graph, so it is exactly the training-time
+  preprocessing; TFMA evaluates through it and TF Serving's Classify API calls it.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components.mnist_transform import IMAGE, LABEL
+from components.signatures import CLASSIFY_METHOD, set_method_names
+
+PIXELS = 784
+NUM_CLASSES = 10
+CLASSIFY_SIGNATURE = "classification"
+PREDICT_SIGNATURE = "predict_images"
+DEFAULTS = {"epochs": 6, "batch_size": 128, "learning_rate": 2e-3}
+
+
+def build_model(total_steps: int, learning_rate: float) -> keras.Model:
+    """Two 5x5 conv blocks and a small dense head: ~99.3-99.4% in 6 epochs on 2 CPU cores."""
+    layers = keras.layers
+    model = keras.Sequential([
+        layers.Reshape((28, 28, 1), input_shape=(PIXELS,)),
+        layers.Conv2D(32, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 5, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.4),
+        layers.Dense(NUM_CLASSES, activation="softmax", name="scores"),
+    ])
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _dataset(fn_args, files, transform_output, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+    """Raw examples -> (Transform graph applied to image, label)."""
+    tft_layer = transform_output.transform_features_layer()
+    dataset = fn_args.data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle),
+        transform_output.raw_metadata.schema)
+    return dataset.map(
+        lambda raw: (tft_layer({IMAGE: raw[IMAGE]})[IMAGE], tf.reshape(raw[LABEL], [-1])),
+        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class MnistServing(tf.Module):
+    """What gets served: the trained model, the Transform graph and TF Serving's signatures."""
+
+    def __init__(self, model: keras.Model, transform_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = transform_output.transform_features_layer()
+        self._raw_spec = {IMAGE: transform_output.raw_feature_spec()[IMAGE]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, PIXELS], tf.float32, name="images")])
+    def predict_images(self, images):
+        return {"scores": self.model(images, training=False)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        raw = tf.io.parse_example(inputs, self._raw_spec)
+        scores = self.model(self.tft_layer(raw)[IMAGE], training=False)
+        labels = tf.constant([[str(digit) for digit in range(NUM_CLASSES)]])
+        return {"classes": tf.tile(labels, [tf.shape(scores)[0], 1]), "scores": scores}
+
+
+def export(model: keras.Model, transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    serving = MnistServing(model, transform_output)
+    tf.saved_model.save(serving, export_dir, signatures={
+        PREDICT_SIGNATURE: serving.predict_images,
+        "serving_default": serving.predict_images,
+        CLASSIFY_SIGNATURE: serving.classify,
+    })
+    set_method_names(export_dir, {CLASSIFY_SIGNATURE: CLASSIFY_METHOD})
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry point; hyperparameters come from the Trainer's custom_config."""
+    params = {**DEFAULTS, **(fn_args.custom_config or {})}
+    transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = _dataset(fn_args, fn_args.train_files, transform_output, params["batch_size"], True)
+    evaluation = _dataset(fn_args, fn_args.eval_files, transform_output, params["batch_size"],
+                          False)
+    epochs = max(1, int(params["epochs"]))
+    model = build_model(fn_args.train_steps, params["learning_rate"])
+    model.fit(train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),
+              validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
+    export(model, transform_output, fn_args.serving_model_dir)
