@@ -140,5 +140,3 @@ def test_worse_model_is_not_blessed_against_a_better_baseline(fast_run):
     assert result.pushed is False
     assert any("change_threshold" in failure for failure in result.validation_failures)
     assert ModelRepository(config.repository).versions("mnist") == [1]
-
-
