@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,10 +68,13 @@ class RouteError(Exception):
 class Route:
     """A named way to get the arrays: `load()` returns them or raises RouteError.
 
-    `is_cache` marks the route that reads our own cache, which need not be rewritten."""
+    `is_cache` marks the route that reads our own cache, which need not be rewritten.
+    `required` marks data the user named: its failure stops the load instead of quietly
+    falling through to another copy of MNIST."""
     name: str
     load: Callable[[], Arrays]
     is_cache: bool = False
+    required: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +276,7 @@ def default_routes(cache_dir: Path, data_dir: Optional[Path] = None, *,
     """The routes in the order they are tried: cheapest and most user-controlled first."""
     return [
         Route(f"data_dir ({data_dir})" if data_dir is not None else "data_dir",
-              lambda: from_data_dir(data_dir)),
+              lambda: from_data_dir(data_dir), required=data_dir is not None),
         Route(f"cache ({Path(cache_dir) / CACHE_NPZ})", lambda: from_cache(cache_dir),
               is_cache=True),
         Route(f"download ({url})", lambda: from_url(url, url_sha256, url_timeout)),
@@ -301,13 +305,14 @@ def load_mnist(cache_dir: Path, data_dir: Optional[Path] = None, *,
             verify(arrays, expected_sha256)
         except RouteError as e:
             failures.append((route.name, str(e)))
-            continue
         except Exception as e:  # an unforeseen failure of one route must not hide the others
             failures.append((route.name, f"{type(e).__name__}: {_one_line(e)}"))
-            continue
-        if not route.is_cache:
-            write_npz_atomic(arrays, cache_dir / CACHE_NPZ)
-        return Loaded(arrays, route.name, tuple(failures))
+        else:
+            if not route.is_cache:
+                write_npz_atomic(arrays, cache_dir / CACHE_NPZ)
+            return Loaded(arrays, route.name, tuple(failures))
+        if route.required:
+            raise MnistDataError(f"{route.name}: {failures[-1][1]}")
     raise MnistDataError(_failure_message(failures))
 
 
@@ -443,3 +448,29 @@ def _pip_reason(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
     return _one_line((errors or lines or ["no output"])[0])
+
+
+# ------------------------------------------------------------------------------ user examples
+
+def is_examples_dir(path: Path) -> bool:
+    """A directory of the user's own tf.Examples: train/ and eval/ holding TFRecord files."""
+    return all(any(p.is_file() for p in (Path(path) / split).glob("*")) for split in SPLIT_DIRS)
+
+
+def check_examples_dir(path: Path) -> None:
+    """Read every record of the user's TFRecord files once, so a corrupted or truncated file
+    is reported by name before the pipeline starts (ExampleValidator checks the contents)."""
+    import tensorflow as tf  # heavy; only user-supplied TFRecords need it
+
+    for split in SPLIT_DIRS.values():
+        for file in sorted(p for p in (Path(path) / split).glob("*") if p.is_file()):
+            compression = "GZIP" if file.suffix == ".gz" else ""
+            try:
+                records = sum(1 for _ in tf.data.TFRecordDataset(str(file), compression))
+            except (tf.errors.OpError, ValueError) as e:
+                problem = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "",
+                                 str(getattr(e, "message", e)).splitlines()[0])[:200]
+                raise MnistDataError(
+                    f"{file}: corrupted or truncated TFRecord file ({problem})") from None
+            if records == 0:
+                raise MnistDataError(f"{file}: TFRecord file holds no examples")

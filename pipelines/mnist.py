@@ -122,15 +122,11 @@ def eval_config(profile: Profile) -> tfma.EvalConfig:
                     absolute={"value": -profile.max_regression})))])])
 
 
-def is_examples_dir(path: Path) -> bool:
-    """A directory of the user's own tf.Examples: train/ and eval/ holding TFRecord files."""
-    return all(any(p.is_file() for p in (path / split).glob("*")) for split in ("train", "eval"))
-
-
 def prepare_data(config: RunConfig, profile: Profile, log=print) -> Path:
     """ImportExampleGen's input: the user's TFRecords as given, or MNIST from its routes."""
-    if config.data_dir is not None and is_examples_dir(Path(config.data_dir)):
-        return Path(config.data_dir).absolute()  # ExampleValidator checks them
+    if config.data_dir is not None and mnist_data.is_examples_dir(config.data_dir):
+        mnist_data.check_examples_dir(config.data_dir)  # readable; ExampleValidator checks contents
+        return Path(config.data_dir).absolute()
     return mnist_data.prepare_mnist(
         (config.cache_dir / "mnist").absolute(), data_dir=config.data_dir,
         train_limit=profile.train_limit, eval_limit=profile.eval_limit, log=log).absolute()

@@ -116,7 +116,8 @@ def test_truncated_data_file_fails_with_a_clear_message(tmp_path, test_images):
     train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
     result = run_mnist(tmp_path, "--data-dir", str(tmp_path / "data"))
     assert result.returncode == EXIT_ERROR
-    assert "component ImportExampleGen failed" in result.stderr
+    assert f"{train}: corrupted or truncated TFRecord file" in result.stderr
+    assert "] ImportExampleGen" not in result.stdout
     assert not (tmp_path / "repo" / "mnist").exists()
 
 
