@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types
+from tfx import v1 as tfx
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
@@ -63,3 +64,13 @@ class Executor(pusher_executor.Executor):
 
 
 EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+
+def RepositoryPusher(model, model_blessing, serving_model_dir: str) -> tfx.components.Pusher:
+    """The standard Pusher component, publishing through the repository executor."""
+    return tfx.components.Pusher(
+        model=model,
+        model_blessing=model_blessing,
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+        custom_executor_spec=EXECUTOR_SPEC)

@@ -56,12 +56,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         eval_config=eval_config(profile.mse_threshold))
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
-        custom_executor_spec=repository_pusher.EXECUTOR_SPEC)
+    pusher = repository_pusher.RepositoryPusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        serving_model_dir=serving_model_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
