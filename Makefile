@@ -15,6 +15,19 @@ PIPELINE_ARGS ?=
 BEAM_ARGS   ?=
 PYTEST_ARGS ?=
 
+# Serving (python -m serving): where the running server is recorded, which backend, image.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+SERVING_STATE   ?= .cache/serving
+SERVING_BACKEND ?= auto
+SERVING_MODELS  ?= $(subst $(space),$(comma),$(strip $(PIPELINES)))
+# The official image when it is present, else the stand-in built by `make serving-image`.
+SERVING_IMAGE   ?= $(shell docker image inspect tensorflow/serving:2.16.1 >/dev/null 2>&1 \
+                     && echo tensorflow/serving:2.16.1 || echo tfx-serving-toolkit/model-server:latest)
+# Extra `python -m serving up` flags; server flags after `--`, e.g. SERVE_ARGS="-- --enable_batching".
+SERVE_ARGS      ?=
+
 PY          := $(VENV)/bin/python
 UV          := $(VENV)/bin/uv
 INSTALLED   := $(VENV)/.installed
@@ -29,17 +42,21 @@ PYTHON ?= $(shell \
     done; \
   fi)
 
-.PHONY: help install lock pipeline test test-unit lint clean
+.PHONY: help install lock pipeline test test-unit lint clean serving-image serve serve-status serve-down
 
 help:
 	@echo "make pipeline   train, evaluate and push $(PIPELINES) into $(REPOSITORY)/"
 	@echo "make pipeline-NAME  run one pipeline (half_plus_two, mnist)"
+	@echo "make serve      serve $(REPOSITORY)/ (docker if a daemon and image are there, else a process)"
+	@echo "make serve-status / serve-down   health of the running server / stop it"
+	@echo "make serving-image  build the stand-in TF Serving image (no registry needed; cached)"
 	@echo "make test       run the whole test suite (unit + e2e)"
 	@echo "make test-unit  run the fast unit tests only"
 	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
+	@echo "           SERVING_STATE SERVING_BACKEND SERVING_MODELS SERVING_IMAGE SERVE_ARGS"
 
 install: $(INSTALLED)
 
@@ -62,10 +79,24 @@ lock: $(INSTALLED)
 
 pipeline: $(INSTALLED)
 	$(PY) -m pipelines run $(PIPELINES) --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \
-	  --cache-dir $(DATA_CACHE) $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
+	  --cache-dir $(DATA_CACHE) --serving-state-dir $(SERVING_STATE) \
+	  $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
 
 pipeline-%: $(INSTALLED)
 	$(MAKE) --no-print-directory pipeline PIPELINES=$*
+
+serving-image: $(INSTALLED)
+	PYTHON=$(PY) serving/image/build.sh
+
+serve: $(INSTALLED)
+	$(PY) -m serving up --repository $(REPOSITORY) --models $(SERVING_MODELS) \
+	  --backend $(SERVING_BACKEND) --image $(SERVING_IMAGE) --state-dir $(SERVING_STATE) $(SERVE_ARGS)
+
+serve-status: $(INSTALLED)
+	$(PY) -m serving status --state-dir $(SERVING_STATE)
+
+serve-down: $(INSTALLED)
+	$(PY) -m serving down --state-dir $(SERVING_STATE)
 
 test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -77,5 +108,5 @@ lint: $(INSTALLED)
 	$(PY) -m flake8 pipelines components serving tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(PIPELINE_ROOT) .pytest_cache .cache
+	rm -rf $(VENV) $(PIPELINE_ROOT) .pytest_cache $(DATA_CACHE)/mnist $(DATA_CACHE)/serving-image
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -5,12 +5,15 @@ Exit codes (for scripts and cron):
   1  error: bad input data, unwritable repository, a component failed
   2  usage error
   3  finished, but a model was not blessed by the Evaluator, so nothing was pushed
+  4  pushed, but the model server that `python -m serving up` started did not make the
+     new version AVAILABLE (its error is printed)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -19,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
-EXIT_PUSHED, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_BLESSED = 0, 1, 2, 3
+EXIT_PUSHED, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_BLESSED, EXIT_NOT_SERVED = 0, 1, 2, 3, 4
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -54,6 +57,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      help="sizes: 'fast' is a small, quick configuration for tests")
     run.add_argument("--no-cache", dest="enable_cache", action="store_false",
                      help="re-run every component instead of reusing cached results")
+    run.add_argument("--serving-state-dir", type=Path, default=Path(".cache/serving"),
+                     help="where `python -m serving up` records the running server; when one "
+                          "is up, wait for each pushed version and print a sample prediction "
+                          "(default: %(default)s)")
+    run.add_argument("--serving-timeout", type=float, default=300.0,
+                     help="seconds to wait for a pushed version to become AVAILABLE")
     run.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args: List[str] = []
@@ -102,10 +111,35 @@ def run(args: argparse.Namespace) -> int:
             codes.append(EXIT_ERROR)
             continue
         print(local_runner.format_summary(result, module.gates(config)), flush=True)
-        codes.append(EXIT_PUSHED if result.pushed else EXIT_NOT_BLESSED)
-    if EXIT_ERROR in codes:
-        return EXIT_ERROR
-    return EXIT_NOT_BLESSED if EXIT_NOT_BLESSED in codes else EXIT_PUSHED
+        if not result.pushed:
+            codes.append(EXIT_NOT_BLESSED)
+        else:
+            codes.append(check_served(module.MODEL_NAME, result.version, args))
+    for code in (EXIT_ERROR, EXIT_NOT_SERVED, EXIT_NOT_BLESSED):
+        if code in codes:
+            return code
+    return EXIT_PUSHED
+
+
+def check_served(model: str, version: int, args: argparse.Namespace) -> int:
+    """When a server is up, prove the pushed version is served: the serving module's job."""
+    from serving import lifecycle
+
+    try:
+        served = lifecycle.verify_pushed(model, version, timeout=args.serving_timeout,
+                                         state_dir=args.serving_state_dir)
+    except lifecycle.LifecycleError as e:
+        print(f"error: {model} version {version} was pushed but is not served: {e}",
+              file=sys.stderr)
+        return EXIT_NOT_SERVED
+    if served is None:
+        print("  serving: no server is up (start one with `make serve`)")
+        return EXIT_PUSHED
+    _, prediction = served
+    sample = json.dumps(prediction)
+    print(f"  serving: version {version} is AVAILABLE; sample prediction: "
+          f"{sample if len(sample) <= 200 else sample[:200] + '...'}", flush=True)
+    return EXIT_PUSHED
 
 
 def _console(log_path: Path, verbose: bool):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_cli
+from toolkit_testing import run_cli
 
 pytestmark = pytest.mark.e2e
 

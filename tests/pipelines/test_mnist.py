@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from conftest import ROOT, run_cli
+from toolkit_testing import ROOT, run_cli
 from components.signatures import CLASSIFY_METHOD, PREDICT_METHOD
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import pytest
 from serving.repository import (STAGING_PREFIX, ModelRepository, RepositoryError,
                                 is_complete_saved_model)
 
-from conftest import write_fake_saved_model
+from toolkit_testing import write_fake_saved_model
 
 
 def publish_fake(repository: ModelRepository, model: str, payload: bytes = b"graph",

@@ -1,0 +1,437 @@
+"""Serving benchmark: the embedded model server against the floor and a naive wrapper.
+
+Measures, in one run on this machine, for half_plus_two (`serving_default`) and the
+MNIST-shaped `predict_images`, at 1, 8 and 32 concurrent clients: throughput and p50/p99
+latency of
+  (a) in-process calls of the SavedModel signature, one request at a time (the floor);
+  (b) a minimal single-request Flask wrapper (what users write by hand);
+  (c) serving.model_server over REST and gRPC, batching off and on;
+and the time from publishing a new version until the server answers with it.
+
+Clients run in separate processes (2, each with concurrency/2 threads) and send
+pre-serialised requests, so client-side work is the same small cost for every target.
+Usage: python benchmarks/serving_benchmark.py [--duration 5] [--clients 1,8,32]
+Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    # name: (signature, input name, output name, one instance as JSON-able value)
+    "half_plus_two": ("serving_default", "x", "y", 1.0),
+    "mnist": ("predict_images", "images", "scores", None),  # 784 floats, filled in below
+}
+BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 1000 } "
+            "num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"port {port} not ready")
+
+
+def summarize(latencies, elapsed):
+    if not latencies:
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
+    lat = sorted(latencies)
+    return {"rps": len(lat) / elapsed, "p50_ms": 1e3 * lat[len(lat) // 2],
+            "p99_ms": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "n": len(lat)}
+
+
+# ---- client processes (spawned: they import grpc/http.client only) ----------------------
+
+def _client_process(kind, target, payload, threads, warmup, duration, queue):
+    import http.client
+
+    errors = [0]
+    results = []
+    lock = threading.Lock()
+    start_at = time.monotonic() + warmup
+    stop_at = start_at + duration
+
+    def http_loop(path):
+        host, port = target
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        mine = []
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                break
+            try:
+                conn.request("POST", path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+                if resp.will_close:
+                    conn.close()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                ok = False
+            t1 = time.monotonic()
+            if t0 >= start_at:
+                if ok:
+                    mine.append(t1 - t0)
+                else:
+                    with lock:
+                        errors[0] += 1
+        with lock:
+            results.extend(mine)
+
+    def grpc_loop():
+        import grpc
+
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                   request_serializer=None, response_deserializer=None)
+        mine = []
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                break
+            try:
+                call(payload, timeout=30)
+                ok = True
+            except grpc.RpcError:
+                ok = False
+            t1 = time.monotonic()
+            if t0 >= start_at:
+                if ok:
+                    mine.append(t1 - t0)
+                else:
+                    with lock:
+                        errors[0] += 1
+        channel.close()
+        with lock:
+            results.extend(mine)
+
+    if kind == "grpc":
+        fns = [grpc_loop] * threads
+    else:
+        fns = [lambda: http_loop(kind)] * threads  # kind is the URL path for HTTP
+    ts = [threading.Thread(target=f) for f in fns]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    queue.put((results, errors[0]))
+
+
+def drive(kind, target, payload, clients, warmup, duration):
+    """Run `clients` concurrent closed-loop clients; returns the summary."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs_n = min(2, clients)
+    split = [clients // procs_n + (1 if i < clients % procs_n else 0) for i in range(procs_n)]
+    procs = [ctx.Process(target=_client_process,
+                         args=(kind, target, payload, n, warmup, duration, queue))
+             for n in split]
+    for p in procs:
+        p.start()
+    latencies, errors = [], 0
+    for _ in procs:
+        lat, err = queue.get(timeout=warmup + duration + 120)
+        latencies.extend(lat)
+        errors += err
+    for p in procs:
+        p.join()
+    out = summarize(latencies, duration)
+    out["errors"] = errors
+    return out
+
+
+# ---- (a) in process --------------------------------------------------------------------
+
+def bench_in_process(model_dir, model, clients, warmup, duration):
+    import numpy as np
+    import tensorflow as tf
+
+    sig, inp, outp, instance = MODELS[model]
+    fn = tf.saved_model.load(str(model_dir)).signatures[sig]
+    x = np.array([instance], np.float32)
+    fn(**{inp: tf.constant(x)})
+    latencies = []
+    lock = threading.Lock()
+    start_at = time.monotonic() + warmup
+    stop_at = start_at + duration
+
+    def loop():
+        mine = []
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                break
+            fn(**{inp: tf.constant(x)})[outp].numpy()
+            t1 = time.monotonic()
+            if t0 >= start_at:
+                mine.append(t1 - t0)
+        with lock:
+            latencies.extend(mine)
+    ts = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out = summarize(latencies, duration)
+    out["errors"] = 0
+    return out
+
+
+# ---- (b) the naive Flask wrapper (run as a subprocess of this file) ---------------------
+
+def flask_worker(model_dir: str, signature: str, port: int) -> None:
+    import tensorflow as tf
+    from flask import Flask, jsonify, request
+
+    fn = tf.saved_model.load(model_dir).signatures[signature]
+    input_name = list(fn.structured_input_signature[1])[0]
+    app = Flask(__name__)
+
+    @app.post("/predict")
+    def predict():
+        data = request.get_json()
+        outputs = fn(**{input_name: tf.constant(data["instances"], tf.float32)})
+        return jsonify({"predictions": next(iter(outputs.values())).numpy().tolist()})
+
+    app.run(host="127.0.0.1", port=port, threaded=True)
+
+
+def start_process(args, port, log_path=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    # A file, not a pipe: nobody reads a pipe while measuring, and a full one would block
+    # the server's logging (Flask logs every request).
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    if log_path:
+        log.close()
+    wait_port(port, proc)
+    return proc
+
+
+def stop_process(proc):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---- requests ----------------------------------------------------------------------------
+
+def payloads(model):
+    """(REST JSON body, serialized gRPC PredictRequest) for one instance."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    sig, inp, _, instance = MODELS[model]
+    body = json.dumps({"instances": [instance]}).encode()
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.model_spec.signature_name = sig
+    req.inputs[inp].CopyFrom(tf.make_tensor_proto(np.array([instance], np.float32)))
+    return body, req.SerializeToString()
+
+
+def measure_version_switch(repo, templates, grpc_port, log_path, pushes=3):
+    """Publish new mnist versions; per push: seconds until the server answers with it, and
+    the load time the server logged for it (the rest is waiting for the next poll)."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.repository import ModelRepository
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "predict_images"
+    req.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 784), np.float32)))
+    import re
+
+    samples = []
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(pushes):
+            before = stub.Predict(req, timeout=10).model_spec.version.value
+            with ModelRepository(repo).publish("mnist") as pub:
+                shutil.copytree(templates / "mnist", pub.staging, dirs_exist_ok=True)
+            t0 = time.monotonic()
+            while stub.Predict(req, timeout=10).model_spec.version.value == before:
+                time.sleep(0.01)
+            seconds = time.monotonic() - t0
+            m = re.search(rf"Successfully loaded servable version \{{name: mnist version: "
+                          rf"{pub.version}\}} \(([0-9.]+) s\)", Path(log_path).read_text())
+            samples.append({"version": pub.version, "seconds": seconds,
+                            "load_seconds": float(m.group(1)) if m else None})
+    return samples
+
+
+# ---- main --------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds not measured per cell")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--models", default="half_plus_two,mnist")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--targets", default="a,b,c", help="which of (a) (b) (c) to run")
+    p.add_argument("--batching", default=BATCHING,
+                   help="BatchingParameters text for the batching-on server")
+    p.add_argument("--server-flags", default="",
+                   help="extra flags for serving.model_server, space-separated")
+    p.add_argument("--flask-worker", nargs=3, metavar=("MODEL_DIR", "SIGNATURE", "PORT"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.flask_worker:
+        flask_worker(args.flask_worker[0], args.flask_worker[1], int(args.flask_worker[2]))
+        return 0
+
+    from serving.model_server import testing
+
+    MODELS["mnist"] = MODELS["mnist"][:3] + ([0.5] * testing.MNIST_PIXELS,)
+    clients = [int(c) for c in args.clients.split(",")]
+    models = args.models.split(",")
+    work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    results = []
+    try:
+        templates = work / "templates"
+        testing.export_half_plus_two(templates / "half_plus_two")
+        testing.export_mnist_like(templates / "mnist")
+        repo = work / "repo"
+        for m in models:
+            shutil.copytree(templates / m, repo / m / "1")
+        config = work / "models.config"
+        config.write_text("model_config_list {\n" + "".join(
+            f"  config {{ name: '{m}' base_path: '{repo / m}' model_platform: 'tensorflow' }}\n"
+            for m in models) + "}\n")
+        (work / "batching.config").write_text(args.batching)
+
+        def record(target, model, n, r):
+            r.update(target=target, model=model, clients=n)
+            results.append(r)
+            print(f"{target:28s} {model:14s} {n:3d} clients: {r['rps']:8.0f} req/s  "
+                  f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                  f"errors {r['errors']}", flush=True)
+
+        targets = set(args.targets.split(","))
+        for m in models if "a" in targets else ():
+            for n in clients:
+                record("(a) in-process", m, n,
+                       bench_in_process(templates / m, m, n, args.warmup, args.duration))
+        for m in models if "b" in targets else ():
+            port = free_port()
+            proc = start_process([__file__, "--flask-worker", str(templates / m),
+                                  MODELS[m][0], str(port)], port)
+            try:
+                body, _ = payloads(m)
+                for n in clients:
+                    record("(b) naive Flask", m, n, drive("/predict", ("127.0.0.1", port), body,
+                                                          n, args.warmup, args.duration))
+            finally:
+                stop_process(proc)
+        switch = None
+        for batching in (False, True) if "c" in targets else ():
+            gport, rport = free_port(), free_port()
+            flags = ["-m", "serving.model_server", f"--port={gport}", f"--rest_api_port={rport}",
+                     "--host=127.0.0.1", f"--model_config_file={config}",
+                     *args.server_flags.split()]
+            if batching:
+                flags += ["--enable_batching", f"--batching_parameters_file={work}/batching.config"]
+            server_log = work / f"server-batching-{batching}.log"
+            proc = start_process(flags, rport, server_log)
+            try:
+                label = "on" if batching else "off"
+                for m in models:
+                    body, grpc_payload = payloads(m)
+                    for n in clients:
+                        record(f"(c) server REST batching {label}", m, n,
+                               drive(f"/v1/models/{m}:predict", ("127.0.0.1", rport), body, n,
+                                     args.warmup, args.duration))
+                        record(f"(c) server gRPC batching {label}", m, n,
+                               drive("grpc", f"127.0.0.1:{gport}", grpc_payload, n,
+                                     args.warmup, args.duration))
+                if not batching and "mnist" in models:
+                    switch = measure_version_switch(repo, templates, gport, server_log)
+                    for sw in switch:
+                        print(f"pushed mnist version {sw['version']} answered after "
+                              f"{sw['seconds']:.2f} s (poll interval 1 s; load "
+                              f"{sw['load_seconds']} s)", flush=True)
+            finally:
+                stop_process(proc)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "switch": switch},
+                                                  indent=1))
+        print_markdown(results, switch, clients)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def print_markdown(results, switch, clients):
+    header = " | ".join(f"{n} clients: req/s, p50/p99 ms" for n in clients)
+    print(f"\n| target | model | {header} |")
+    print("|---|---|" + "---|" * len(clients))
+    keyed = {}
+    for r in results:
+        keyed.setdefault((r["target"], r["model"]), {})[r["clients"]] = r
+    for (target, model), by_n in keyed.items():
+        cells = []
+        for n in clients:
+            r = by_n.get(n)
+            cells.append("-" if r is None else
+                         f"{r['rps']:.0f}, {r['p50_ms']:.1f}/{r['p99_ms']:.1f}"
+                         + (f" ({r['errors']} err)" if r["errors"] else ""))
+        print(f"| {target} | {model} | " + " | ".join(cells) + " |")
+    if switch:
+        answered = ", ".join(f"{sw['seconds']:.2f}" for sw in switch)
+        worst = max(sw["seconds"] for sw in switch)
+        loads = ", ".join(f"{sw['load_seconds']:.2f}" for sw in switch
+                          if sw["load_seconds"] is not None)
+        print(f"\nPushed MNIST versions answered after {answered} s (worst {worst:.2f} s) "
+              f"with --file_system_poll_wait_seconds=1; logged load times {loads} s.")
+    flask = {r["clients"]: r for r in results
+             if r["target"] == "(b) naive Flask" and r["model"] == "mnist"}
+    grpc_on = {r["clients"]: r for r in results
+               if r["target"] == "(c) server gRPC batching on" and r["model"] == "mnist"}
+    if 32 in flask and 32 in grpc_on and flask[32]["rps"]:
+        print(f"gRPC+batching / Flask at 32 clients (MNIST): "
+              f"{grpc_on[32]['rps'] / flask[32]['rps']:.2f}x (target >= 3x)")
+    if 8 in grpc_on:
+        print(f"MNIST gRPC+batching p99 at 8 clients: {grpc_on[8]['p99_ms']:.1f} ms "
+              f"(target <= 25 ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

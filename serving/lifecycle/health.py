@@ -1,0 +1,92 @@
+"""Health as TF Serving reports it: `GET /v1/models/NAME`, not an open port.
+
+A model is healthy only when the version we expect is AVAILABLE. A version the server
+tried and failed to load shows state END with the server's own error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+import requests
+
+AVAILABLE = "AVAILABLE"
+END = "END"
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state == END and self.error_code not in ("OK", "") and bool(self.error_message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStatus:
+    """One model as the server sees it; `error` is set when the server could not be asked."""
+
+    model: str
+    versions: Sequence[VersionStatus] = ()
+    error: str = ""
+
+    def version(self, number: int) -> Optional[VersionStatus]:
+        for v in self.versions:
+            if v.version == number:
+                return v
+        return None
+
+    def available(self) -> List[int]:
+        return sorted(v.version for v in self.versions if v.state == AVAILABLE)
+
+    def is_available(self, number: int) -> bool:
+        v = self.version(number)
+        return v is not None and v.state == AVAILABLE
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "error": self.error,
+                "versions": [dataclasses.asdict(v) for v in self.versions]}
+
+
+def parse_model_status(model: str, body: dict) -> ModelStatus:
+    versions = []
+    for entry in body.get("model_version_status", []):
+        status = entry.get("status", {}) or {}
+        versions.append(VersionStatus(version=int(entry["version"]), state=entry.get("state", ""),
+                                      error_code=status.get("error_code", "OK"),
+                                      error_message=status.get("error_message", "")))
+    return ModelStatus(model, tuple(sorted(versions, key=lambda v: v.version)))
+
+
+def get_model_status(rest_url: str, model: str, timeout: float = 5.0,
+                     session: Optional[requests.Session] = None) -> ModelStatus:
+    """Never raises for a server that is down or still starting: the error is in the result."""
+    http = session or requests
+    try:
+        r = http.get(f"{rest_url}/v1/models/{model}", timeout=timeout)
+    except requests.RequestException as e:
+        return ModelStatus(model, error=f"no answer from {rest_url}: {type(e).__name__}")
+    try:
+        body = r.json()
+    except ValueError:
+        return ModelStatus(model, error=f"HTTP {r.status_code}: {r.text[:200]}")
+    if r.status_code != 200:
+        return ModelStatus(model, error=f"HTTP {r.status_code}: {body.get('error', body)}")
+    return parse_model_status(model, body)
+
+
+def predict(rest_url: str, model: str, instances: list, version: Optional[int] = None,
+            timeout: float = 30.0, session: Optional[requests.Session] = None) -> dict:
+    """REST predict; raises requests.HTTPError with the server's error text on failure."""
+    http = session or requests
+    path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+    r = http.post(f"{rest_url}{path}:predict", json={"instances": instances}, timeout=timeout)
+    if r.status_code != 200:
+        raise requests.HTTPError(f"predict {model}: HTTP {r.status_code}: {r.text[:300]}",
+                                 response=r)
+    return r.json()

@@ -1,0 +1,65 @@
+"""What `status` shows, for people (text) and scripts (`--json`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+from serving.lifecycle.health import ModelStatus
+from serving.lifecycle.state import ServerState
+
+
+@dataclasses.dataclass
+class ModelReport:
+    model: str
+    expected_version: Optional[int]
+    pinned: bool
+    status: ModelStatus
+
+    @property
+    def healthy(self) -> bool:
+        """Healthy = the expected version is AVAILABLE (an open port is not enough)."""
+        return self.expected_version is not None and \
+            self.status.is_available(self.expected_version)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "expected_version": self.expected_version,
+                "pinned": self.pinned, "healthy": self.healthy,
+                "serving": self.status.available(), "error": self.status.error,
+                "versions": self.status.to_json()["versions"]}
+
+
+@dataclasses.dataclass
+class ServerReport:
+    state: ServerState
+    running: bool
+    models: List[ModelReport]
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and all(m.healthy for m in self.models)
+
+    def to_json(self) -> dict:
+        s = self.state
+        return {"backend": s.backend, "running": self.running, "healthy": self.healthy,
+                "handle": s.handle, "name": s.name, "image": s.image,
+                "repository": s.repository, "addresses": s.addresses.to_json(),
+                "models": [m.to_json() for m in self.models]}
+
+    def to_text(self) -> str:
+        s = self.state
+        lines = [f"backend {s.backend} ({'running' if self.running else 'NOT running'})"
+                 f"{' image ' + s.image if s.image else ''}  {s.name}",
+                 f"REST {s.addresses.rest_url}  gRPC {s.addresses.grpc_target}",
+                 f"repository {s.repository}"]
+        for m in self.models:
+            flag = "healthy" if m.healthy else "UNHEALTHY"
+            pin = " (pinned by rollback)" if m.pinned else ""
+            lines.append(f"{m.model}: {flag}, expects version {m.expected_version}{pin}, "
+                         f"serving {m.status.available() or 'nothing'}")
+            if m.status.error:
+                lines.append(f"  error: {m.status.error}")
+            for v in m.status.versions:
+                err = f"  {v.error_code}: {v.error_message}" if v.error_message else ""
+                lines.append(f"  version {v.version}: {v.state}{err}")
+        return "\n".join(lines)

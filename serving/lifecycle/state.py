@@ -1,0 +1,93 @@
+"""The record of the server `up` started, so later processes (`status`, `wait`, `down`, the
+pipeline runner) find it. One JSON file in the configured state directory, written
+atomically; the directory also holds the generated models.config and the process log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from serving.lifecycle.config import Addresses
+
+STATE_FILENAME = "server.json"
+
+
+@dataclasses.dataclass
+class ServerState:
+    backend: str                 # "docker" or "process"
+    handle: str                  # container id, or pid
+    name: str                    # container name, or the server's command line marker
+    image: str                   # docker image ("" for process)
+    repository: str              # host path of the model repository
+    models: Tuple[str, ...]
+    addresses: Addresses
+    state_dir: str
+    model_config_path: str = ""  # host path of the generated models.config, if any
+    # Server-side base path per model (/models/NAME in a container, host path otherwise).
+    base_paths: Dict[str, str] = dataclasses.field(default_factory=dict)
+    pinned: Dict[str, int] = dataclasses.field(default_factory=dict)  # model -> version
+    config_poll_seconds: float = 0.0
+    started_at: float = 0.0
+    log_path: str = ""
+    docker_url: str = ""         # the daemon `up` talked to ("" = the SDK's default)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["models"] = list(self.models)
+        d["addresses"] = self.addresses.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ServerState":
+        d = dict(d)
+        a = d.pop("addresses")
+        d["addresses"] = Addresses(a["host"], int(a["grpc_port"]), int(a["rest_port"]))
+        d["models"] = tuple(d["models"])
+        d["pinned"] = {k: int(v) for k, v in d.get("pinned", {}).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def state_path(state_dir: Path) -> Path:
+    return Path(state_dir) / STATE_FILENAME
+
+
+def load(state_dir: Path) -> Optional[ServerState]:
+    path = state_path(state_dir)
+    try:
+        return ServerState.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def save(state: ServerState) -> None:
+    write_atomically(state_path(Path(state.state_dir)), json.dumps(state.to_json(), indent=2))
+
+
+def clear(state_dir: Path) -> None:
+    try:
+        state_path(state_dir).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (a polling server, a concurrent `status`) see the old or the new file, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,12 @@
+"""An embedded, TF-Serving-compatible model server (the default backend where Docker is absent).
+
+The layout mirrors TensorFlow Serving so the behaviour can be reasoned about the same way:
+`source.FileSystemSource` polls base paths and emits aspired versions, `loader.Loader`
+loads one version, `manager.Manager` applies the version policy and serves lookups,
+`core.ServingCore` implements the APIs over tensorflow_serving.apis protos, and `rest` /
+`grpc_service` are thin front ends over that one core. Nothing here parses flags or keeps
+module-level state; `__main__` turns tensorflow_model_server's flags into a `ServerConfig`.
+"""
+
+from serving.model_server.config import ServerConfig  # noqa: F401
+from serving.model_server.errors import Code, ServingError  # noqa: F401

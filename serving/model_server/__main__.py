@@ -1,0 +1,174 @@
+"""`python -m serving.model_server`: tensorflow_model_server's command line.
+
+Flags keep tensorflow_model_server's names, defaults and meaning (`--flag=value`,
+`--flag value`, and `--bool_flag` / `--bool_flag=false`). Flags tensorflow_model_server
+has but this server cannot honour are rejected by name; unknown flags exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from typing import List, Optional
+
+from serving.model_server.config import ConfigError, ServerConfig
+
+log = logging.getLogger("serving.model_server")
+
+__version__ = "0.1.0"
+
+# tensorflow_model_server flags whose behaviour this server does not provide.
+UNSUPPORTED = ("ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
+               "tensorflow_session_config_file", "use_tflite_model", "prefer_tflite_model",
+               "xla_cpu_compilation_enabled", "enable_signature_method_name_check",
+               "remove_unused_fields_from_bundle_metagraph", "mixed_precision",
+               "thread_pool_factory_config_file", "rest_api_enable_cors_support")
+# Accepted for command-line compatibility; they tune internals this server does not have.
+IGNORED = ("max_num_load_retries", "load_retry_interval_micros", "flush_filesystem_caches",
+           "num_load_threads", "num_unload_threads", "tensorflow_session_parallelism",
+           "enable_profiler", "grpc_max_threads", "skip_initialize_tpu")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's exit status 2, with a pointer to --help
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"(flags are tensorflow_model_server's; see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="model-server", allow_abbrev=False,
+                description="TF-Serving-compatible model server (embedded backend).")
+    d = ServerConfig()
+    for field in dataclasses.fields(ServerConfig):
+        name, default = field.name, getattr(d, field.name)
+        if name in ("host", "rest_api_max_body_bytes", "drain_timeout_seconds"):
+            continue
+        _add(p, name, default)
+    ext = p.add_argument_group("extensions (not tensorflow_model_server flags)")
+    _add(ext, "host", d.host, "address to bind (tensorflow_model_server binds 0.0.0.0)")
+    _add(ext, "rest_api_max_body_bytes", d.rest_api_max_body_bytes,
+         "larger REST bodies are answered 400 without being read")
+    _add(ext, "drain_timeout_seconds", d.drain_timeout_seconds,
+         "on SIGTERM, how long in-flight requests may take to finish")
+    for name in UNSUPPORTED + IGNORED:
+        p.add_argument(f"--{name}", nargs="?", const="true", default=None,
+                       help=argparse.SUPPRESS)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def _add(p, name, default, help_text=None):
+    help_text = help_text or f"(default {default!r})"
+    if isinstance(default, bool):
+        p.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default,
+                       help=help_text)
+    else:
+        p.add_argument(f"--{name}", type=type(default), default=default, help=help_text)
+
+
+def parse_config(argv: List[str]) -> ServerConfig:
+    """Flags -> ServerConfig; exits 2 on an unknown or unsupported flag."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+        print(f"TensorFlow ModelServer: {__version__}-embedded\n"
+              f"TensorFlow Library: {version('tensorflow')}")
+        sys.exit(0)
+    for name in UNSUPPORTED:
+        if getattr(args, name) is not None:
+            parser.error(f"flag --{name} of tensorflow_model_server is not supported by this "
+                         f"server")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServerConfig)}
+    config = ServerConfig(**values)
+    for name in IGNORED:
+        if getattr(args, name) is not None:
+            log.warning("Ignoring --%s: not applicable to this server", name)
+    return config
+
+
+class _TFLogFormatter(logging.Formatter):
+    """`2026-01-01 12:00:00.123456: I serving/model_server/manager.py:42] message`."""
+
+    def format(self, record):
+        t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        micros = int((record.created % 1) * 1e6)
+        level = record.levelname[0]
+        path = record.pathname
+        idx = path.find("serving/model_server")
+        path = path[idx:] if idx >= 0 else record.filename
+        message = super().format(record)
+        return f"{t}.{micros:06d}: {level} {path}:{record.lineno}] {message}"
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TFLogFormatter("%(message)s"))
+    root = logging.getLogger("serving.model_server")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    configure_logging()
+    config = parse_config(sys.argv[1:] if argv is None else argv)
+    try:  # bad config files fail here, before the slow TensorFlow import
+        config.model_server_config()
+        config.batching()
+        config.prometheus_path()
+        config.grpc_options()
+    except ConfigError as e:
+        log.error("Failed to start server. Error: %s", e)
+        return 1
+    from serving.model_server.errors import ServingError
+    from serving.model_server.server import ModelServer
+
+    server = ModelServer(config)
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: server.request_stop())
+    try:
+        if config.model_config_file:
+            log.info("Loading model config file %s", config.model_config_file)
+        else:
+            log.info("Building single TensorFlow model file config:  model_name: %s "
+                     "model_base_path: %s", config.model_name, config.model_base_path)
+        server.start()
+    except ServingError as e:
+        if e.code.name == "CANCELLED":
+            log.info("Stopped before the models were loaded")
+            server.core.stop()
+            return 0
+        log.error("Failed to start server. Error: %s", e)
+        if server.core is not None:
+            server.core.stop()
+        return 1
+    except ConfigError as e:
+        log.error("Failed to start server. Error: %s", e)
+        if server.core is not None:
+            server.core.stop()
+        return 1
+    if server.wait(0):  # a SIGTERM that arrived while models were loading
+        server.shutdown()
+        return 0
+    while not server.wait(3600):
+        pass
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

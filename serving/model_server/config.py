@@ -1,0 +1,205 @@
+"""Typed server configuration and the text-format config files tensorflow_model_server reads.
+
+`ServerConfig` is what `__main__` builds from the flags (same names and defaults as
+tensorflow_model_server) and what tests build directly. The file loaders return the
+upstream protos and raise `ConfigError` with a message that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.model_server import protos
+
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+class ConfigError(ValueError):
+    """A configuration the server cannot start (or reload) with; the message says why."""
+
+
+@dataclasses.dataclass
+class BatchingOptions:
+    """BatchingParameters with TF Serving's defaults filled in (batching_session.h)."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    allowed_batch_sizes: Tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    @classmethod
+    def from_proto(cls, p) -> "BatchingOptions":
+        o = cls()
+        for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                     "num_batch_threads"):
+            if p.HasField(name):
+                setattr(o, name, int(getattr(p, name).value))
+        o.allowed_batch_sizes = tuple(int(v) for v in p.allowed_batch_sizes)
+        o.pad_variable_length_inputs = bool(p.pad_variable_length_inputs)
+        o.validate()
+        return o
+
+    def validate(self) -> None:
+        if self.max_batch_size <= 0:
+            raise ConfigError("max_batch_size must be positive")
+        if self.num_batch_threads <= 0:
+            raise ConfigError("num_batch_threads must be positive")
+        if self.batch_timeout_micros < 0 or self.max_enqueued_batches <= 0:
+            raise ConfigError("batch_timeout_micros must be >= 0 and max_enqueued_batches > 0")
+        sizes = list(self.allowed_batch_sizes)
+        if sizes:
+            if sizes != sorted(set(sizes)) or sizes[0] <= 0:
+                raise ConfigError("allowed_batch_sizes entries must be positive and increasing")
+            if sizes[-1] != self.max_batch_size:
+                raise ConfigError(
+                    f"allowed_batch_sizes: final entry must equal max_batch_size "
+                    f"({sizes[-1]} != {self.max_batch_size})")
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """Everything a ModelServer needs; fields are tensorflow_model_server's flags."""
+
+    port: int = 8500
+    grpc_socket_path: str = ""
+    grpc_channel_arguments: str = ""
+    rest_api_port: int = 0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_num_threads: int = 0
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0  # int in TF Serving; fractions allowed
+    allow_version_labels_for_unavailable_models: bool = False
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1
+    saved_model_tags: str = "serve"
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    # Extensions (not tensorflow_model_server flags).
+    host: str = "0.0.0.0"
+    rest_api_max_body_bytes: int = 64 << 20
+    drain_timeout_seconds: float = 30.0
+
+    def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
+        """The models to serve: the config file, or the single --model_name/--model_base_path."""
+        if self.model_config_file:
+            if self.model_base_path:
+                raise ConfigError("--model_config_file and --model_base_path cannot both be set")
+            return load_model_server_config(self.model_config_file)
+        if not self.model_base_path:
+            raise ConfigError("either --model_base_path or --model_config_file must be set")
+        return single_model_config(self.model_name, self.model_base_path)
+
+    def batching(self) -> Optional[BatchingOptions]:
+        if not self.enable_batching:
+            return None
+        if not self.batching_parameters_file:
+            return BatchingOptions()
+        return load_batching_parameters(self.batching_parameters_file)
+
+    def prometheus_path(self) -> Optional[str]:
+        if not self.monitoring_config_file:
+            return None
+        cfg = load_monitoring_config(self.monitoring_config_file)
+        if not cfg.prometheus_config.enable:
+            return None
+        return cfg.prometheus_config.path or DEFAULT_PROMETHEUS_PATH
+
+    def grpc_options(self):
+        """--grpc_channel_arguments: comma-separated key=value, ints where they parse."""
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        for item in filter(None, (s.strip() for s in self.grpc_channel_arguments.split(","))):
+            if "=" not in item:
+                raise ConfigError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+            key, value = (s.strip() for s in item.split("=", 1))
+            try:
+                options.append((key, int(value)))
+            except ValueError:
+                options.append((key, value))
+        return options
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    cfg = model_server_config_pb2.ModelServerConfig()
+    model = cfg.model_config_list.config.add()
+    model.name = name
+    model.base_path = base_path
+    model.model_platform = "tensorflow"
+    validate_model_server_config(cfg)
+    return cfg
+
+
+def _parse_text(path: str, message, what: str):
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as e:
+        raise ConfigError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name} in {path}: {e}") from e
+
+
+def load_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    cfg = _parse_text(path, model_server_config_pb2.ModelServerConfig(), "model config")
+    try:
+        validate_model_server_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"invalid model config file {path}: {e}") from e
+    return cfg
+
+
+def validate_model_server_config(cfg: model_server_config_pb2.ModelServerConfig) -> None:
+    """Reject what TF Serving rejects, naming the model and the field at fault."""
+    if cfg.WhichOneof("config") == "custom_model_config":
+        raise ConfigError("custom_model_config is not supported; use model_config_list")
+    seen = set()
+    for i, model in enumerate(cfg.model_config_list.config):
+        where = f"model_config_list.config[{i}]"
+        if not model.name:
+            raise ConfigError(f"{where}: name is empty")
+        if "/" in model.name or ":" in model.name:
+            raise ConfigError(f"{where}: invalid model name {model.name!r}")
+        if model.name in seen:
+            raise ConfigError(f"Illegal to list model {model.name} multiple times in config list")
+        seen.add(model.name)
+        if not model.base_path:
+            raise ConfigError(f"{where} (model {model.name}): base_path is empty")
+        if model.model_platform not in ("", "tensorflow"):
+            raise ConfigError(
+                f"model {model.name}: model_platform {model.model_platform!r} is not supported "
+                f"(only 'tensorflow')")
+        policy = model.model_version_policy
+        if policy.WhichOneof("policy_choice") == "latest" and policy.latest.num_versions < 0:
+            raise ConfigError(f"model {model.name}: latest.num_versions must be >= 0")
+        if policy.WhichOneof("policy_choice") == "specific" and not policy.specific.versions:
+            raise ConfigError(f"model {model.name}: specific policy lists no versions")
+        for label, version in model.version_labels.items():
+            if not label or version <= 0:
+                raise ConfigError(f"model {model.name}: invalid version label {label!r}: {version}")
+
+
+def load_batching_parameters(path: str) -> BatchingOptions:
+    proto = _parse_text(path, protos.BatchingParameters(), "batching parameters")
+    try:
+        return BatchingOptions.from_proto(proto)
+    except ConfigError as e:
+        raise ConfigError(f"invalid batching parameters file {path}: {e}") from e
+
+
+def load_monitoring_config(path: str):
+    return _parse_text(path, protos.MonitoringConfig(), "monitoring config")

@@ -1,0 +1,137 @@
+"""ModelServer: wires config, core, gRPC and REST together; start, run, drain, stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+from serving.model_server.config import ConfigError, ServerConfig, load_model_server_config
+from serving.model_server.core import ServingCore
+from serving.model_server.errors import ServingError
+from serving.model_server.grpc_service import GrpcServer
+from serving.model_server.rest import RestApi, RestServer
+
+log = logging.getLogger("serving.model_server")
+
+GRPC_WORKERS = 64  # blocking handlers wait on batches; enough for max_batch_size*2 clients
+
+
+class ModelServer:
+    """One server instance; no global state, so tests may run several in one process."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.core: Optional[ServingCore] = None
+        self.grpc_server: Optional[GrpcServer] = None
+        self.rest_server: Optional[RestServer] = None
+        self.grpc_port: Optional[int] = None
+        self.rest_port: Optional[int] = None
+        self._stop = threading.Event()
+        self._config_poller: Optional[threading.Thread] = None
+
+    def start(self, load_timeout: Optional[float] = None) -> None:
+        """Load the models (blocking, as tensorflow_model_server does), then listen.
+
+        Raises ConfigError for a bad flag/file and ServingError when a model cannot load.
+        """
+        cfg = self.config
+        _configure_tensorflow(cfg)
+        model_config = cfg.model_server_config()
+        prometheus_path = cfg.prometheus_path()
+        self.core = ServingCore(cfg)
+        self.core.start(model_config, timeout=load_timeout, cancel=self._stop)
+
+        self.grpc_server = GrpcServer(self.core, cfg.grpc_options(), max_workers=GRPC_WORKERS)
+        try:
+            if cfg.port:
+                self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            if cfg.grpc_socket_path:
+                self.grpc_server.add_insecure_port(f"unix:{cfg.grpc_socket_path}")
+        except RuntimeError as e:
+            raise ConfigError(f"cannot bind gRPC port {cfg.port or cfg.grpc_socket_path}: "
+                              f"{e}") from e
+        if cfg.port and not self.grpc_port:
+            raise ConfigError(f"cannot bind gRPC port {cfg.port}")
+        self.grpc_server.start()
+        if cfg.port:
+            log.info("Running gRPC ModelServer at %s:%d ...", cfg.host, self.grpc_port)
+        if cfg.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", cfg.grpc_socket_path)
+
+        if cfg.rest_api_port:
+            api = RestApi(self.core, cfg.rest_api_timeout_in_ms, prometheus_path)
+            try:
+                self.rest_server = RestServer((cfg.host, cfg.rest_api_port), api,
+                                              cfg.rest_api_max_body_bytes)
+            except OSError as e:
+                raise ConfigError(f"cannot bind REST port {cfg.rest_api_port}: {e}") from e
+            self.rest_port = self.rest_server.server_address[1]
+            self.rest_server.serve_in_thread()
+            log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
+        elif prometheus_path:
+            log.warning("--monitoring_config_file is set but --rest_api_port is 0: metrics "
+                        "are served on the REST port only")
+
+        if cfg.model_config_file and cfg.model_config_file_poll_wait_seconds > 0:
+            self._config_poller = threading.Thread(target=self._poll_config, daemon=True,
+                                                   name="config-poll")
+            self._config_poller.start()
+
+    def _poll_config(self) -> None:
+        """Re-read --model_config_file on its poll interval; a bad file keeps the old config."""
+        path = self.config.model_config_file
+        last = Path(path).read_text() if Path(path).is_file() else None
+        while not self._stop.wait(self.config.model_config_file_poll_wait_seconds):
+            try:
+                text = Path(path).read_text()
+            except OSError as e:
+                log.error("Cannot read model config file %s: %s", path, e)
+                continue
+            if text == last:
+                continue
+            last = text
+            try:
+                new_config = load_model_server_config(path)
+                log.info("Model config file %s changed; reloading", path)
+                self.core.apply_config(new_config, timeout=60.0)
+            except (ConfigError, ServingError) as e:
+                log.error("Not applying model config file %s: %s", path, e)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._stop.wait(timeout)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self, grace: Optional[float] = None) -> bool:
+        """Stop accepting, let in-flight requests finish (up to `grace` s), release models."""
+        grace = self.config.drain_timeout_seconds if grace is None else grace
+        self._stop.set()
+        log.info("Shutting down: draining in-flight requests (up to %.0f s)", grace)
+        if self.rest_server is not None:
+            self.rest_server.draining = True
+            self.rest_server.shutdown()
+            self.rest_server.server_close()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace)  # returns once its in-flight RPCs are done
+        idle = self.core.wait_idle(grace) if self.core is not None else True
+        if self.core is not None:
+            self.core.stop()
+        log.info("Server stopped%s", "" if idle else " (some requests did not finish)")
+        return idle
+
+
+def _configure_tensorflow(cfg: ServerConfig) -> None:
+    import tensorflow as tf
+
+    try:
+        if cfg.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(
+                cfg.tensorflow_intra_op_parallelism)
+        if cfg.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(
+                cfg.tensorflow_inter_op_parallelism)
+    except RuntimeError as e:  # the runtime was already initialised (in-process tests)
+        log.debug("TensorFlow threading left as is: %s", e)

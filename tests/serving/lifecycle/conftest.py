@@ -1,0 +1,68 @@
+"""Fixtures for the lifecycle tests: one contract, run against both backends.
+
+`backend` is parametrized docker/process; the docker case skips (with the reason) only
+when no daemon answers or the image is missing. `serve` starts a server in a fresh
+repository and state dir and always takes it down afterwards, even when the test fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lc_support
+from serving import lifecycle
+from serving.lifecycle.config import UpConfig
+
+POLL_SECONDS = 1.0
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory):
+    """Exported once: half_plus_two versions 1 (b=2) and 2 (b=3), and an MNIST-shaped
+    model (the model server's stand-in for the trained one) under "mnist"."""
+    from components.half_plus_two_trainer import export
+    from serving.model_server.testing import export_mnist_like
+
+    root = tmp_path_factory.mktemp("lc_templates")
+    export(0.5, 2.0, str(root / "v1"))
+    export(0.5, 3.0, str(root / "v2"))
+    export_mnist_like(root / "mnist")
+    return {1: root / "v1", 2: root / "v2", "mnist": root / "mnist"}
+
+
+@pytest.fixture(params=["docker", "process"])
+def backend(request):
+    if request.param == "docker":
+        reason = lc_support.docker_unavailable_reason(lc_support.test_image())
+        if reason:
+            pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    path = tmp_path / "repository"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def serve(backend, repo, tmp_path):
+    """serve(**overrides) -> ServerState; `down` runs after the test whatever happened."""
+    state_dir = tmp_path / "state"
+
+    def start(**overrides):
+        fields = dict(repository=repo, models=(lc_support.MODEL,), state_dir=state_dir,
+                      backend=backend, image=lc_support.test_image(), grpc_port=0,
+                      rest_port=0, file_system_poll_seconds=POLL_SECONDS,
+                      config_poll_seconds=POLL_SECONDS, wait_seconds=180)
+        fields.update(overrides)
+        return lifecycle.up(UpConfig(**fields))
+
+    start.state_dir = state_dir
+    yield start
+    lifecycle.down(state_dir, timeout=10)
+    if backend == "docker":
+        assert lc_support.labelled_containers(state_dir) == []

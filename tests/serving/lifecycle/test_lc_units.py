@@ -1,0 +1,223 @@
+"""Fast checks of the lifecycle's pieces and the CLI's errors and exit codes (no server)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from serving.__main__ import split_extra
+from serving.lifecycle import api, backends, health, model_config, state as state_store
+from serving.lifecycle.config import Addresses, UpConfig
+from serving.lifecycle.errors import EXIT_ENVIRONMENT, EXIT_NOT_RUNNING, EXIT_USAGE
+from serving.lifecycle.process_backend import ProcessBackend
+from serving.lifecycle.report import ModelReport
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "serving", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def fake_model(repo: Path, model: str = "half_plus_two", version: int = 1) -> None:
+    path = repo / model / str(version)
+    (path / "variables").mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(b"graph")
+
+
+class _FakeServing(BaseHTTPRequestHandler):
+    body = {}
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        data = json.dumps(self.server.body).encode()
+        self.send_response(self.server.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_rest():
+    """A REST endpoint on 127.0.0.1 whose /v1/models answer the test sets."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServing)
+    server.code, server.body = 200, {}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _status(version, state, code="OK", message=""):
+    return {"version": str(version), "state": state,
+            "status": {"error_code": code, "error_message": message}}
+
+
+def test_open_port_is_not_health(fake_rest):
+    url = f"http://127.0.0.1:{fake_rest.server_address[1]}"
+    fake_rest.body = {"model_version_status": [_status(1, "LOADING")]}
+    report = ModelReport("m", 1, False, health.get_model_status(url, "m"))
+    assert not report.healthy
+    fake_rest.body = {"model_version_status": [_status(1, "AVAILABLE")]}
+    assert ModelReport("m", 1, False, health.get_model_status(url, "m")).healthy
+    assert not ModelReport("m", 2, False, health.get_model_status(url, "m")).healthy
+    fake_rest.code, fake_rest.body = 404, {"error": "Servable not found"}
+    st = health.get_model_status(url, "m")
+    assert "404" in st.error and not ModelReport("m", 1, False, st).healthy
+
+
+def test_failed_version_carries_the_servers_error():
+    st = health.parse_model_status("m", {"model_version_status": [
+        _status(2, "AVAILABLE"), _status(3, "END", "DATA_LOSS", "Could not parse saved_model.pb")]})
+    assert st.available() == [2]
+    assert st.version(3).failed and "parse" in st.version(3).error_message
+    assert not st.version(2).failed
+
+
+def test_no_server_answering_is_an_error_not_an_exception():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening
+        st = health.get_model_status(f"http://127.0.0.1:{port}", "m", timeout=1)
+    assert st.error and st.versions == ()
+
+
+def test_model_config_pins_a_version_and_serves_latest_otherwise():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    text = model_config.render({"a": "/models/a", "b": "/models/b"}, {"b": 3}, ["a", "b"])
+    parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    a, b = parsed.model_config_list.config
+    assert (a.name, a.base_path, a.model_platform) == ("a", "/models/a", "tensorflow")
+    assert a.model_version_policy.latest.num_versions == 1
+    assert list(b.model_version_policy.specific.versions) == [3]
+
+
+def test_server_args_append_extra_flags_last(tmp_path):
+    cfg = UpConfig(repository=tmp_path, models=("a", "b"), extra_args=("--enable_batching",),
+                   config_poll_seconds=5, file_system_poll_seconds=1)
+    args = api._server_args(cfg, ProcessBackend(), tmp_path / "models.config")
+    assert args[0] == "--file_system_poll_wait_seconds=1"
+    assert f"--model_config_file={tmp_path / 'models.config'}" in args
+    assert "--model_config_file_poll_wait_seconds=5" in args
+    assert args[-1] == "--enable_batching"
+
+
+def test_state_round_trip(tmp_path):
+    s = state_store.ServerState(
+        backend="docker", handle="abc", name="n", image="img", repository="/r", models=("a",),
+        addresses=Addresses("127.0.0.1", 1, 2), state_dir=str(tmp_path), pinned={"a": 1})
+    state_store.save(s)
+    assert state_store.load(tmp_path) == s
+    state_store.clear(tmp_path)
+    assert state_store.load(tmp_path) is None
+
+
+def test_split_extra():
+    assert split_extra(["up", "--models", "a", "--", "--x=1", "--y"]) == (
+        ["up", "--models", "a"], ("--x=1", "--y"))
+    assert split_extra(["status"]) == (["status"], ())
+
+
+def test_auto_falls_back_to_process_and_says_why(tmp_path, caplog):
+    cfg = UpConfig(repository=tmp_path, models=("a",), backend="auto",
+                   docker_url=f"unix://{tmp_path}/no-daemon.sock")
+    with caplog.at_level(logging.INFO, logger="serving.lifecycle"):
+        chosen = backends.choose(cfg)
+    assert chosen.name == "process"
+    assert "backend auto -> process" in caplog.text and "does not answer" in caplog.text
+
+
+def test_cli_help_and_usage_errors():
+    assert cli("--help").returncode == 0
+    for sub in ("up", "status", "wait", "logs", "down", "rollback", "predict"):
+        r = cli(sub, "--help")
+        assert r.returncode == 0, (sub, r.stderr)
+    assert "exit codes" in cli("--help").stdout
+    assert cli("up", "--models", "a").returncode == EXIT_USAGE  # --repository missing
+    assert cli("up", "--repository", ".", "--models", "a", "--backend", "k8s").returncode == 2
+    assert cli("rollback", "--model", "a", "--to", "one").returncode == EXIT_USAGE
+    assert cli("status", "--", "--x").returncode == EXIT_USAGE
+
+
+def test_cli_repository_missing(tmp_path):
+    r = cli("up", "--repository", str(tmp_path / "nope"), "--models", "a",
+            "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT
+    assert "does not exist" in r.stderr and "Next step:" in r.stderr
+
+
+def test_cli_model_without_versions(tmp_path):
+    r = cli("up", "--repository", str(tmp_path), "--models", "mnist",
+            "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT and "no version" in r.stderr
+
+
+def test_cli_nothing_running(tmp_path):
+    for args in (["status"], ["wait", "--model", "a", "--timeout", "1"], ["logs"],
+                 ["rollback", "--model", "a", "--to", "1"]):
+        r = cli(*args, "--state-dir", str(tmp_path))
+        assert r.returncode == EXIT_NOT_RUNNING, (args, r.stderr)
+        assert "no server recorded" in r.stderr
+    r = cli("down", "--state-dir", str(tmp_path))
+    assert r.returncode == 0 and "nothing was running" in r.stdout
+
+
+@pytest.mark.parametrize("which", ["--rest-port", "--grpc-port"])
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_cli_port_taken(tmp_path, which, backend):
+    import lc_support
+    if backend == "docker" and lc_support.docker_unavailable_reason(lc_support.test_image()):
+        pytest.skip(lc_support.docker_unavailable_reason(lc_support.test_image()))
+    fake_model(tmp_path / "repo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+                "--backend", backend, "--image", lc_support.test_image(), which, str(port),
+                "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT, r.stderr
+    assert f"port {port} is already in use" in r.stderr and f"{which} 0" in r.stderr
+    assert not (tmp_path / "s" / "server.json").exists()
+
+
+def test_verify_pushed_is_a_no_op_with_no_server(tmp_path):
+    assert api.verify_pushed("half_plus_two", 1, 1, tmp_path) is None
+
+
+def test_cli_docker_daemon_not_answering(tmp_path):
+    fake_model(tmp_path / "repo")
+    r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+            "--backend", "docker", "--docker-url", f"unix://{tmp_path}/no-daemon.sock",
+            "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT, r.stderr
+    assert "Docker daemon does not answer" in r.stderr and "--backend process" in r.stderr
+
+
+def test_cli_image_missing(tmp_path):
+    import lc_support
+    if lc_support.docker_unavailable_reason(lc_support.test_image()) and \
+            "no Docker daemon" in lc_support.docker_unavailable_reason(lc_support.test_image()):
+        pytest.skip("no Docker daemon answers; .ci/run starts one")
+    fake_model(tmp_path / "repo")
+    r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+            "--backend", "docker", "--image", "tfx-serving-toolkit/no-such-image:0",
+            "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT, r.stderr
+    assert "is not present" in r.stderr and "make serving-image" in r.stderr

@@ -1,0 +1,508 @@
+"""Every gRPC method and REST route against real server processes on loopback.
+
+One module-scoped pair of servers over the same models: batching off (with monitoring and
+a UNIX socket) and batching on, so the batching-identical-answers tests compare the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+
+from ms_support import copy_version, running_servers
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+model_config_list {
+  config {
+    name: "half_plus_two" base_path: "%(root)s/half_plus_two" model_platform: "tensorflow"
+    model_version_policy { all {} }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+  config { name: "mnist" base_path: "%(root)s/mnist" model_platform: "tensorflow" }
+  config { name: "default" base_path: "%(root)s/tf1" model_platform: "tensorflow" }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(model_templates, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api_repo")
+    copy_version(model_templates, root / "half_plus_two", 1, "hp2_v1")
+    copy_version(model_templates, root / "half_plus_two", 2, "hp2_v2")
+    copy_version(model_templates, root / "mnist", 1, "mnist")
+    copy_version(model_templates, root / "tf1", "00000123", "tf1_hp2")
+    (root / "models.config").write_text(CONFIG % {"root": root})
+    (root / "monitoring.config").write_text(
+        'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
+    (root / "batching.config").write_text(
+        "max_batch_size { value: 16 } batch_timeout_micros { value: 20000 } "
+        "num_batch_threads { value: 1 } max_enqueued_batches { value: 100 } "
+        "allowed_batch_sizes: 4 allowed_batch_sizes: 16")
+    with running_servers() as start:
+        plain = start(f"--model_config_file={root}/models.config",
+                      f"--monitoring_config_file={root}/monitoring.config",
+                      f"--grpc_socket_path={root}/grpc.sock",
+                      "--rest_api_max_body_bytes=1000000", wait=False)
+        batching = start(f"--model_config_file={root}/models.config", "--enable_batching",
+                         f"--batching_parameters_file={root}/batching.config", wait=False)
+        plain.wait_ready()
+        batching.wait_ready()
+        plain.socket = f"unix:{root}/grpc.sock"
+        yield {"plain": plain, "batching": batching}
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers["plain"]
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def model_stub(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def predict_request(name="half_plus_two", x=(1.0, 2.0, 5.0), version=None, label=None,
+                    signature=""):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.float32))
+    return req
+
+
+def example(x: float) -> example_pb2.Example:
+    ex = example_pb2.Example()
+    ex.features.feature["x"].float_list.value.append(x)
+    return ex
+
+
+def images(n=2, seed=1):
+    return np.random.default_rng(seed).random((n, 784), dtype=np.float32)
+
+
+# ---- gRPC PredictionService ---------------------------------------------------------
+
+def test_grpc_predict_latest_specific_and_label(stub):
+    resp = stub.Predict(predict_request(), timeout=10)
+    assert list(resp.outputs["y"].float_val) == [3.5, 4.0, 5.5]  # latest = version 2 (b=3)
+    assert resp.model_spec.name == "half_plus_two"
+    assert resp.model_spec.version.value == 2
+    assert resp.model_spec.signature_name == "serving_default"
+    resp = stub.Predict(predict_request(version=1), timeout=10)
+    assert list(resp.outputs["y"].float_val) == [2.5, 3.0, 4.5]
+    resp = stub.Predict(predict_request(label="stable"), timeout=10)
+    assert resp.model_spec.version.value == 1
+    resp = stub.Predict(predict_request(label="canary"), timeout=10)
+    assert resp.model_spec.version.value == 2
+
+
+def test_grpc_predict_mnist_like_mnist_client(stub):
+    """What TF Serving's mnist_client.py does: one image, read outputs['scores'].float_val."""
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "predict_images"
+    req.inputs["images"].CopyFrom(tf.make_tensor_proto(images(1)[0], shape=[1, 784]))
+    resp = stub.Predict(req, timeout=10)
+    scores = np.array(resp.outputs["scores"].float_val)
+    assert scores.shape == (10,)
+    assert scores.sum() == pytest.approx(1.0, abs=1e-5)
+    assert tf.make_ndarray(resp.outputs["scores"]).shape == (1, 10)
+
+
+def test_grpc_predict_output_filter(stub):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "scores_and_classes"
+    req.inputs["images"].CopyFrom(tf.make_tensor_proto(images(3)))
+    req.output_filter.append("classes")
+    resp = stub.Predict(req, timeout=10)
+    assert list(resp.outputs) == ["classes"]
+    assert len(resp.outputs["classes"].int64_val) == 3
+
+
+@pytest.mark.parametrize("mutate,code,text", [
+    (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Latest(nope)"),
+    (lambda r: r.model_spec.version.__setattr__("value", 9), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Specific(half_plus_two, 9)"),
+    (lambda r: setattr(r.model_spec, "signature_name", "nope"),
+     grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
+    (lambda r: r.inputs["z"].CopyFrom(r.inputs.pop("x")), grpc.StatusCode.INVALID_ARGUMENT,
+     "input tensor alias not found in signature: z"),
+    (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(["a"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "to be float but string is provided"),
+    (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32)),
+     grpc.StatusCode.INVALID_ARGUMENT, "is incompatible with the signature's shape"),
+    (lambda r: r.inputs.pop("x"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Missing but required: {x}"),
+    (lambda r: r.output_filter.append("w"), grpc.StatusCode.INVALID_ARGUMENT,
+     "output tensor alias not found in signature: w"),
+])
+def test_grpc_predict_errors(stub, mutate, code, text):
+    req = predict_request()
+    mutate(req)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(req, timeout=10)
+    assert e.value.code() == code
+    assert text in e.value.details()
+    assert stub.Predict(predict_request(), timeout=10).outputs["y"].float_val  # still serving
+
+
+def test_grpc_classify_and_regress(stub):
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name = "half_plus_two"
+    req.model_spec.signature_name = "classify_x_to_y"
+    req.model_spec.version.value = 1
+    req.input.example_list.examples.extend([example(2.0), example(4.0)])
+    resp = stub.Classify(req, timeout=10)
+    assert [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications] == \
+        [[("", 3.0)], [("", 4.0)]]
+    assert resp.model_spec.signature_name == "classify_x_to_y"
+
+    req = regression_pb2.RegressionRequest()
+    req.model_spec.name = "half_plus_two"
+    req.model_spec.signature_name = "regress_x_to_y"
+    req.input.example_list.examples.append(example(2.0))
+    resp = stub.Regress(req, timeout=10)
+    assert [r.value for r in resp.result.regressions] == [4.0]  # latest: 0.5*2+3
+    assert resp.model_spec.version.value == 2
+
+
+def test_grpc_classify_with_context_and_wrong_method(stub):
+    req = regression_pb2.RegressionRequest()
+    req.model_spec.name = "half_plus_two"
+    req.model_spec.signature_name = "regress_x_to_y"
+    req.input.example_list_with_context.context.CopyFrom(example(10.0))
+    req.input.example_list_with_context.examples.extend([example_pb2.Example(), example(4.0)])
+    resp = stub.Regress(req, timeout=10)
+    assert [r.value for r in resp.result.regressions] == [8.0, 5.0]  # context fills x
+    req.model_spec.signature_name = "serving_default"  # a predict signature
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Regress(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Expected regression signature method_name" in e.value.details()
+
+
+def test_grpc_multi_inference(stub):
+    req = inference_pb2.MultiInferenceRequest()
+    for sig, method in (("regress_x_to_y", "tensorflow/serving/regress"),
+                        ("classify_x_to_y", "tensorflow/serving/classify")):
+        task = req.tasks.add()
+        task.model_spec.name = "half_plus_two"
+        task.model_spec.version.value = 1
+        task.model_spec.signature_name = sig
+        task.method_name = method
+    req.input.example_list.examples.append(example(2.0))
+    resp = stub.MultiInference(req, timeout=10)
+    assert resp.results[0].regression_result.regressions[0].value == 3.0
+    assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0
+    assert resp.results[0].model_spec.version.value == 1
+    task = req.tasks.add()
+    task.CopyFrom(req.tasks[0])
+    with pytest.raises(grpc.RpcError) as e:
+        stub.MultiInference(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Duplicate evaluation of signature: regress_x_to_y" in e.value.details()
+
+
+def test_grpc_get_model_metadata(stub):
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "half_plus_two"
+    resp = stub.GetModelMetadata(req, timeout=10)
+    assert resp.model_spec.version.value == 2
+    sigmap = get_model_metadata_pb2.SignatureDefMap()
+    resp.metadata["signature_def"].Unpack(sigmap)
+    sigs = sigmap.signature_def
+    assert {"serving_default", "regress_x_to_y", "classify_x_to_y"} <= set(sigs)
+    assert sigs["regress_x_to_y"].method_name == "tensorflow/serving/regress"
+    assert sigs["serving_default"].inputs["x"].dtype == tf.float32.as_datatype_enum
+    req.metadata_field[:] = ["nope"]
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetModelMetadata(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grpc_over_unix_socket(server):
+    with grpc.insecure_channel(server.socket) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        resp = stub.Predict(predict_request(version=1, x=[2.0]), timeout=10)
+    assert list(resp.outputs["y"].float_val) == [3.0]
+
+
+# ---- gRPC ModelService --------------------------------------------------------------
+
+def test_grpc_get_model_status(model_stub):
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "half_plus_two"
+    resp = model_stub.GetModelStatus(req, timeout=10)
+    got = [(s.version, s.state, s.status.error_code, s.status.error_message)
+           for s in resp.model_version_status]
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert got == [(2, available, 0, ""), (1, available, 0, "")]
+    req.model_spec.version.value = 1
+    assert [s.version for s in model_stub.GetModelStatus(req, timeout=10)
+            .model_version_status] == [1]
+    req.model_spec.version.value = 7
+    with pytest.raises(grpc.RpcError) as e:
+        model_stub.GetModelStatus(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == "Could not find version 7 of model half_plus_two"
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "nope"
+    with pytest.raises(grpc.RpcError) as e:
+        model_stub.GetModelStatus(req, timeout=10)
+    assert e.value.details() == "Could not find any versions of model nope"
+
+
+# ---- REST ---------------------------------------------------------------------------
+
+def post(server, path, body):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(server.rest_url + path, data=data, timeout=10)
+
+
+def test_rest_seed_curl_example(server):
+    r = post(server, "/v1/models/half_plus_two/versions/1:predict", {"instances": [1.0, 2.0, 5.0]})
+    assert r.status_code == 200
+    assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
+    assert r.headers["Content-Type"] == "application/json"
+
+
+def test_rest_predict_routes_and_formats(server):
+    assert post(server, "/v1/models/half_plus_two:predict",
+                {"instances": [1.0]}).json() == {"predictions": [3.5]}
+    assert post(server, "/v1/models/half_plus_two/labels/stable:predict",
+                {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    assert post(server, "/v1/models/half_plus_two/versions/1:predict",
+                {"inputs": [1.0, 2.0]}).json() == {"outputs": [2.5, 3.0]}
+    assert post(server, "/v1/models/half_plus_two/versions/1:predict",
+                {"inputs": {"x": [1.0]}}).json() == {"outputs": [2.5]}
+    assert post(server, "/v1/models/half_plus_two/versions/1:predict",
+                {"instances": [{"x": 1.0}, {"x": 2.0}]}).json() == {"predictions": [2.5, 3.0]}
+
+
+def test_rest_multiple_outputs_row_and_columnar(server, stub):
+    imgs = images(2)
+    row = post(server, "/v1/models/mnist:predict", {
+        "signature_name": "scores_and_classes",
+        "instances": [{"images": img.tolist()} for img in imgs]}).json()
+    assert [set(p) for p in row["predictions"]] == [{"scores", "classes"}] * 2
+    col = post(server, "/v1/models/mnist:predict", {
+        "signature_name": "scores_and_classes", "inputs": {"images": imgs.tolist()}}).json()
+    assert set(col["outputs"]) == {"scores", "classes"}
+    assert col["outputs"]["classes"] == [p["classes"] for p in row["predictions"]]
+    # REST and gRPC give the same answer.
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "predict_images"
+    req.inputs["images"].CopyFrom(tf.make_tensor_proto(imgs))
+    grpc_scores = tf.make_ndarray(stub.Predict(req, timeout=10).outputs["scores"])
+    rest_scores = post(server, "/v1/models/mnist:predict", {
+        "signature_name": "predict_images", "instances": imgs.tolist()}).json()["predictions"]
+    np.testing.assert_array_equal(np.array(rest_scores, np.float32), grpc_scores)
+
+
+def test_rest_b64_string_input(server):
+    serialized = base64.b64encode(example(2.0).SerializeToString()).decode()
+    r = post(server, "/v1/models/half_plus_two/versions/1:predict", {
+        "signature_name": "regress_x_to_y", "instances": [{"b64": serialized}]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [3.0]}
+    r = post(server, "/v1/models/half_plus_two/versions/1:predict", {
+        "signature_name": "regress_x_to_y", "inputs": {"inputs": [{"b64": serialized}]}})
+    assert r.json() == {"outputs": [3.0]}
+
+
+def test_rest_classify_and_regress(server):
+    r = post(server, "/v1/models/half_plus_two/versions/1:classify",
+             {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]})
+    assert r.json() == {"results": [[["", 3.0]], [["", 4.0]]]}
+    r = post(server, "/v1/models/half_plus_two/versions/1:regress",
+             {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]})
+    assert r.json() == {"results": [3.0]}
+    r = post(server, "/v1/models/half_plus_two:regress",
+             {"signature_name": "regress_x_to_y", "context": {"x": 10.0}, "examples": [{}]})
+    assert r.json() == {"results": [8.0]}
+    # JSON integers become int64 features (TF Serving's typing): a float feature rejects them.
+    r = post(server, "/v1/models/half_plus_two:regress",
+             {"signature_name": "regress_x_to_y", "examples": [{"x": 4}]})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_rest_status_routes(server):
+    expected_v1 = {"version": "1", "state": "AVAILABLE",
+                   "status": {"error_code": "OK", "error_message": ""}}
+    r = requests.get(server.rest_url + "/v1/models/half_plus_two", timeout=10)
+    assert r.json() == {"model_version_status": [dict(expected_v1, version="2"), expected_v1]}
+    r = requests.get(server.rest_url + "/v1/models/half_plus_two/versions/1", timeout=10)
+    assert r.json() == {"model_version_status": [expected_v1]}
+    r = requests.get(server.rest_url + "/v1/models/half_plus_two/labels/stable", timeout=10)
+    assert r.json() == {"model_version_status": [expected_v1]}
+    r = requests.get(server.rest_url + "/v1/models/nope", timeout=10)
+    assert r.status_code == 404
+    assert r.json() == {"error": "Could not find any versions of model nope"}
+
+
+def test_rest_metadata_routes(server):
+    r = requests.get(server.rest_url + "/v1/models/half_plus_two/versions/1/metadata",
+                     timeout=10)
+    body = r.json()
+    assert body["model_spec"] == {"name": "half_plus_two", "signature_name": "",
+                                  "version": "1"}
+    sig = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert sig["method_name"] == "tensorflow/serving/predict"
+    assert sig["inputs"]["x"]["dtype"] == "DT_FLOAT"
+    assert sig["inputs"]["x"]["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}],
+                                                  "unknown_rank": False}
+    r = requests.get(server.rest_url + "/v1/models/mnist/metadata", timeout=10)
+    assert "predict_images" in r.json()["metadata"]["signature_def"]["signature_def"]
+
+
+@pytest.mark.parametrize("path,body,status,text", [
+    ("/v1/models/half_plus_two:predict", "{not json", 400, "JSON Parse error"),
+    ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400, "could not convert"),
+    ("/v1/models/half_plus_two:predict", {"instances": [[1.0, 2.0]]}, 400, "incompatible"),
+    ("/v1/models/half_plus_two:predict", {"instances": [{"z": 1.0}]}, 400,
+     "input tensor alias not found in signature: z"),
+    ("/v1/models/half_plus_two:predict", {"signature_name": "x"}, 400,
+     "Missing 'instances' or 'inputs' key"),
+    ("/v1/models/mnist:predict", {"instances": [[1.0, 2.0], [1.0]]}, 400, "rectangular"),
+    ("/v1/models/mnist:predict", {"instances": [[1.0] * 3]}, 400, "incompatible"),
+    ("/v1/models/nope:predict", {"instances": [1.0]}, 404,
+     "Servable not found for request: Latest(nope)"),
+    ("/v1/models/half_plus_two/versions/9:predict", {"instances": [1.0]}, 404,
+     "Servable not found for request: Specific(half_plus_two, 9)"),
+    ("/v1/models/half_plus_two:frobnicate", {"instances": [1.0]}, 400, "Malformed request"),
+    ("/v1/models/half_plus_two:regress", {"examples": [{"x": 1.0}]}, 400,
+     "Expected regression signature method_name"),
+])
+def test_rest_errors(server, path, body, status, text):
+    r = post(server, path, body)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"}
+    assert text in r.json()["error"]
+    assert post(server, "/v1/models/half_plus_two:predict",
+                {"instances": [1.0]}).status_code == 200
+
+
+def test_rest_oversized_body_is_rejected_and_server_keeps_serving(server):
+    r = post(server, "/v1/models/mnist:predict", {"instances": images(400).tolist()})
+    assert r.status_code == 400
+    assert "exceeds the limit" in r.json()["error"]
+    assert post(server, "/v1/models/half_plus_two:predict",
+                {"instances": [1.0]}).json() == {"predictions": [3.5]}
+
+
+def test_prometheus_metrics(server):
+    post(server, "/v1/models/half_plus_two:predict", {"instances": [1.0]})
+    text = requests.get(server.rest_url + "/monitoring/prometheus/metrics", timeout=10).text
+    assert "# TYPE" in text
+    assert (':tensorflow:serving:request_count_total{API="Predict",entrypoint="REST",'
+            'model_name="half_plus_two",status="OK"}') in text
+    assert ':tensorflow:serving:request_latency_bucket{API="Predict"' in text
+    assert ('model_version_state{model_name="half_plus_two",model_version="2",'
+            'state="AVAILABLE"} 1.0') in text
+
+
+# ---- batching on vs off -------------------------------------------------------------
+
+def test_batching_on_and_off_give_identical_answers(servers):
+    """Concurrent requests on the batching server (so they really batch) == batching off."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = images(24, seed=7)
+
+    def ask(server, i):
+        r = post(server, "/v1/models/mnist:predict",
+                 {"signature_name": "predict_images", "instances": imgs[i:i + 1 + i % 3].tolist()})
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"]
+
+    def ask_hp2(server, i):
+        return post(server, "/v1/models/half_plus_two:predict",
+                    {"instances": [float(i), i + 0.5]}).json()["predictions"]
+
+    with ThreadPoolExecutor(12) as pool:
+        off = list(pool.map(lambda i: ask(servers["plain"], i), range(20)))
+        on = list(pool.map(lambda i: ask(servers["batching"], i), range(20)))
+        hp_off = list(pool.map(lambda i: ask_hp2(servers["plain"], i), range(20)))
+        hp_on = list(pool.map(lambda i: ask_hp2(servers["batching"], i), range(20)))
+    assert hp_on == hp_off
+    for a, b in zip(on, off):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-7)
+
+
+def test_batching_server_grpc_and_classify(servers):
+    with grpc.insecure_channel(servers["batching"].grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        resp = stub.Predict(predict_request(version=1), timeout=10)
+        assert list(resp.outputs["y"].float_val) == [2.5, 3.0, 4.5]
+        big = predict_request(x=[1.0] * 17)  # > max_batch_size 16
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Predict(big, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "larger than maximum input batch size 16" in e.value.details()
+    r = post(servers["batching"], "/v1/models/half_plus_two/versions/1:classify",
+             {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
+    assert r.json() == {"results": [[["", 3.0]]]}
+
+
+# ---- TF Serving's own expectations, on a TF1-style half_plus_two at version 00000123 ----
+
+def test_tf1_model_rest_expectations_of_tf_serving(server):
+    url = f"{server.rest_url}/v1/models/default"
+    assert requests.post(url + ":predict", json={"instances": [2.0, 3.0, 4.0]},
+                         timeout=10).json() == {"predictions": [3.0, 3.5, 4.0]}
+    assert requests.post(url + ":predict", json={"inputs": [2.0, 3.0, 4.0]},
+                         timeout=10).json() == {"outputs": [3.0, 3.5, 4.0]}
+    assert requests.get(url, timeout=10).json() == {"model_version_status": [
+        {"version": "123", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]}
+    assert requests.post(url + ":classify", json={
+        "signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+        timeout=10).json() == {"results": [[["", 3.0]]]}
+    assert requests.post(url + ":regress", json={
+        "signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]},
+        timeout=10).json() == {"results": [3.0]}
+
+
+def test_tf1_model_grpc_expectations_of_tf_serving(stub):
+    req = predict_request(name="default", x=[2.0])
+    resp = stub.Predict(req, timeout=10)
+    assert resp.outputs["y"].float_val[0] == 3.0
+    assert resp.model_spec.version.value == 123
+    req = inference_pb2.MultiInferenceRequest()
+    for sig, method in (("regress_x_to_y", "tensorflow/serving/regress"),
+                        ("classify_x_to_y", "tensorflow/serving/classify")):
+        task = req.tasks.add()
+        task.model_spec.name = "default"
+        task.model_spec.signature_name = sig
+        task.method_name = method
+    req.input.example_list.examples.append(example(2.0))
+    resp = stub.MultiInference(req, timeout=10)
+    assert resp.results[0].regression_result.regressions[0].value == 3.0
+    assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0

@@ -1,0 +1,155 @@
+"""The command line: flags, config errors, waiting for a first version, SIGTERM draining."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from ms_support import ROOT, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(*flags, timeout=60):
+    return subprocess.run([sys.executable, "-m", "serving.model_server", *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_flag_exits_2_with_a_clear_error():
+    r = run_cli("--model_base_path=/tmp/x", "--no_such_flag=1")
+    assert r.returncode == 2
+    assert "unrecognized arguments: --no_such_flag=1" in r.stderr
+
+
+def test_unsupported_tensorflow_model_server_flag_is_named():
+    r = run_cli("--model_base_path=/tmp/x", "--ssl_config_file=/tmp/ssl")
+    assert r.returncode == 2
+    assert "--ssl_config_file" in r.stderr and "not supported" in r.stderr
+
+
+def test_flag_defaults_match_tensorflow_model_server():
+    from serving.model_server.__main__ import parse_config
+
+    c = parse_config(["--model_base_path=/m"])
+    assert (c.port, c.rest_api_port, c.rest_api_timeout_in_ms, c.model_name) == \
+        (8500, 0, 30000, "default")
+    assert (c.file_system_poll_wait_seconds, c.model_config_file_poll_wait_seconds) == (1, 0)
+    assert (c.enable_batching, c.enable_model_warmup) == (False, True)
+    c = parse_config(["--enable_batching", "--enable_model_warmup=false", "--port", "9000"])
+    assert (c.enable_batching, c.enable_model_warmup, c.port) == (True, False, 9000)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("model_config_list { config { name: 'a' base_path: '/x' }",
+     "Error parsing text-format tensorflow.serving.ModelServerConfig"),
+    ("model_config_list { config { name: 'a' base_path: '/x' } "
+     "config { name: 'a' base_path: '/y' } }",
+     "Illegal to list model a multiple times in config list"),
+    ("model_config_list { config { name: 'a' } }", "base_path is empty"),
+    ("model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }",
+     "model_platform 'pytorch' is not supported"),
+])
+def test_bad_model_config_file_names_the_problem(tmp_path, text, message):
+    (tmp_path / "models.config").write_text(text)
+    r = run_cli(f"--model_config_file={tmp_path}/models.config")
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert str(tmp_path / "models.config") in r.stderr
+
+
+def test_bad_batching_file_names_the_problem(tmp_path):
+    (tmp_path / "b.config").write_text("max_batch_size { value: 8 } allowed_batch_sizes: 4")
+    r = run_cli("--model_base_path=/tmp/x", "--enable_batching",
+                f"--batching_parameters_file={tmp_path}/b.config")
+    assert r.returncode == 1
+    assert "final entry must equal max_batch_size" in r.stderr
+
+
+def test_missing_base_path_waits_for_the_first_version(tmp_path, start_server, publish):
+    server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
+                          "--file_system_poll_wait_seconds=0.2", wait=False)
+    server.wait_for_log("Could not find base path")
+    server.wait_for_log("Waiting for the first version of model hp2")
+    (tmp_path / "hp2").mkdir()
+    server.wait_for_log("No versions of servable hp2 found under base path")
+    assert server.proc.poll() is None
+    publish(tmp_path, "hp2")
+    server.wait_ready()
+    r = requests.post(f"{server.rest_url}/v1/models/hp2:predict",
+                      json={"instances": [1.0, 2.0, 5.0]}, timeout=10)
+    assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
+    server.wait_for_log("Successfully loaded servable version {name: hp2 version: 1}")
+
+
+def test_sigterm_while_waiting_for_a_first_version_exits_0(tmp_path, start_server):
+    server = start_server(f"--model_base_path={tmp_path}", "--file_system_poll_wait_seconds=0.2",
+                          wait=False)
+    server.wait_for_log("No versions of servable default found")
+    assert server.stop() == 0
+
+
+def test_model_that_cannot_load_fails_startup(tmp_path, start_server):
+    from serving.model_server.testing import write_broken_version
+
+    write_broken_version(tmp_path / "1")
+    server = start_server(f"--model_base_path={tmp_path}", wait=False)
+    assert server.proc.wait(60) == 1
+    assert "Failed to start server" in server.output
+    assert "{name: default version: 1}" in server.output
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path, start_server, make_version):
+    """Requests parked in a 3 s batching window when SIGTERM arrives still get answers."""
+    make_version(tmp_path / "hp2", 1)
+    (tmp_path / "batching.config").write_text(
+        "max_batch_size { value: 100 } batch_timeout_micros { value: 3000000 } "
+        "num_batch_threads { value: 1 }")
+    (tmp_path / "monitoring.config").write_text("prometheus_config { enable: true }")
+    server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
+                          "--enable_batching",
+                          f"--batching_parameters_file={tmp_path}/batching.config",
+                          f"--monitoring_config_file={tmp_path}/monitoring.config")
+    results = {}
+
+    def rest_call():
+        r = requests.post(f"{server.rest_url}/v1/models/hp2:predict",
+                          json={"instances": [1.0]}, timeout=30)
+        results["rest"] = (r.status_code, r.json())
+
+    def grpc_call():
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "hp2"
+            req.inputs["x"].CopyFrom(tf.make_tensor_proto([2.0], dtype=tf.float32))
+            resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                req, timeout=30)
+            results["grpc"] = list(resp.outputs["y"].float_val)
+
+    threads = [threading.Thread(target=f) for f in (rest_call, grpc_call)]
+    for t in threads:
+        t.start()
+
+    def inflight():
+        text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=5).text
+        line = next(ln for ln in text.splitlines()
+                    if ln.startswith(":tensorflow:serving:inflight_requests "))
+        return float(line.split()[1]) >= 2
+    wait_until(inflight, 20, what="two requests in flight")
+    assert server.stop() == 0
+    for t in threads:
+        t.join(30)
+    assert results == {"rest": (200, {"predictions": [2.5]}), "grpc": [3.0]}
+    assert "Shutting down: draining in-flight requests" in server.output
+
+
+def test_version_flag():
+    r = run_cli("--version")
+    assert r.returncode == 0
+    assert "TensorFlow ModelServer" in r.stdout and tf.__version__ in r.stdout

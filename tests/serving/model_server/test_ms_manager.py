@@ -1,0 +1,223 @@
+"""Source/Loader/Manager on real SavedModels: policies, labels, failures, version switches."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from serving.model_server.errors import Code, ServingError
+from serving.model_server.loader import Loader
+from serving.model_server.manager import Manager, State
+from serving.model_server.source import FileSystemSource, VersionPolicy, default_policy
+
+
+def policy(text: str) -> VersionPolicy:
+    return text_format.Parse(text, VersionPolicy())
+
+
+class Harness:
+    """A manager fed by a source that is polled by hand, recording every state change."""
+
+    def __init__(self, base: Path, pol: VersionPolicy = None, name: str = "m"):
+        self.name = name
+        self.base = base
+        self.events = []
+        self.manager = Manager(lambda n, v, p: Loader(n, v, p),
+                               listener=lambda m, v, s, e: self.events.append((v, s)))
+        self.source = FileSystemSource(self.manager.set_aspired_versions, poll_wait_seconds=0)
+        self.source.set_models({name: (str(base), pol or default_policy())})
+
+    def poll(self):
+        self.source.poll_once()
+        self.settle()
+
+    def settle(self, timeout=30):
+        def settled():
+            return all(s.state not in (State.START, State.LOADING)
+                       for s in self.manager.version_states(self.name))
+        assert self.manager.wait_for(settled, timeout), self.manager.version_states(self.name)
+
+    def states(self):
+        return {s.version: s.state for s in self.manager.version_states(self.name)}
+
+    def predict(self, **kw):
+        servable = self.manager.resolve(self.name, **kw)
+        return servable.version, float(servable.run("serving_default",
+                                                    {"x": np.array([1.0], np.float32)})["y"][0])
+
+
+@pytest.fixture
+def harnesses():
+    made = []
+
+    def make(*a, **kw):
+        h = Harness(*a, **kw)
+        made.append(h)
+        return h
+    yield make
+    for h in made:
+        h.source.stop()
+        h.manager.close()
+
+
+def test_default_policy_serves_only_the_latest_version(tmp_path, make_version, harnesses):
+    make_version(tmp_path, 1)
+    make_version(tmp_path, 2, "hp2_v2")
+    h = harnesses(tmp_path)
+    h.settle()
+    assert h.states() == {2: State.AVAILABLE}
+    assert h.predict() == (2, 3.5)
+    assert h.predict(version=2) == (2, 3.5)
+    with pytest.raises(ServingError) as e:
+        h.manager.resolve("m", version=1)
+    assert e.value.code == Code.NOT_FOUND
+    assert e.value.message == "Servable not found for request: Specific(m, 1)"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("latest { num_versions: 2 }", {2, 3}),
+    ("all {}", {1, 2, 3}),
+    ("specific { versions: 1 versions: 3 }", {1, 3}),
+])
+def test_version_policies(tmp_path, make_version, harnesses, text, expected):
+    for v in (1, 2, 3):
+        make_version(tmp_path, v)
+    h = harnesses(tmp_path, policy(text))
+    h.settle()
+    assert {v for v, s in h.states().items() if s == State.AVAILABLE} == expected
+    assert h.predict()[0] == max(expected)
+
+
+def test_specific_policy_ignores_newer_versions(tmp_path, make_version, harnesses):
+    make_version(tmp_path, 1)
+    h = harnesses(tmp_path, policy("specific { versions: 1 }"))
+    h.settle()
+    make_version(tmp_path, 2, "hp2_v2")
+    h.poll()
+    assert h.states() == {1: State.AVAILABLE}
+
+
+def test_new_version_is_available_before_the_old_one_unloads(tmp_path, publish, harnesses):
+    assert publish(tmp_path, "m") == 1
+    h = harnesses(tmp_path / "m")
+    h.settle()
+    assert h.predict() == (1, 2.5)
+    h.events.clear()
+    assert publish(tmp_path, "m", "hp2_v2") == 2
+    h.poll()
+    assert h.states() == {2: State.AVAILABLE, 1: State.END}
+    assert h.events.index((2, State.AVAILABLE)) < h.events.index((1, State.UNLOADING))
+    assert h.events[-2:] == [(1, State.UNLOADING), (1, State.END)]
+    assert h.predict() == (2, 3.5)
+
+
+def test_failing_version_reports_error_and_keeps_serving_the_old_one(tmp_path, make_version,
+                                                                     harnesses):
+    from serving.model_server.testing import write_broken_version
+
+    make_version(tmp_path, 1)
+    h = harnesses(tmp_path)
+    h.settle()
+    write_broken_version(tmp_path / "2")
+    h.poll()
+    statuses = {s.version: s for s in h.manager.version_states("m")}
+    assert statuses[2].state == State.END and statuses[2].error is not None
+    assert "Could not parse the SavedModel" in statuses[2].error.message  # for GetModelStatus
+    assert statuses[1].state == State.AVAILABLE
+    assert h.predict() == (1, 2.5)
+    # A good version after the broken one replaces both.
+    make_version(tmp_path, 3, "hp2_v2")
+    h.poll()
+    assert h.states() == {3: State.AVAILABLE, 2: State.END, 1: State.END}
+    assert h.predict() == (3, 3.5)
+
+
+def test_half_written_version_is_not_loaded_until_complete(
+        tmp_path, make_version, harnesses, model_templates):
+    make_version(tmp_path, 1)
+    h = harnesses(tmp_path)
+    h.settle()
+    partial = tmp_path / "2"
+    shutil.copytree(model_templates / "hp2_v2" / "variables", partial / "variables")
+    h.poll()
+    assert h.states() == {1: State.AVAILABLE}  # not even attempted, still serving 1
+    shutil.copy(model_templates / "hp2_v2" / "saved_model.pb", partial / "saved_model.pb")
+    h.poll()
+    assert h.states() == {2: State.AVAILABLE, 1: State.END}
+    assert h.predict() == (2, 3.5)
+
+
+def test_failed_version_is_retried_when_its_files_change(
+        tmp_path, make_version, harnesses, model_templates):
+    """A non-atomic copy caught half-way (graph there, variables/ still empty) fails to
+    load; once the copy finishes, the changed files make the manager try again."""
+    make_version(tmp_path, 1)
+    h = harnesses(tmp_path)
+    h.settle()
+    partial = tmp_path / "2"
+    (partial / "variables").mkdir(parents=True)
+    shutil.copy(model_templates / "hp2_v2" / "saved_model.pb", partial / "saved_model.pb")
+    h.poll()
+    assert h.states() == {2: State.END, 1: State.AVAILABLE}
+    h.poll()
+    assert h.states() == {2: State.END, 1: State.AVAILABLE}  # unchanged files: no retry
+    shutil.copytree(model_templates / "hp2_v2" / "variables", partial / "variables",
+                    dirs_exist_ok=True)
+    h.poll()
+    assert h.states() == {2: State.AVAILABLE, 1: State.END}
+    assert h.predict() == (2, 3.5)
+
+
+def test_empty_base_path_then_first_version(tmp_path, make_version, harnesses):
+    h = harnesses(tmp_path / "missing")
+    h.settle()
+    with pytest.raises(ServingError) as e:
+        h.manager.resolve("m")
+    assert e.value.code == Code.NOT_FOUND
+    assert e.value.message == "Servable not found for request: Latest(m)"
+    make_version(tmp_path / "missing", 1)
+    h.poll()
+    assert h.predict() == (1, 2.5)
+
+
+def test_deleted_versions_unload(tmp_path, make_version, harnesses):
+    make_version(tmp_path, 1)
+    h = harnesses(tmp_path)
+    h.settle()
+    shutil.rmtree(tmp_path / "1")
+    h.poll()
+    assert h.states() == {1: State.END}
+
+
+def test_labels(tmp_path, make_version, harnesses):
+    make_version(tmp_path, 1)
+    make_version(tmp_path, 2, "hp2_v2")
+    h = harnesses(tmp_path, policy("all {}"))
+    h.settle()
+    h.manager.set_labels("m", {"stable": 1, "canary": 2})
+    assert h.predict(label="stable") == (1, 2.5)
+    assert h.predict(label="canary") == (2, 3.5)
+    with pytest.raises(ServingError) as e:
+        h.manager.resolve("m", label="nope")
+    assert e.value.code == Code.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: nope" in e.value.message
+    with pytest.raises(ServingError) as e:
+        h.manager.set_labels("m", {"stable": 1, "next": 7})
+    assert e.value.code == Code.FAILED_PRECONDITION
+    assert "version 7 of model m" in e.value.message
+    assert h.manager.labels("m") == {"stable": 1, "canary": 2}  # unchanged on failure
+    # --allow_version_labels_for_unavailable_models: only a *new* label may point ahead.
+    h.manager.set_labels("m", {"stable": 1, "canary": 2, "next": 7}, allow_unavailable=True)
+    with pytest.raises(ServingError):
+        h.manager.set_labels("m", {"stable": 8}, allow_unavailable=True)
+
+
+def test_select_versions_latest_n_picks_highest():
+    from serving.model_server.source import select_versions
+
+    assert select_versions(policy("latest { num_versions: 2 }"), [3, 1, 10, 2]) == [3, 10]
+    assert select_versions(default_policy(), []) == []
