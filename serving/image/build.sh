@@ -36,7 +36,7 @@ host_mirror() {  # the first non-security archive in apt's sources (deb822 or on
   { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n'
     sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\{0,1\}\([^[:space:]]*\).*/\2/p' \
       /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
-  } | grep -v -- '-security' | head -1
+  } | grep -v -- '-security' | head -1 || true
 }
 need() {
   command -v "$1" >/dev/null 2>&1 || { log "error: $1 not found. Next step: $2"; exit 3; }
