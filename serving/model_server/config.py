@@ -94,10 +94,12 @@ class ServerConfig:
     drain_timeout_seconds: float = 30.0
 
     def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
-        """The models to serve: the config file, or the single --model_name/--model_base_path."""
+        """The models to serve: the config file, or the single --model_name/--model_base_path.
+
+        As in tensorflow_model_server, a config file wins and --model_name/--model_base_path
+        are ignored: the official image's entrypoint always passes both.
+        """
         if self.model_config_file:
-            if self.model_base_path:
-                raise ConfigError("--model_config_file and --model_base_path cannot both be set")
             return load_model_server_config(self.model_config_file)
         if not self.model_base_path:
             raise ConfigError("either --model_base_path or --model_config_file must be set")

@@ -32,9 +32,13 @@ def test_model_config_file_with_policies_and_labels(tmp_path):
     assert b.model_version_policy.latest.num_versions == 2
 
 
-def test_config_file_and_base_path_are_exclusive(tmp_path):
-    with pytest.raises(ConfigError, match="cannot both be set"):
-        ServerConfig(model_config_file="x", model_base_path="/m").model_server_config()
+def test_config_file_wins_over_model_base_path(tmp_path):
+    """The official image passes --model_name/--model_base_path even with a config file."""
+    (tmp_path / "m.config").write_text(
+        'model_config_list { config { name: "a" base_path: "/a" model_platform: "tensorflow" } }')
+    cfg = ServerConfig(model_config_file=str(tmp_path / "m.config"), model_name="x",
+                       model_base_path="/models/x").model_server_config()
+    assert [c.name for c in cfg.model_config_list.config] == ["a"]
     with pytest.raises(ConfigError, match="must be set"):
         ServerConfig().model_server_config()
 
