@@ -5,7 +5,7 @@ directory, so a polling model server can load a half-copied version, and two pus
 the same second collide. This executor keeps the Pusher's contract (blessing check,
 `pushed`/`pushed_destination`/`pushed_version` properties, the archive copy) and swaps
 the copy for `ModelRepository.publish`: integer versions that only grow, renamed into
-place complete.
+place complete. A model identical to the latest version is not published again.
 
 The push destination stays a standard `filesystem.base_directory`, `<repository>/<model>`.
 """
@@ -33,6 +33,10 @@ def split_destination(base_directory: str) -> tuple[ModelRepository, str]:
     return ModelRepository(path.parent), path.name
 
 
+# Set on the PushedModel when the repository's latest version already held this model.
+REUSED_VERSION_KEY = "reused_version"
+
+
 class Executor(pusher_executor.Executor):
     """Pushes a blessed model as the next version of `<repository>/<model>`."""
 
@@ -53,14 +57,20 @@ class Executor(pusher_executor.Executor):
             raise NotImplementedError("the repository Pusher supports filesystem destinations only")
         repository, model_name = split_destination(destination.filesystem.base_directory)
 
-        with repository.publish(model_name) as publication:
-            io_utils.copy_dir(model_path, str(publication.staging))
-        logging.info("Published %s version %d at %s.", model_name, publication.version,
-                     publication.path)
+        version = repository.version_with_same_content(model_name, Path(model_path))
+        if version is not None:
+            logging.info("%s version %d already holds this model; not publishing it again.",
+                         model_name, version)
+            model_push.set_int_custom_property(REUSED_VERSION_KEY, 1)
+            path = repository.version_path(model_name, version)
+        else:
+            with repository.publish(model_name) as publication:
+                io_utils.copy_dir(model_path, str(publication.staging))
+            version, path = publication.version, publication.path
+            logging.info("Published %s version %d at %s.", model_name, version, path)
 
         io_utils.copy_dir(model_path, model_push.uri)  # the Pusher's own archive copy
-        self._MarkPushed(model_push, pushed_destination=str(publication.path),
-                         pushed_version=str(publication.version))
+        self._MarkPushed(model_push, pushed_destination=str(path), pushed_version=str(version))
 
 
 EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)

@@ -146,8 +146,9 @@ def _read_outcome(result: RunResult, metadata_path: Path) -> None:
         if result.pushed:
             result.version = int(props["pushed_version"].string_value)
             result.model_path = Path(props["pushed_destination"].string_value)
-    pusher = next((run for run in result.components if run.node_id == "Pusher"), None)
-    result.push_cached = bool(pusher and pusher.cached)
+        reused = props["reused_version"].int_value == 1 if "reused_version" in props else False
+        pusher = next((run for run in result.components if run.node_id == "Pusher"), None)
+        result.push_cached = bool(pusher and pusher.cached) or reused
 
 
 def _read_evaluation(result: RunResult, uri: str) -> None:
@@ -203,7 +204,7 @@ def _latest_output(store: "mlmd.MetadataStore", pipeline_name: str, node_id: str
 def format_summary(result: RunResult, thresholds: Dict[str, str]) -> str:
     """The lines a user reads at the end of a run."""
     lines = [f"{result.model_name}: "
-             + (f"pushed version {result.version}" + (" (cached: model unchanged, no new version)"
+             + (f"pushed version {result.version}" + (" (model unchanged: no new version)"
                                                       if result.push_cached else "")
                 if result.pushed else "NOT pushed: " + _why_not_pushed(result))]
     for name, value in sorted(result.metrics.items()):

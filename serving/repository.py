@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -66,6 +67,18 @@ class ModelRepository:
     def latest_version(self, model_name: str) -> Optional[int]:
         versions = self.versions(model_name)
         return versions[-1] if versions else None
+
+    def version_with_same_content(self, model_name: str, path: Path) -> Optional[int]:
+        """The latest version when it holds exactly the files under `path`, else None.
+
+        Lets a re-run that produced the same model (a cached Trainer re-evaluated against
+        itself) skip a publish that would only make every server reload identical bytes.
+        """
+        latest = self.latest_version(model_name)
+        if latest is None:
+            return None
+        same = tree_digest(self.version_path(model_name, latest)) == tree_digest(Path(path))
+        return latest if same else None
 
     def models(self) -> List[str]:
         if not self.root.is_dir():
@@ -144,6 +157,17 @@ class ModelRepository:
                 raise
             _fsync_dir(self.model_dir(model_name))
             return version
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file's relative path and bytes, in a stable order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_tree(root: Path) -> None:

@@ -35,6 +35,7 @@ def _serving_model_dir(tmp_path, make_fake_saved_model):
 def test_blessed_models_become_successive_versions(tmp_path, make_fake_saved_model):
     model_dir = _serving_model_dir(tmp_path, make_fake_saved_model)
     first = _push(tmp_path, model_dir, True, "a")
+    (model_dir / "Format-Serving" / "saved_model.pb").write_bytes(b"retrained")
     second = _push(tmp_path, model_dir, True, "b")
     assert first.get_int_custom_property("pushed") == 1
     assert first.get_string_custom_property("pushed_version") == "1"
@@ -48,3 +49,13 @@ def test_unblessed_model_is_not_pushed(tmp_path, make_fake_saved_model):
     pushed = _push(tmp_path, _serving_model_dir(tmp_path, make_fake_saved_model), False, "a")
     assert pushed.get_int_custom_property("pushed") == 0
     assert not (tmp_path / "repo").exists()
+
+
+def test_the_same_model_is_not_published_twice(tmp_path, make_fake_saved_model):
+    model_dir = _serving_model_dir(tmp_path, make_fake_saved_model)
+    _push(tmp_path, model_dir, True, "a")
+    again = _push(tmp_path, model_dir, True, "b")
+    assert again.get_int_custom_property("pushed") == 1
+    assert again.get_string_custom_property("pushed_version") == "1"
+    assert again.get_int_custom_property("reused_version") == 1
+    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]

@@ -49,7 +49,7 @@ def test_second_run_is_cached_and_pushes_no_new_version(first_run):
     result = run_half_plus_two(tmp_path)
     assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
     assert result.stdout.count(" cached") == 7
-    assert "pushed version 1 (cached" in result.stdout
+    assert "pushed version 1 (model unchanged: no new version)" in result.stdout
     assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
 
 

@@ -121,6 +121,16 @@ def test_truncated_data_file_fails_with_a_clear_message(tmp_path, test_images):
     assert not (tmp_path / "repo" / "mnist").exists()
 
 
+def test_rerun_with_nothing_changed_pushes_no_new_version(fast_run):
+    """The cached model is re-evaluated against itself as baseline; it is not re-published."""
+    tmp_path, first = fast_run
+    assert first.returncode == EXIT_PUSHED
+    result = run_mnist(tmp_path)
+    assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
+    assert "mnist: pushed version 1 (model unchanged: no new version)" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "repo" / "mnist").iterdir()) == ["1"]
+
+
 def test_worse_model_is_not_blessed_against_a_better_baseline(fast_run):
     """Same pipeline root, so the resolver finds the fast run's model as the baseline."""
     from pipelines import local_runner, mnist

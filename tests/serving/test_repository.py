@@ -133,3 +133,13 @@ def test_concurrent_publishers_each_get_their_own_version(tmp_path):
     payloads = {(tmp_path / "m" / str(v) / "saved_model.pb").read_bytes() for v in versions}
     assert len(payloads) == publishers  # nobody's model was overwritten by another's
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
+def test_identical_content_is_recognised_only_against_the_latest_version(tmp_path):
+    repository = ModelRepository(tmp_path / "repo")
+    candidate = write_fake_saved_model(tmp_path / "candidate", payload=b"model-a")
+    assert repository.version_with_same_content("m", candidate) is None
+    publish_fake(repository, "m", payload=b"model-a")
+    assert repository.version_with_same_content("m", candidate) == 1
+    publish_fake(repository, "m", payload=b"model-b")
+    assert repository.version_with_same_content("m", candidate) is None
