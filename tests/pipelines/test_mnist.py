@@ -34,8 +34,10 @@ def fast_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_images():
     """The first 500 official test images, pixels 0-255, with labels."""
-    data = np.load(CACHE / "mnist" / "mnist.npz")
-    return data["x_test"][:500].reshape(-1, 784), data["y_test"][:500]
+    from components.mnist_data import load_mnist
+
+    arrays = load_mnist(CACHE / "mnist").arrays  # the verified cache, fetched if missing
+    return arrays["x_test"][:500].reshape(-1, 784), arrays["y_test"][:500]
 
 
 def _examples(images):
