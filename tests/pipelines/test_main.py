@@ -36,3 +36,11 @@ def test_config_reaches_the_pipeline(tmp_path):
     assert Path(pipeline.pipeline_info.pipeline_root) == (tmp_path / "runs" / "half_plus_two")
     pusher = next(c for c in pipeline.components if c.id == "Pusher")
     assert str(tmp_path / "repo" / "half_plus_two") in str(pusher.exec_properties["push_destination"])
+
+
+def test_no_running_server_means_nothing_to_wait_for(tmp_path, capsys):
+    from pipelines.__main__ import EXIT_PUSHED, check_served
+
+    args = parse_args(["run", "half_plus_two", "--serving-state-dir", str(tmp_path / "none")])
+    assert check_served("half_plus_two", 1, args) == EXIT_PUSHED
+    assert "no server is up" in capsys.readouterr().out
