@@ -35,9 +35,7 @@ def templates(tmp_path_factory):
 @pytest.fixture(params=["docker", "process"])
 def backend(request):
     if request.param == "docker":
-        reason = lc_support.docker_unavailable_reason(lc_support.test_image())
-        if reason:
-            pytest.skip(reason)
+        lc_support.require_docker(request.config)
     return request.param
 
 

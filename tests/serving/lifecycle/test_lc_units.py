@@ -180,10 +180,10 @@ def test_cli_nothing_running(tmp_path):
 
 @pytest.mark.parametrize("which", ["--rest-port", "--grpc-port"])
 @pytest.mark.parametrize("backend", ["process", "docker"])
-def test_cli_port_taken(tmp_path, which, backend):
+def test_cli_port_taken(tmp_path, which, backend, pytestconfig):
     import lc_support
-    if backend == "docker" and lc_support.docker_unavailable_reason(lc_support.test_image()):
-        pytest.skip(lc_support.docker_unavailable_reason(lc_support.test_image()))
+    if backend == "docker":
+        lc_support.require_docker(pytestconfig)
     fake_model(tmp_path / "repo")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -210,11 +210,9 @@ def test_cli_docker_daemon_not_answering(tmp_path):
     assert "Docker daemon does not answer" in r.stderr and "--backend process" in r.stderr
 
 
-def test_cli_image_missing(tmp_path):
+def test_cli_image_missing(tmp_path, pytestconfig):
     import lc_support
-    if lc_support.docker_unavailable_reason(lc_support.test_image()) and \
-            "no Docker daemon" in lc_support.docker_unavailable_reason(lc_support.test_image()):
-        pytest.skip("no Docker daemon answers; .ci/run starts one")
+    lc_support.require_docker(pytestconfig, need_image=False)
     fake_model(tmp_path / "repo")
     r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
             "--backend", "docker", "--image", "tfx-serving-toolkit/no-such-image:0",
