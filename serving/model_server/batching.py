@@ -26,13 +26,23 @@ RunFn = Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "future", "enqueued")
+    """One queued request. Its future is a concurrent one, or, when submitted from an
+    event loop, an asyncio one of that `loop` (settled there, a whole batch at a time)."""
 
-    def __init__(self, inputs: Dict[str, np.ndarray], size: int):
+    __slots__ = ("inputs", "size", "future", "loop", "enqueued")
+
+    def __init__(self, inputs: Dict[str, np.ndarray], size: int, loop=None):
         self.inputs = inputs
         self.size = size
-        self.future: Future = Future()
+        self.loop = loop
+        self.future = Future() if loop is None else loop.create_future()
         self.enqueued = time.monotonic()
+
+    def claim(self) -> bool:
+        """False when the caller has given up (cancelled): the task is dropped unrun."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
 
 
 class _Queue:
@@ -66,10 +76,19 @@ class Batcher:
             t.start()
 
     def submit(self, signature: str, inputs: Dict[str, np.ndarray]) -> Future:
-        """Queue one request; the future resolves to its share of the batch's outputs."""
+        """Queue one request; the future resolves to its share of the batch's outputs.
+        Inputs that cannot be batched (no common 0th dimension) run directly, here."""
+        future = self.try_submit(signature, inputs)
+        return self._direct(signature, inputs) if future is None else future
+
+    def try_submit(self, signature: str, inputs: Dict[str, np.ndarray], loop=None):
+        """Like submit, but None instead of running unbatchable inputs on this thread. With
+        `loop` (the running event loop; call from its thread) the result is an asyncio
+        future: a batch thread settles all of a batch's futures with one wake-up of the loop
+        instead of one per request."""
         size = batch_size_of(inputs)
         if size is None or size == 0 or self._closed:
-            return self._direct(signature, inputs)
+            return None
         if size > self.options.max_batch_size:
             raise ServingError(Code.INVALID_ARGUMENT,
                                f"Task size {size} is larger than maximum input batch size "
@@ -77,10 +96,10 @@ class Batcher:
         shapes = () if self.options.pad_variable_length_inputs else tuple(
             (k, a.shape[1:]) for k, a in sorted(inputs.items()))
         key = (signature, tuple(sorted((k, str(a.dtype)) for k, a in inputs.items())), shapes)
-        task = _Task(inputs, size)
+        task = _Task(inputs, size, loop)
         with self._cond:
             if self._closed:
-                return self._direct(signature, inputs)
+                return None
             q = self._queues.get(key)
             if q is None:
                 q = self._queues[key] = _Queue(key)
@@ -90,7 +109,11 @@ class Batcher:
                                                      "task was submitted is full")
             q.tasks.append(task)
             q.rows += size
-            self._cond.notify()
+            # Wake a batch thread only when it has something new to decide: a queue that
+            # was empty (start its timeout) or one that holds a full batch. Waking it on
+            # every request costs a thread switch each and decides nothing.
+            if len(q.tasks) == 1 or q.rows >= self.options.max_batch_size:
+                self._cond.notify()
         return task.future
 
     def _direct(self, signature, inputs) -> Future:
@@ -112,12 +135,18 @@ class Batcher:
                 continue
             age = now - q.tasks[0].enqueued
             if q.rows >= self.options.max_batch_size or age >= timeout or self._closed:
-                tasks, rows = [], 0
+                tasks, rows, taken = [], 0, 0
                 while q.tasks and rows + q.tasks[0].size <= self.options.max_batch_size:
                     t = q.tasks.popleft()
-                    rows += t.size
-                    tasks.append(t)
-                q.rows -= rows
+                    taken += t.size
+                    if t.claim():
+                        rows += t.size
+                        tasks.append(t)
+                q.rows -= taken
+                if q.rows >= self.options.max_batch_size:
+                    self._cond.notify()  # another full batch: the other threads may take it
+                if not tasks:
+                    return self._take()  # every task taken had been cancelled: look again
                 # fairness: move this queue to the end of the dict order
                 if not q.tasks:
                     del self._queues[key]
@@ -144,24 +173,31 @@ class Batcher:
         try:
             outputs = self._run(signature, self._merge(tasks))
             total = sum(t.size for t in tasks)
-            offset = 0
-            results = [dict() for _ in tasks]
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] < total:
                     raise ServingError(Code.INTERNAL,
                                        f"Batched output tensor {name} has 0th dimension "
                                        f"{value.shape[0] if value.ndim else 'none'}, not the "
                                        f"batched input size {total}")
-            for i, t in enumerate(tasks):
-                for name, value in outputs.items():
-                    results[i][name] = value[offset:offset + t.size]
+            results, offset = [], 0
+            for t in tasks:
+                results.append((t, True, {name: value[offset:offset + t.size]
+                                          for name, value in outputs.items()}))
                 offset += t.size
         except BaseException as e:
-            for t in tasks:
-                t.future.set_exception(e)
-            return
-        for t, r in zip(tasks, results):
-            t.future.set_result(r)
+            results = [(t, False, e) for t in tasks]
+        by_loop = {}
+        for item in results:
+            t = item[0]
+            if t.loop is None:
+                _settle([item])
+            else:
+                by_loop.setdefault(t.loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
     def _merge(self, tasks: List[_Task]) -> Dict[str, np.ndarray]:
         merged = {}
@@ -186,6 +222,18 @@ class Batcher:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=30)
+
+
+def _settle(items) -> None:
+    """Resolve (task, ok, result-or-exception) items; on the futures' own thread for
+    asyncio ones. A future cancelled meanwhile stays cancelled."""
+    for task, ok, value in items:
+        if task.future.done():
+            continue
+        if ok:
+            task.future.set_result(value)
+        else:
+            task.future.set_exception(value)
 
 
 def _pad_to_common_shape(parts: List[np.ndarray]) -> List[np.ndarray]:

@@ -58,6 +58,7 @@ class ServingCore:
         self._inflight = 0
         self._cancel: Optional[threading.Event] = None
         self._inflight_cond = threading.Condition()
+        self.metrics.inflight.set_function(lambda: self._inflight)  # read when scraped
 
     # ---- lifecycle -----------------------------------------------------------------
     def _make_loader(self, name: str, version: int, path: str) -> Loader:
@@ -156,14 +157,13 @@ class ServingCore:
         """Count a request from arrival to reply, so a drain can wait for it."""
         with self._inflight_cond:
             self._inflight += 1
-            self.metrics.inflight.inc()
         try:
             yield
         finally:
             with self._inflight_cond:
                 self._inflight -= 1
-                self.metrics.inflight.dec()
-                self._inflight_cond.notify_all()
+                if not self._inflight:
+                    self._inflight_cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         with self._inflight_cond:
@@ -204,10 +204,9 @@ class ServingCore:
         return servable.run(signature_name, inputs, timeout=timeout)
 
     # ---- Predict -------------------------------------------------------------------
-    def run_predict(self, servable: Servable, signature_name: str, sig,
-                    inputs: Dict[str, np.ndarray], output_filter: Iterable[str] = (),
-                    timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
-        """Validate `inputs` against the signature and run it; shared by REST and gRPC."""
+    def check_predict(self, servable: Servable, sig, inputs: Dict[str, np.ndarray],
+                      output_filter: Iterable[str] = ()) -> List[str]:
+        """Validate `inputs` and `output_filter` against the signature; the outputs to keep."""
         expected = set(sig.inputs)
         for alias in inputs:
             if alias not in expected:
@@ -227,21 +226,44 @@ class ServingCore:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {alias} Outputs expected to "
                     f"be in the set {{{','.join(sorted(sig.outputs))}}}.")
-        outputs = self._run(servable, signature_name, inputs, timeout)
-        keep = filtered or list(sig.outputs)
-        return {k: outputs[k] for k in keep if k in outputs}
+        return filtered or list(sig.outputs)
 
-    def predict(self, request: predict_pb2.PredictRequest,
-                timeout: Optional[float] = None) -> predict_pb2.PredictResponse:
+    def run_predict(self, servable: Servable, signature_name: str, sig,
+                    inputs: Dict[str, np.ndarray], output_filter: Iterable[str] = (),
+                    timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
+        """Validate `inputs` against the signature and run it; shared by REST and gRPC."""
+        keep = self.check_predict(servable, sig, inputs, output_filter)
+        return _select(self._run(servable, signature_name, inputs, timeout), keep)
+
+    def _prepare_predict(self, request: predict_pb2.PredictRequest):
         servable = self.lookup(request.model_spec)
         name, sig = self.signature(servable, request.model_spec.signature_name,
                                    (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD))
         inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
-        outputs = self.run_predict(servable, name, sig, inputs, request.output_filter, timeout)
+        keep = self.check_predict(servable, sig, inputs, request.output_filter)
+        return servable, name, inputs, keep
+
+    def _predict_response(self, servable: Servable, name: str,
+                          outputs: Dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
         response = predict_pb2.PredictResponse(model_spec=self._model_spec(servable, name))
         for k, v in outputs.items():
             response.outputs[k].CopyFrom(tensors.to_tensor_proto(v))
         return response
+
+    def predict(self, request: predict_pb2.PredictRequest,
+                timeout: Optional[float] = None) -> predict_pb2.PredictResponse:
+        servable, name, inputs, keep = self._prepare_predict(request)
+        outputs = self._run(servable, name, inputs, timeout)
+        return self._predict_response(servable, name, _select(outputs, keep))
+
+    async def predict_async(self, request: predict_pb2.PredictRequest,
+                            executor) -> predict_pb2.PredictResponse:
+        """`predict` for an event-loop front end: the same checks and answer, but a batched
+        request waits for its batch without holding a thread (the gRPC hot path). Deadlines
+        are the caller's: cancelling this coroutine withdraws a request still queued."""
+        servable, name, inputs, keep = self._prepare_predict(request)
+        outputs = await servable.run_async(name, inputs, executor)
+        return self._predict_response(servable, name, _select(outputs, keep))
 
     # ---- Classify / Regress / MultiInference --------------------------------------
     def classify(self, request: classification_pb2.ClassificationRequest,
@@ -449,6 +471,10 @@ class ServingCore:
         else:
             raise ServingError(Code.UNIMPLEMENTED,
                                f"Unsupported log_type for warmup: {kind}")
+
+
+def _select(outputs: Dict[str, np.ndarray], keep: Iterable[str]) -> Dict[str, np.ndarray]:
+    return {k: outputs[k] for k in keep if k in outputs}
 
 
 def serialize_examples(input_proto) -> List[bytes]:

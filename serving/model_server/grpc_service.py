@@ -27,12 +27,18 @@ log = logging.getLogger("serving.model_server")
 
 async def _call(core: ServingCore, executor, api: str, model_name: str, context, fn, *args,
                 **kwargs):
-    """Run one core call; a ServingError becomes the gRPC status from the shared table."""
+    """Run one blocking core call on `executor`."""
     loop = asyncio.get_running_loop()
+    return await _answer(core, api, model_name, context, loop.run_in_executor(
+        executor, functools.partial(fn, *args, **kwargs)))
+
+
+async def _answer(core: ServingCore, api: str, model_name: str, context, awaitable):
+    """Await one core call; a ServingError becomes the gRPC status from the shared table."""
     with core.inflight():
         try:
             with core.metrics.track(api, model_name, "GRPC"):
-                return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+                return await awaitable
         except ServingError as e:
             error = e
         except Exception as e:  # noqa: BLE001 - never let a request take the server down
@@ -51,8 +57,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _call(self.core, self.executor, api, name, context, fn, request, **kwargs)
 
     async def Predict(self, request, context):
-        return await self._run("Predict", request.model_spec.name, context, self.core.predict,
-                               request)
+        # On the loop itself: the checks are cheap, and with batching on the request then
+        # waits for its batch without a thread hand-off (see ServingCore.predict_async).
+        # At the client's deadline grpc.aio cancels this coroutine, which withdraws it.
+        return await _answer(self.core, "Predict", request.model_spec.name, context,
+                             self.core.predict_async(request, self.executor))
 
     async def Classify(self, request, context):
         return await self._run("Classify", request.model_spec.name, context,

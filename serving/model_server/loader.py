@@ -7,6 +7,7 @@ then warmup, so a version only becomes AVAILABLE once it has answered its warmup
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -86,7 +87,22 @@ class Servable:
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
-            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching")
+            future.cancel()  # still queued: it will not run
+            raise _batch_deadline() from None
+
+    async def run_async(self, signature_name: str, inputs: Dict[str, np.ndarray],
+                        executor) -> Dict[str, np.ndarray]:
+        """`run` for an event loop: a batched request is awaited (no thread blocks waiting
+        for its batch), anything else runs on `executor`. Cancelling the caller (a gRPC
+        deadline or a client that went away) takes a still-queued request out of its batch.
+        """
+        loop = asyncio.get_running_loop()
+        queued = None if self.batcher is None else self.batcher.try_submit(signature_name,
+                                                                           inputs, loop)
+        if queued is None:
+            return await loop.run_in_executor(executor, self.run_direct, signature_name,
+                                              inputs)
+        return await queued
 
     def run_direct(self, signature_name: str, inputs: Dict[str, np.ndarray]):
         import tensorflow as tf
@@ -104,6 +120,10 @@ class Servable:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+
+
+def _batch_deadline() -> ServingError:
+    return ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching")
 
 
 class Loader:

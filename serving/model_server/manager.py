@@ -72,6 +72,9 @@ class Manager:
         self._cond = threading.Condition(threading.RLock())
         self._models: Dict[str, Dict[int, _Entry]] = {}
         self._labels: Dict[str, Dict[str, int]] = {}
+        # model -> {version: servable} of its AVAILABLE versions: a snapshot replaced (never
+        # mutated) on every state change, so `resolve`, once per request, takes no lock.
+        self._serving: Dict[str, Dict[int, Servable]] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_load_threads),
                                         thread_name_prefix="load")
         self._closed = False
@@ -167,6 +170,8 @@ class Manager:
 
     def _set_state(self, model: str, entry: _Entry, state: State) -> None:
         entry.state = state
+        self._serving[model] = {v: e.servable for v, e in self._models[model].items()
+                                if e.state == State.AVAILABLE and e.servable is not None}
         self._cond.notify_all()
         if self._listener is not None:
             try:
@@ -202,24 +207,22 @@ class Manager:
     def resolve(self, model: str, version: Optional[int] = None,
                 label: Optional[str] = None) -> Servable:
         """The one lookup: latest AVAILABLE, a specific version, or a label."""
-        with self._cond:
-            entries = self._models.get(model, {})
-            if label:
-                version = self._labels.get(model, {}).get(label)
-                if version is None:
-                    raise ServingError(Code.INVALID_ARGUMENT,
-                                       f"Unrecognized servable version label: {label}")
+        if label:
+            version = self._labels.get(model, {}).get(label)
             if version is None:
-                available = [v for v, e in entries.items() if e.state == State.AVAILABLE]
-                if not available:
-                    raise ServingError(Code.NOT_FOUND,
-                                       f"Servable not found for request: Latest({model})")
-                return entries[max(available)].servable
-            entry = entries.get(version)
-            if entry is None or entry.state != State.AVAILABLE:
+                raise ServingError(Code.INVALID_ARGUMENT,
+                                   f"Unrecognized servable version label: {label}")
+        serving = self._serving.get(model, {})
+        if version is None:
+            if not serving:
                 raise ServingError(Code.NOT_FOUND,
-                                   f"Servable not found for request: Specific({model}, {version})")
-            return entry.servable
+                                   f"Servable not found for request: Latest({model})")
+            return serving[max(serving)]
+        servable = serving.get(version)
+        if servable is None:
+            raise ServingError(Code.NOT_FOUND,
+                               f"Servable not found for request: Specific({model}, {version})")
+        return servable
 
     def models(self) -> List[str]:
         with self._cond:

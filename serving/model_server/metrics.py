@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Optional
@@ -40,6 +41,7 @@ class Metrics:
             "Requests received and not yet answered (what a SIGTERM drain waits for).",
             registry=self.registry)
         self._states = {}
+        self._series = {}
 
     @contextlib.contextmanager
     def track(self, api: str, model_name: str, entrypoint: str):
@@ -50,13 +52,27 @@ class Metrics:
         except ServingError as e:
             status = e.code.name
             raise
+        except asyncio.CancelledError:  # the client's deadline passed, or it went away
+            status = Code.CANCELLED.name
+            raise
         except BaseException:
             status = Code.INTERNAL.name
             raise
         finally:
-            self.request_count.labels(model_name, api, entrypoint, status).inc()
-            self.request_latency.labels(model_name, api, entrypoint).observe(
-                (time.perf_counter() - start) * 1e6)
+            count, latency = self._children(model_name, api, entrypoint, status)
+            count.inc()
+            latency.observe((time.perf_counter() - start) * 1e6)
+
+    def _children(self, model_name: str, api: str, entrypoint: str, status: str):
+        """The (count, latency) series of one label set, looked up once and then cached:
+        `labels()` validates and locks on every call, which showed up per request."""
+        key = (model_name, api, entrypoint, status)
+        children = self._series.get(key)
+        if children is None:
+            children = self._series[key] = (
+                self.request_count.labels(model_name, api, entrypoint, status),
+                self.request_latency.labels(model_name, api, entrypoint))
+        return children
 
     def on_state(self, model: str, version: int, state, error: Optional[ServingError]) -> None:
         key = (model, str(version))

@@ -27,9 +27,29 @@ _FIELD = {
 }
 
 
+# dtypes whose tensor_content is the plain little-endian array, as clients send it
+# (tf.make_tensor_proto of a numpy array): read with one np.frombuffer
+_CONTENT_DTYPES = {
+    types_pb2.DT_FLOAT: np.dtype(np.float32), types_pb2.DT_DOUBLE: np.dtype(np.float64),
+    types_pb2.DT_HALF: np.dtype(np.float16), types_pb2.DT_INT8: np.dtype(np.int8),
+    types_pb2.DT_INT16: np.dtype(np.int16), types_pb2.DT_INT32: np.dtype(np.int32),
+    types_pb2.DT_INT64: np.dtype(np.int64), types_pb2.DT_UINT8: np.dtype(np.uint8),
+    types_pb2.DT_UINT16: np.dtype(np.uint16), types_pb2.DT_UINT32: np.dtype(np.uint32),
+    types_pb2.DT_UINT64: np.dtype(np.uint64), types_pb2.DT_BOOL: np.dtype(np.bool_),
+}
+
+
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The request tensor as a (possibly read-only) array."""
+    dtype = _CONTENT_DTYPES.get(proto.dtype)
+    if dtype is not None and proto.tensor_content:
+        # The hot path of every gRPC Predict; tf.make_ndarray costs several times more.
+        shape = [d.size for d in proto.tensor_shape.dim]
+        content = proto.tensor_content
+        if min(shape, default=0) >= 0 and len(content) == math.prod(shape) * dtype.itemsize:
+            return np.frombuffer(content, dtype).reshape(shape)
     try:
-        return tf.make_ndarray(proto)
+        return tf.make_ndarray(proto)  # typed fields, strings; and the error if malformed
     except Exception as e:  # noqa: BLE001 - any malformed tensor is the client's error
         raise invalid_argument(f"invalid tensor proto: {e}") from e
 

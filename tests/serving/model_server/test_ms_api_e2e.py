@@ -159,6 +159,8 @@ def test_grpc_predict_output_filter(stub):
      grpc.StatusCode.INVALID_ARGUMENT, "is incompatible with the signature's shape"),
     (lambda r: r.inputs.pop("x"), grpc.StatusCode.INVALID_ARGUMENT,
      "Missing but required: {x}"),
+    (lambda r: setattr(r.inputs["x"], "tensor_content", b"\0" * 8),  # 2 floats for shape [3]
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid tensor proto"),
     (lambda r: r.output_filter.append("w"), grpc.StatusCode.INVALID_ARGUMENT,
      "output tensor alias not found in signature: w"),
 ])
@@ -454,6 +456,32 @@ def test_batching_on_and_off_give_identical_answers(servers):
     assert hp_on == hp_off
     for a, b in zip(on, off):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-7)
+
+
+def test_grpc_batching_on_and_off_give_identical_answers(servers):
+    """The gRPC Predict path awaits its batch on the event loop; same answers as REST's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = images(24, seed=11)
+
+    def request(i):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "mnist"
+        req.model_spec.signature_name = "predict_images"
+        req.inputs["images"].CopyFrom(tf.make_tensor_proto(imgs[i:i + 1 + i % 3]))
+        return req
+
+    answers = {}
+    for kind in ("plain", "batching"):
+        with grpc.insecure_channel(servers[kind].grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with ThreadPoolExecutor(12) as pool:
+                answers[kind] = list(pool.map(
+                    lambda i: tf.make_ndarray(stub.Predict(request(i), timeout=30)
+                                              .outputs["scores"]), range(20)))
+    for i, (a, b) in enumerate(zip(answers["batching"], answers["plain"])):
+        assert a.shape == (1 + i % 3, 10)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_batching_server_grpc_and_classify(servers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
@@ -157,3 +158,50 @@ def test_request_deadline_while_waiting_in_the_batch_queue():
         assert y.tolist() == [1.0, 1.0]
     finally:
         servable.close()
+
+
+def test_a_cancelled_request_never_runs():
+    """A caller that gave up (deadline, cancelled RPC) is dropped from its batch."""
+    run = Recorder()
+    run.release.clear()
+    b = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1),
+                run)
+    try:
+        first = b.submit("sig", {"x": np.array([[0.0]], np.float32)})
+        assert run.entered.wait(10)
+        gone = b.submit("sig", {"x": np.full((2, 1), 5, np.float32)})
+        kept = b.submit("sig", {"x": np.full((1, 1), 7, np.float32)})
+        assert gone.cancel()
+        run.release.set()
+        first.result(10)
+        assert kept.result(10)["y"].tolist() == [[15.0]]
+    finally:
+        b.close()
+    assert run.shapes == [(1, 1), (1, 1)]
+
+
+def test_event_loop_requests_batch_together_and_a_cancelled_one_never_runs():
+    """try_submit(loop=...): asyncio futures, settled on their loop; cancel withdraws."""
+    run = Recorder()
+    run.release.clear()
+    b = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1),
+                run)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        assert b.try_submit("sig", {"x": np.float32(1.0)}, loop) is None  # unbatchable
+        first = b.try_submit("sig", {"x": np.array([[0.0]], np.float32)}, loop)
+        assert await loop.run_in_executor(None, run.entered.wait, 10)
+        futures = [b.try_submit("sig", {"x": np.full((1, 1), i, np.float32)}, loop)
+                   for i in (1, 2, 3)]
+        futures[1].cancel()
+        run.release.set()
+        await first
+        return [(await futures[0])["y"], (await futures[2])["y"]], futures[1].cancelled()
+
+    try:
+        (one, three), cancelled = asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        b.close()
+    assert one.tolist() == [[3.0]] and three.tolist() == [[7.0]] and cancelled
+    assert run.shapes == [(1, 1), (2, 1)]  # 1 and 3 in one batch; 2 never ran
