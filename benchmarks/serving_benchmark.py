@@ -6,7 +6,9 @@ latency of
   (a) in-process calls of the SavedModel signature, one request at a time (the floor);
   (b) a minimal single-request Flask wrapper (what users write by hand);
   (c) serving.model_server over REST and gRPC, batching off and on;
-and the time from publishing a new version until the server answers with it.
+and the time from publishing a new version until the server answers with it. MNIST is the
+trained model `make pipeline` pushed (newest version in ./model_repository/mnist) when there
+is one, else a random-weight stand-in with the same signature (--mnist-model).
 
 Clients run in separate processes (2, each with concurrency/2 threads) and send
 pre-serialised requests, so client-side work is the same small cost for every target.
@@ -297,6 +299,21 @@ def measure_version_switch(repo, templates, grpc_port, log_path, pushes=3):
     return samples
 
 
+def find_mnist_model(choice: str):
+    """The SavedModel directory to benchmark as MNIST, or None for the stand-in."""
+    if choice == "stand-in":
+        return None
+    if choice != "auto":
+        path = Path(choice)
+        if not (path / "saved_model.pb").is_file():
+            raise SystemExit(f"--mnist-model {choice}: no saved_model.pb there")
+        return path
+    base = ROOT / "model_repository" / "mnist"
+    versions = sorted((int(d.name), d) for d in base.glob("*")
+                      if d.name.isdigit() and (d / "saved_model.pb").is_file())
+    return versions[-1][1] if versions else None
+
+
 # ---- main --------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -311,6 +328,10 @@ def main(argv=None) -> int:
                    help="BatchingParameters text for the batching-on server")
     p.add_argument("--server-flags", default="",
                    help="extra flags for serving.model_server, space-separated")
+    p.add_argument("--mnist-model", default="auto",
+                   help="MNIST SavedModel directory; 'auto' (default): the newest version "
+                        "in ./model_repository/mnist (what `make pipeline` pushes), else the "
+                        "random-weight stand-in; 'stand-in' forces the stand-in")
     p.add_argument("--flask-worker", nargs=3, metavar=("MODEL_DIR", "SIGNATURE", "PORT"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -328,7 +349,14 @@ def main(argv=None) -> int:
     try:
         templates = work / "templates"
         testing.export_half_plus_two(templates / "half_plus_two")
-        testing.export_mnist_like(templates / "mnist")
+        mnist_model = find_mnist_model(args.mnist_model)
+        if mnist_model is None:
+            testing.export_mnist_like(templates / "mnist")
+            print("MNIST model: the random-weight stand-in (serving.model_server.testing); "
+                  "run `make pipeline` or pass --mnist-model for the trained CNN", flush=True)
+        else:
+            shutil.copytree(mnist_model, templates / "mnist")
+            print(f"MNIST model: {mnist_model}", flush=True)
         repo = work / "repo"
         for m in models:
             shutil.copytree(templates / m, repo / m / "1")

@@ -282,6 +282,10 @@ def _fill_example(example: example_pb2.Example, obj, where: str) -> None:
                                    f"strings")
 
 
+class _BadBody(Exception):
+    """A request body that cannot be read; answered 400 and the connection closed."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TFServingEmbedded"
@@ -303,25 +307,54 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(503, "application/json",
                         _json_dumps({"error": "Server is shutting down"}), close=True)
             return
-        length = self.headers.get("Content-Length")
         body = b""
         if method == "POST":
             try:
-                n = int(length or 0)
-            except ValueError:
-                n = -1
-            if n < 0:
-                self._reply(400, "application/json",
-                            _json_dumps({"error": "invalid Content-Length"}), close=True)
+                body = self._read_body()
+            except _BadBody as e:  # the rest of the stream cannot be trusted: close it
+                self._reply(400, "application/json", _json_dumps({"error": str(e)}),
+                            close=True)
                 return
-            if n > self.server.max_body_bytes:
-                self._reply(400, "application/json", _json_dumps(
-                    {"error": f"Request body of {n} bytes exceeds the limit of "
-                              f"{self.server.max_body_bytes} bytes"}), close=True)
-                return
-            body = self.rfile.read(n)
         status, ctype, payload = api.handle(method, self.path, body)
         self._reply(status, ctype, payload)
+
+    def _read_body(self) -> bytes:
+        """The request body, by Content-Length or chunked (clients streaming a body, such
+        as `requests` given a generator, send no length), within --rest_api_max_body_bytes."""
+        limit = self.server.max_body_bytes
+        encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
+        if encoding == "chunked":
+            return self._read_chunked(limit)
+        if encoding:
+            raise _BadBody(f"Unsupported Transfer-Encoding: {encoding}")
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise _BadBody("invalid Content-Length")
+        if n > limit:
+            raise _BadBody(f"Request body of {n} bytes exceeds the limit of {limit} bytes")
+        return self.rfile.read(n)
+
+    def _read_chunked(self, limit: int) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)  # chunk extensions ignored
+            except ValueError:
+                raise _BadBody("invalid chunked request body") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailer fields, ignored
+                    pass
+                return bytes(body)
+            if size < 0 or len(body) + size > limit:
+                raise _BadBody(f"Request body exceeds the limit of {limit} bytes")
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(1024).strip():
+                raise _BadBody("invalid chunked request body")
+            body += chunk
 
     def _reply(self, status, ctype, payload, close=False):
         self.send_response(status)

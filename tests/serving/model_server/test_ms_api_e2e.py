@@ -419,6 +419,24 @@ def test_rest_oversized_body_is_rejected_and_server_keeps_serving(server):
                 {"instances": [1.0]}).json() == {"predictions": [3.5]}
 
 
+def test_rest_chunked_request_bodies(server):
+    """A body streamed without Content-Length (requests with a generator: chunked)."""
+    def chunks(text: str, size: int = 7):
+        for i in range(0, len(text), size):
+            yield text[i:i + size].encode()
+
+    url = server.rest_url + "/v1/models/half_plus_two/versions/1:predict"
+    r = requests.post(url, data=chunks(json.dumps({"instances": [1.0, 2.0, 5.0]})), timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
+    big = json.dumps({"instances": images(400).tolist()})  # over the 1 MB limit
+    r = requests.post(url, data=chunks(big, 65536), timeout=10)
+    assert r.status_code == 400
+    assert "exceeds the limit" in r.json()["error"]
+    assert post(server, "/v1/models/half_plus_two:predict",
+                {"instances": [1.0]}).json() == {"predictions": [3.5]}
+
+
 def test_prometheus_metrics(server):
     post(server, "/v1/models/half_plus_two:predict", {"instances": [1.0]})
     text = requests.get(server.rest_url + "/monitoring/prometheus/metrics", timeout=10).text
