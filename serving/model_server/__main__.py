@@ -33,6 +33,33 @@ IGNORED = ("max_num_load_retries", "load_retry_interval_micros", "flush_filesyst
            "enable_profiler", "grpc_max_threads", "skip_initialize_tpu")
 
 
+# One line each, after tensorflow_model_server's own --help.
+FLAG_HELP = {
+    "port": "gRPC port (PredictionService, ModelService)",
+    "grpc_socket_path": "also serve gRPC on this UNIX domain socket",
+    "grpc_channel_arguments": "gRPC server options, comma-separated key=value",
+    "rest_api_port": "HTTP/REST API port; 0 disables REST",
+    "rest_api_timeout_in_ms": "bound on a REST request's wait for its batch",
+    "rest_api_num_threads": "accepted; REST runs a thread per connection",
+    "model_name": "name of the one model served from --model_base_path",
+    "model_base_path": "directory of integer version subdirectories of that model",
+    "model_config_file": "text ModelServerConfig: several models, version policies, labels "
+                         "(wins over --model_name/--model_base_path)",
+    "model_config_file_poll_wait_seconds": "re-read --model_config_file this often; 0: never",
+    "file_system_poll_wait_seconds": "look for new versions this often",
+    "allow_version_labels_for_unavailable_models": "labels may name versions not yet loaded",
+    "enable_batching": "server-side dynamic batching of requests",
+    "batching_parameters_file": "text BatchingParameters (max_batch_size, "
+                                "batch_timeout_micros, num_batch_threads, ...)",
+    "monitoring_config_file": "text MonitoringConfig: where Prometheus metrics are served",
+    "enable_model_warmup": "replay assets.extra/tf_serving_warmup_requests before serving",
+    "num_request_iterations_for_warmup": "how many times each warmup request is replayed",
+    "saved_model_tags": "comma-separated tags of the MetaGraph to load",
+    "tensorflow_intra_op_parallelism": "threads within one op; 0: TensorFlow's choice",
+    "tensorflow_inter_op_parallelism": "ops run in parallel; 0: TensorFlow's choice",
+}
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("true", "1", "yes"):
@@ -56,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         name, default = field.name, getattr(d, field.name)
         if name in ("host", "rest_api_max_body_bytes", "drain_timeout_seconds"):
             continue
-        _add(p, name, default)
+        _add(p, name, default, FLAG_HELP.get(name))
     ext = p.add_argument_group("extensions (not tensorflow_model_server flags)")
     _add(ext, "host", d.host, "address to bind (tensorflow_model_server binds 0.0.0.0)")
     _add(ext, "rest_api_max_body_bytes", d.rest_api_max_body_bytes,
@@ -71,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add(p, name, default, help_text=None):
-    help_text = help_text or f"(default {default!r})"
+    help_text = f"{help_text} (default {default!r})" if help_text else f"(default {default!r})"
     if isinstance(default, bool):
         p.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default,
                        help=help_text)
