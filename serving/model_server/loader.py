@@ -88,7 +88,8 @@ class Servable:
             return future.result(timeout=timeout)
         except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
             future.cancel()  # still queued: it will not run
-            raise _batch_deadline() from None
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching") \
+                from None
 
     async def run_async(self, signature_name: str, inputs: Dict[str, np.ndarray],
                         executor) -> Dict[str, np.ndarray]:
@@ -120,10 +121,6 @@ class Servable:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
-
-
-def _batch_deadline() -> ServingError:
-    return ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching")
 
 
 class Loader:

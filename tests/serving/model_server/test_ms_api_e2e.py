@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from ms_support import copy_version, running_servers
+from ms_support import copy_version, running_servers, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -500,6 +500,34 @@ def test_grpc_batching_on_and_off_give_identical_answers(servers):
     for i, (a, b) in enumerate(zip(answers["batching"], answers["plain"])):
         assert a.shape == (1 + i % 3, 10)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_grpc_deadline_withdraws_a_queued_request(model_templates, tmp_path):
+    """A client deadline that passes while its request waits for a batch: the client gets
+    DEADLINE_EXCEEDED, the server counts it CANCELLED, and keeps serving."""
+    copy_version(model_templates, tmp_path / "half_plus_two", 1, "hp2_v1")
+    (tmp_path / "batching.config").write_text(
+        "max_batch_size { value: 64 } batch_timeout_micros { value: 2000000 } "
+        "num_batch_threads { value: 1 }")
+    (tmp_path / "monitoring.config").write_text(
+        'prometheus_config { enable: true, path: "/metrics" }')
+    with running_servers() as start:
+        server = start("--model_name=half_plus_two",
+                       f"--model_base_path={tmp_path}/half_plus_two", "--enable_batching",
+                       f"--batching_parameters_file={tmp_path}/batching.config",
+                       f"--monitoring_config_file={tmp_path}/monitoring.config")
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Predict(predict_request(x=[1.0]), timeout=0.3)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            counted = ('request_count_total{API="Predict",entrypoint="GRPC",'
+                       'model_name="half_plus_two",status="CANCELLED"} 1.0')
+            wait_until(lambda: counted in requests.get(server.rest_url + "/metrics",
+                                                       timeout=10).text,
+                       timeout=10, what="the cancelled request in the metrics")
+            resp = stub.Predict(predict_request(x=[1.0]), timeout=10)
+            assert list(resp.outputs["y"].float_val) == [2.5]
 
 
 def test_batching_server_grpc_and_classify(servers):
