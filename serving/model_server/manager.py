@@ -59,7 +59,8 @@ def servable_id(name: str, version: int) -> str:
 
 
 LoaderFactory = Callable[[str, int, str], Loader]
-StateListener = Callable[[str, int, State, Optional[ServingError]], None]
+# (model, version, new state, load error or None, version directory)
+StateListener = Callable[[str, int, State, Optional[ServingError], str], None]
 
 
 class Manager:
@@ -175,7 +176,7 @@ class Manager:
         self._cond.notify_all()
         if self._listener is not None:
             try:
-                self._listener(model, entry.version, state, entry.error)
+                self._listener(model, entry.version, state, entry.error, entry.path)
             except Exception:  # metrics must never break state changes
                 log.exception("state listener failed")
 

@@ -35,7 +35,7 @@ class Metrics:
         self.load_attempts = Counter(
             ":tensorflow:cc:saved_model:load_attempt_count",
             "The number of times a SavedModel was successfully loaded.",
-            ["model_name", "model_version", "status"], registry=self.registry)
+            ["model_path", "status"], registry=self.registry)  # TensorFlow's labels
         self.inflight = Gauge(
             ":tensorflow:serving:inflight_requests",
             "Requests received and not yet answered (what a SIGTERM drain waits for).",
@@ -74,7 +74,8 @@ class Metrics:
                 self.request_latency.labels(model_name, api, entrypoint))
         return children
 
-    def on_state(self, model: str, version: int, state, error: Optional[ServingError]) -> None:
+    def on_state(self, model: str, version: int, state, error: Optional[ServingError],
+                 path: str) -> None:
         key = (model, str(version))
         old = self._states.get(key)
         if old is not None:
@@ -82,9 +83,9 @@ class Metrics:
         self.model_state.labels(model, str(version), state.name).set(1)
         self._states[key] = state.name
         if state.name == "AVAILABLE":
-            self.load_attempts.labels(model, str(version), "success").inc()
+            self.load_attempts.labels(path, "success").inc()
         elif state.name == "END" and error is not None and old == "LOADING":
-            self.load_attempts.labels(model, str(version), "failure").inc()
+            self.load_attempts.labels(path, "fail").inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

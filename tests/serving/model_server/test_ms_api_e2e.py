@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import grpc
 import numpy as np
@@ -446,6 +447,8 @@ def test_prometheus_metrics(server):
     assert ':tensorflow:serving:request_latency_bucket{API="Predict"' in text
     assert ('model_version_state{model_name="half_plus_two",model_version="2",'
             'state="AVAILABLE"} 1.0') in text
+    assert re.search(r':tensorflow:cc:saved_model:load_attempt_count_total\{model_path="[^"]*'
+                     r'/half_plus_two/2",status="success"\} 1\.0', text), text
 
 
 # ---- batching on vs off -------------------------------------------------------------

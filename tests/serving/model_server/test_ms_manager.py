@@ -27,7 +27,7 @@ class Harness:
         self.base = base
         self.events = []
         self.manager = Manager(lambda n, v, p: Loader(n, v, p),
-                               listener=lambda m, v, s, e: self.events.append((v, s)))
+                               listener=lambda m, v, s, e, path: self.events.append((v, s)))
         self.source = FileSystemSource(self.manager.set_aspired_versions, poll_wait_seconds=0)
         self.source.set_models({name: (str(base), pol or default_policy())})
 
