@@ -240,7 +240,10 @@ def _check_repository(config: UpConfig) -> ModelRepository:
 
 
 def _server_args(config: UpConfig, backend, config_path: Optional[Path]) -> tuple:
-    args = [f"--file_system_poll_wait_seconds={_flag_number(config.file_system_poll_seconds)}"]
+    # A pushed version that cannot load must fail `wait` now, on either backend, not after
+    # tensorflow_model_server's default 5 retries a minute apart. Extra flags may override.
+    args = [f"--file_system_poll_wait_seconds={_flag_number(config.file_system_poll_seconds)}",
+            "--max_num_load_retries=0"]
     if config_path is not None:
         args += [f"--model_config_file={backend.config_path_for_server(config_path)}",
                  "--model_config_file_poll_wait_seconds="

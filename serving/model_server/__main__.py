@@ -28,9 +28,9 @@ UNSUPPORTED = ("ssl_config_file", "platform_config_file", "per_process_gpu_memor
                "remove_unused_fields_from_bundle_metagraph", "mixed_precision",
                "thread_pool_factory_config_file", "rest_api_enable_cors_support")
 # Accepted for command-line compatibility; they tune internals this server does not have.
-IGNORED = ("max_num_load_retries", "load_retry_interval_micros", "flush_filesystem_caches",
-           "num_load_threads", "num_unload_threads", "tensorflow_session_parallelism",
-           "enable_profiler", "grpc_max_threads", "skip_initialize_tpu")
+IGNORED = ("flush_filesystem_caches", "num_load_threads", "num_unload_threads",
+           "tensorflow_session_parallelism", "enable_profiler", "grpc_max_threads",
+           "skip_initialize_tpu")
 
 
 # One line each, after tensorflow_model_server's own --help.
@@ -57,6 +57,9 @@ FLAG_HELP = {
     "saved_model_tags": "comma-separated tags of the MetaGraph to load",
     "tensorflow_intra_op_parallelism": "threads within one op; 0: TensorFlow's choice",
     "tensorflow_inter_op_parallelism": "ops run in parallel; 0: TensorFlow's choice",
+    "max_num_load_retries": "retries of a failed load before its error shows; "
+                            "tensorflow_model_server's default is 5",
+    "load_retry_interval_micros": "wait between load retries",
 }
 
 

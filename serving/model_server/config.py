@@ -88,6 +88,10 @@ class ServerConfig:
     saved_model_tags: str = "serve"
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    # tensorflow_model_server retries a failed load 5 times a minute apart, so a broken
+    # version reports its error after 5 minutes; here it reports at once unless asked.
+    max_num_load_retries: int = 0
+    load_retry_interval_micros: int = 60_000_000
     # Extensions (not tensorflow_model_server flags).
     host: str = "0.0.0.0"
     rest_api_max_body_bytes: int = 64 << 20

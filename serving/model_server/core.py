@@ -50,7 +50,9 @@ class ServingCore:
         self.metrics = metrics or Metrics()
         self.batching = config.batching()
         self.manager = Manager(self._make_loader, num_load_threads=1,
-                               listener=self.metrics.on_state)
+                               listener=self.metrics.on_state,
+                               max_load_retries=config.max_num_load_retries,
+                               load_retry_interval=config.load_retry_interval_micros / 1e6)
         self.source = FileSystemSource(self.manager.set_aspired_versions,
                                        config.file_system_poll_wait_seconds)
         self._config_lock = threading.Lock()

@@ -67,9 +67,12 @@ class Manager:
     """Owns every version of every model; thread-safe; loads on a small thread pool."""
 
     def __init__(self, loader_factory: LoaderFactory, num_load_threads: int = 1,
-                 listener: Optional[StateListener] = None):
+                 listener: Optional[StateListener] = None, max_load_retries: int = 0,
+                 load_retry_interval: float = 60.0):
         self._loader_factory = loader_factory
         self._listener = listener
+        self._max_load_retries = max(0, max_load_retries)
+        self._load_retry_interval = max(0.0, load_retry_interval)
         self._cond = threading.Condition(threading.RLock())
         self._models: Dict[str, Dict[int, _Entry]] = {}
         self._labels: Dict[str, Dict[str, int]] = {}
@@ -109,6 +112,7 @@ class Manager:
                 self._set_state(model, entry, State.START)
                 self._pool.submit(self._load, model, entry)
             self._reconcile(model)
+            self._cond.notify_all()  # a load waiting to retry checks if it is still wanted
 
     def _load(self, model: str, entry: _Entry) -> None:
         with self._cond:
@@ -119,13 +123,21 @@ class Manager:
             self._set_state(model, entry, State.LOADING)
         log.info("Loading servable version %s", servable_id(model, entry.version))
         started = time.monotonic()
-        try:
-            servable = entry.loader.load()
-        except BaseException as e:  # noqa: BLE001 - a failed load is a state, not a crash
-            error = e if isinstance(e, ServingError) else ServingError(
-                Code.UNKNOWN, f"{type(e).__name__}: {e}")
+        retry = 0
+        while True:
+            try:
+                servable = entry.loader.load()
+                break
+            except BaseException as e:  # noqa: BLE001 - a failed load is a state, not a crash
+                error = e if isinstance(e, ServingError) else ServingError(
+                    Code.UNKNOWN, f"{type(e).__name__}: {e}")
             log.error("Loading servable version %s failed: %s: %s",
                       servable_id(model, entry.version), error.code.name, error.message)
+            if retry < self._max_load_retries and self._wait_to_retry(model, entry):
+                retry += 1
+                log.info("Retrying of Loading servable version %s retry: %d",
+                         servable_id(model, entry.version), retry)
+                continue
             with self._cond:
                 entry.error = error
                 self._set_state(model, entry, State.END)
@@ -141,6 +153,15 @@ class Manager:
             log.info("Successfully loaded servable version %s (%.2f s)",
                      servable_id(model, entry.version), time.monotonic() - started)
             self._reconcile(model)
+
+    def _wait_to_retry(self, model: str, entry: _Entry) -> bool:
+        """Sleep the retry interval (--load_retry_interval_micros); False when the version
+        stopped being wanted meanwhile (no longer aspired, replaced, or shutting down)."""
+        def cancelled():
+            return (self._closed or not entry.aspired
+                    or self._models[model].get(entry.version) is not entry)
+        with self._cond:
+            return not self._cond.wait_for(cancelled, timeout=self._load_retry_interval)
 
     def _reconcile(self, model: str) -> None:
         """Unload unaspired versions, one at a time, as long as the policy allows it."""

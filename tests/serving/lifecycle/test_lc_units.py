@@ -113,6 +113,7 @@ def test_server_args_append_extra_flags_last(tmp_path):
                    config_poll_seconds=5, file_system_poll_seconds=1)
     args = api._server_args(cfg, ProcessBackend(), tmp_path / "models.config")
     assert args[0] == "--file_system_poll_wait_seconds=1"
+    assert "--max_num_load_retries=0" in args  # a broken push fails now, on either backend
     assert f"--model_config_file={tmp_path / 'models.config'}" in args
     assert "--model_config_file_poll_wait_seconds=5" in args
     assert args[-1] == "--enable_batching"

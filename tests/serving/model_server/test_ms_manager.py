@@ -22,12 +22,14 @@ def policy(text: str) -> VersionPolicy:
 class Harness:
     """A manager fed by a source that is polled by hand, recording every state change."""
 
-    def __init__(self, base: Path, pol: VersionPolicy = None, name: str = "m"):
+    def __init__(self, base: Path, pol: VersionPolicy = None, name: str = "m",
+                 loader_factory=Loader, **manager_options):
         self.name = name
         self.base = base
         self.events = []
-        self.manager = Manager(lambda n, v, p: Loader(n, v, p),
-                               listener=lambda m, v, s, e, path: self.events.append((v, s)))
+        self.manager = Manager(loader_factory,
+                               listener=lambda m, v, s, e, path: self.events.append((v, s)),
+                               **manager_options)
         self.source = FileSystemSource(self.manager.set_aspired_versions, poll_wait_seconds=0)
         self.source.set_models({name: (str(base), pol or default_policy())})
 
@@ -170,6 +172,55 @@ def test_failed_version_is_retried_when_its_files_change(
     h.poll()
     assert h.states() == {2: State.AVAILABLE, 1: State.END}
     assert h.predict() == (2, 3.5)
+
+
+class FlakyLoader(Loader):
+    """Fails its first `failures` loads (storage not ready), then loads for real."""
+
+    def __init__(self, *args, failures: int, attempts: list):
+        super().__init__(*args)
+        self.failures = failures
+        self.attempts = attempts
+
+    def load(self):
+        self.attempts.append(self.version)
+        if len(self.attempts) <= self.failures:
+            raise ServingError(Code.UNAVAILABLE, "storage not ready")
+        return super().load()
+
+
+@pytest.mark.parametrize("retries,available", [(2, True), (1, False)])
+def test_failed_load_is_retried_max_num_load_retries_times(tmp_path, make_version, harnesses,
+                                                           retries, available):
+    make_version(tmp_path, 1)
+    attempts = []
+    h = harnesses(tmp_path, loader_factory=lambda n, v, p: FlakyLoader(
+        n, v, p, failures=2, attempts=attempts), max_load_retries=retries,
+        load_retry_interval=0.05)
+    h.settle()
+    assert len(attempts) == retries + 1
+    if available:
+        assert h.states() == {1: State.AVAILABLE} and h.predict() == (1, 2.5)
+    else:
+        (status,) = h.manager.version_states("m")
+        assert status.state == State.END and status.error.message == "storage not ready"
+
+
+def test_a_load_retry_wait_ends_when_the_version_is_no_longer_wanted(tmp_path, make_version,
+                                                                     harnesses):
+    import time
+
+    make_version(tmp_path, 1)
+    attempts = []
+    h = harnesses(tmp_path, loader_factory=lambda n, v, p: FlakyLoader(
+        n, v, p, failures=99, attempts=attempts), max_load_retries=5, load_retry_interval=60)
+    assert h.manager.wait_for(lambda: attempts, 30)
+    shutil.rmtree(tmp_path / "1")
+    started = time.monotonic()
+    h.poll()  # no version aspired any more: the minute-long retry wait is cut short
+    assert time.monotonic() - started < 10
+    assert attempts == [1]
+    assert h.states() == {1: State.END}
 
 
 def test_empty_base_path_then_first_version(tmp_path, make_version, harnesses):
