@@ -282,6 +282,7 @@ class Manager:
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._cond.notify_all()  # ends a load's retry wait
             servables = [e.servable for m in self._models.values() for e in m.values()
                          if e.servable is not None]
         self._pool.shutdown(wait=False, cancel_futures=True)
