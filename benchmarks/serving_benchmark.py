@@ -79,25 +79,15 @@ def _client_process(kind, target, payload, threads, warmup, duration, queue):
     start_at = time.monotonic() + warmup
     stop_at = start_at + duration
 
-    def http_loop(path):
-        host, port = target
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        headers = {"Content-Type": "application/json"}
+    def closed_loop(send):
+        """Call `send()` (True when answered OK) back to back until the end; record the
+        latencies that started after the warm-up."""
         mine = []
         while True:
             t0 = time.monotonic()
             if t0 >= stop_at:
                 break
-            try:
-                conn.request("POST", path, body=payload, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-                if resp.will_close:
-                    conn.close()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                ok = False
+            ok = send()
             t1 = time.monotonic()
             if t0 >= start_at:
                 if ok:
@@ -107,6 +97,24 @@ def _client_process(kind, target, payload, threads, warmup, duration, queue):
                         errors[0] += 1
         with lock:
             results.extend(mine)
+
+    def http_loop(path):
+        host, port = target
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+
+        def send():
+            try:
+                conn.request("POST", path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.will_close:
+                    conn.close()
+                return resp.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                return False
+        closed_loop(send)
 
     def grpc_loop():
         import grpc
@@ -114,26 +122,15 @@ def _client_process(kind, target, payload, threads, warmup, duration, queue):
         channel = grpc.insecure_channel(target)
         call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
                                    request_serializer=None, response_deserializer=None)
-        mine = []
-        while True:
-            t0 = time.monotonic()
-            if t0 >= stop_at:
-                break
+
+        def send():
             try:
                 call(payload, timeout=30)
-                ok = True
+                return True
             except grpc.RpcError:
-                ok = False
-            t1 = time.monotonic()
-            if t0 >= start_at:
-                if ok:
-                    mine.append(t1 - t0)
-                else:
-                    with lock:
-                        errors[0] += 1
+                return False
+        closed_loop(send)
         channel.close()
-        with lock:
-            results.extend(mine)
 
     if kind == "grpc":
         fns = [grpc_loop] * threads

@@ -202,8 +202,7 @@ def _row_inputs(instances, sig) -> Dict[str, np.ndarray]:
                 f"({', '.join(sorted(sig.inputs))}): each instance must be a JSON object "
                 f"naming them")
         alias = next(iter(sig.inputs))
-        return {alias: tensors.json_to_ndarray(instances, tf.as_dtype(sig.inputs[alias].dtype),
-                                               alias)}
+        return {alias: _json_input(alias, instances, sig)}
     columns: Dict[str, list] = {}
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict) or _is_b64(inst):
@@ -214,31 +213,26 @@ def _row_inputs(instances, sig) -> Dict[str, np.ndarray]:
                 f"(every instance must name the same inputs)")
         for key, value in inst.items():
             columns.setdefault(key, []).append(value)
-    out = {}
-    for key, values in columns.items():
-        if key not in sig.inputs:
-            raise invalid_argument(
-                f"input tensor alias not found in signature: {key}. Inputs expected to be in "
-                f"the set {{{','.join(sorted(sig.inputs))}}}.")
-        out[key] = tensors.json_to_ndarray(values, tf.as_dtype(sig.inputs[key].dtype), key)
-    return out
+    return {key: _json_input(key, values, sig) for key, values in columns.items()}
 
 
 def _columnar_inputs(inputs, sig) -> Dict[str, np.ndarray]:
     if isinstance(inputs, dict) and not _is_b64(inputs):
-        out = {}
-        for key, value in inputs.items():
-            if key not in sig.inputs:
-                raise invalid_argument(
-                    f"input tensor alias not found in signature: {key}. Inputs expected to be "
-                    f"in the set {{{','.join(sorted(sig.inputs))}}}.")
-            out[key] = tensors.json_to_ndarray(value, tf.as_dtype(sig.inputs[key].dtype), key)
-        return out
+        return {key: _json_input(key, value, sig) for key, value in inputs.items()}
     if len(sig.inputs) != 1:
         raise invalid_argument(f"The signature has {len(sig.inputs)} inputs: 'inputs' must be "
                                f"a JSON object naming them")
     alias = next(iter(sig.inputs))
-    return {alias: tensors.json_to_ndarray(inputs, tf.as_dtype(sig.inputs[alias].dtype), alias)}
+    return {alias: _json_input(alias, inputs, sig)}
+
+
+def _json_input(key: str, value, sig) -> np.ndarray:
+    """One named input's JSON value as an array of the signature's dtype."""
+    if key not in sig.inputs:
+        raise invalid_argument(
+            f"input tensor alias not found in signature: {key}. Inputs expected to be in "
+            f"the set {{{','.join(sorted(sig.inputs))}}}.")
+    return tensors.json_to_ndarray(value, tf.as_dtype(sig.inputs[key].dtype), key)
 
 
 def _row_outputs(outputs: Dict[str, np.ndarray]):

@@ -210,16 +210,23 @@ def test_grpc_classify_with_context_and_wrong_method(stub):
     assert "Expected regression signature method_name" in e.value.details()
 
 
-def test_grpc_multi_inference(stub):
+def regress_and_classify_request(name: str, version=None):
+    """MultiInference: regress_x_to_y and classify_x_to_y on one example, x = 2.0."""
     req = inference_pb2.MultiInferenceRequest()
     for sig, method in (("regress_x_to_y", "tensorflow/serving/regress"),
                         ("classify_x_to_y", "tensorflow/serving/classify")):
         task = req.tasks.add()
-        task.model_spec.name = "half_plus_two"
-        task.model_spec.version.value = 1
+        task.model_spec.name = name
+        if version is not None:
+            task.model_spec.version.value = version
         task.model_spec.signature_name = sig
         task.method_name = method
     req.input.example_list.examples.append(example(2.0))
+    return req
+
+
+def test_grpc_multi_inference(stub):
+    req = regress_and_classify_request("half_plus_two", version=1)
     resp = stub.MultiInference(req, timeout=10)
     assert resp.results[0].regression_result.regressions[0].value == 3.0
     assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0
@@ -572,14 +579,7 @@ def test_tf1_model_grpc_expectations_of_tf_serving(stub):
     resp = stub.Predict(req, timeout=10)
     assert resp.outputs["y"].float_val[0] == 3.0
     assert resp.model_spec.version.value == 123
-    req = inference_pb2.MultiInferenceRequest()
-    for sig, method in (("regress_x_to_y", "tensorflow/serving/regress"),
-                        ("classify_x_to_y", "tensorflow/serving/classify")):
-        task = req.tasks.add()
-        task.model_spec.name = "default"
-        task.model_spec.signature_name = sig
-        task.method_name = method
-    req.input.example_list.examples.append(example(2.0))
+    req = regress_and_classify_request("default")
     resp = stub.MultiInference(req, timeout=10)
     assert resp.results[0].regression_result.regressions[0].value == 3.0
     assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0
