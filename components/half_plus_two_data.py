@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -17,6 +17,7 @@ FEATURE = "x"
 LABEL = "y"
 COLUMNS = (FEATURE, LABEL)
 SLOPE, INTERCEPT = 0.5, 2.0
+X_RANGE = (-10.0, 10.0)
 
 
 class DataError(ValueError):
@@ -27,20 +28,46 @@ def half_plus_two(x):
     return SLOPE * x + INTERCEPT
 
 
-def write_examples(data_dir: Path, num_examples: int = 2000, seed: int = 0) -> Path:
+def write_examples(data_dir: Path, num_examples: int = 2000, seed: int = 0,
+                   x_range: Tuple[float, float] = X_RANGE) -> Path:
     """Write `data.csv` under `data_dir` (ExampleGen reads a directory, not a file)."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    xs = rng.uniform(-10.0, 10.0, size=num_examples)
+    xs = rng.uniform(*x_range, size=num_examples)
+    return _write_rows(Path(data_dir), [(f"{x:.6f}", f"{half_plus_two(round(x, 6)):.7f}")
+                                        for x in xs])
+
+
+def _write_rows(data_dir: Path, rows: List[Tuple[str, str]]) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "data.csv"
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        for x in xs:
-            writer.writerow((f"{x:.6f}", f"{half_plus_two(round(x, 6)):.7f}"))
+        writer.writerows(rows)
     tmp.replace(path)
+    return path
+
+
+# Span kinds, as for MNIST: "label-shift" moves x (and so y) out of the usual range, a
+# drifted distribution; "corrupted" leaves y empty in 1 row of 50 (a presence anomaly).
+SPAN_KINDS = ("clean", "corrupted", "label-shift")
+SHIFTED_X_RANGE = (20.0, 40.0)
+
+
+def write_span_split(split_dir: Path, span: int, split: str, num_examples: int,
+                     kind: str = "clean") -> Path:
+    """One split of half_plus_two span `span`: fresh (x, y) rows, seeded by span and split."""
+    if kind not in SPAN_KINDS:
+        raise ValueError(f"kind must be one of {SPAN_KINDS}, got {kind!r}")
+    seed = span * 2 + (split == "eval")
+    path = write_examples(split_dir, num_examples, seed,
+                          SHIFTED_X_RANGE if kind == "label-shift" else X_RANGE)
+    if kind == "corrupted":
+        lines = path.read_text().splitlines()
+        for i in range(1, len(lines), 50):
+            lines[i] = lines[i].split(",")[0] + ","
+        path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -55,6 +82,17 @@ def validate_csv_dir(data_dir: Path) -> List[Path]:
     for path in files:
         _validate_csv_file(path)
     return files
+
+
+def read_rows(data_dir: Path) -> List[Tuple[float, float]]:
+    """Every (x, y) row of the CSV files in `data_dir`, after validate_csv_dir's checks."""
+    rows = []
+    for path in validate_csv_dir(data_dir):
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            next(reader)
+            rows.extend((float(x), float(y)) for x, y in reader)
+    return rows
 
 
 def _validate_csv_file(path: Path) -> None:

@@ -5,6 +5,8 @@ The export serves exactly like TF Serving's own half_plus_two demo model:
 - `regress_x_to_y` (regress) and `classify_x_to_y` (classify): serialized tf.Example with
   feature `x` under the input key `inputs`, as the Classify/Regress APIs require.
 TFMA evaluates through `regress_x_to_y`, so it scores the signature that is served.
+With a base model (retraining), training starts from its w and b and runs
+`warm_start_steps` (custom_config) instead of `train_args.num_steps`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tfx_bsl.public import tfxio
 
 from components.half_plus_two_data import FEATURE, LABEL
 from components.signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+from components.training_progress import ProgressCallback
 
 BATCH_SIZE = 64
 LEARNING_RATE = 0.01
@@ -80,10 +83,19 @@ def export(weight: float, bias: float, export_dir: str) -> None:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point."""
+    config = fn_args.custom_config or {}
     train = _dataset(fn_args, fn_args.train_files, BATCH_SIZE)
     evaluation = _dataset(fn_args, fn_args.eval_files, BATCH_SIZE)
     model = build_model()
-    model.fit(train, steps_per_epoch=fn_args.train_steps, validation_data=evaluation,
-              validation_steps=fn_args.eval_steps, verbose=2)
+    steps, note = fn_args.train_steps, "from scratch"
+    if fn_args.base_model is not None:
+        base = tf.saved_model.load(fn_args.base_model)
+        model.get_layer("linear").set_weights([[[float(base.w.numpy())]],
+                                               [float(base.b.numpy())]])
+        steps = int(config.get("warm_start_steps", steps))
+        note = f"warm-started from {fn_args.base_model}"
+    model.fit(train, steps_per_epoch=steps, validation_data=evaluation,
+              validation_steps=fn_args.eval_steps, verbose=2,
+              callbacks=[ProgressCallback(1, steps, note)])
     kernel, bias = model.get_layer("linear").get_weights()
     export(float(kernel[0][0]), float(bias[0]), fn_args.serving_model_dir)

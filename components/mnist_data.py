@@ -370,11 +370,16 @@ def export_is_current(out_dir: Path, manifest: dict) -> bool:
 
 def write_examples(images: np.ndarray, labels: np.ndarray, path: Path) -> None:
     """One GZIP TFRecord file of tf.Example{image: 784 int64, label: 1 int64}."""
+    write_example_records(images.reshape(len(images), PIXELS).tolist(), labels.tolist(), path)
+
+
+def write_example_records(pixel_lists: Sequence[Sequence[int]], labels: Sequence[int],
+                          path: Path) -> None:
+    """write_examples for plain lists, which may break the schema (for corrupted spans)."""
     import tensorflow as tf  # heavy; only the export needs it
 
-    flat = images.reshape(len(images), PIXELS)
     with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-        for pixels, label in zip(flat.tolist(), labels.tolist()):
+        for pixels, label in zip(pixel_lists, labels):
             example = tf.train.Example(features=tf.train.Features(feature={
                 IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=pixels)),
                 LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
@@ -474,3 +479,75 @@ def check_examples_dir(path: Path) -> None:
                     f"{file}: corrupted or truncated TFRecord file ({problem})") from None
             if records == 0:
                 raise MnistDataError(f"{file}: TFRecord file holds no examples")
+
+
+# ------------------------------------------------------------------------------------ spans
+
+SPAN_KINDS = ("clean", "corrupted", "label-shift")
+SPAN_SEED = 20261125  # one fixed shuffle, so span N holds the same examples on every machine
+
+
+def span_examples(arrays: Arrays, span: int, train_size: int, eval_size: int,
+                  kind: str = "clean") -> Dict[str, Tuple[list, list]]:
+    """{split: (pixel lists, labels)} of MNIST span `span` (1-based): disjoint slices of a
+    fixed shuffle of the training set (train) and the official test set (eval), wrapping
+    around when the spans outnumber the data.
+
+    kind "label-shift" draws only digits 0-4 (a drifted label distribution);
+    "corrupted" breaks 1 in 50 examples (a missing pixel, a label of 12), which the
+    curated schema reports as anomalies.
+    """
+    if kind not in SPAN_KINDS:
+        raise ValueError(f"kind must be one of {SPAN_KINDS}, got {kind!r}")
+    rng = np.random.default_rng(SPAN_SEED)
+    out = {}
+    for split, (x, y, size) in {"train": (arrays["x_train"], arrays["y_train"], train_size),
+                                "eval": (arrays["x_test"], arrays["y_test"], eval_size)}.items():
+        order = rng.permutation(len(y))
+        if kind == "label-shift":
+            order = order[y[order] < 5]
+        start = ((span - 1) * size) % max(1, len(order) - size + 1)
+        chosen = order[start:start + size]
+        pixels = x[chosen].reshape(len(chosen), PIXELS).tolist()
+        labels = y[chosen].tolist()
+        if kind == "corrupted":
+            for i in range(0, len(labels), 50):
+                pixels[i] = pixels[i][:-1]
+                labels[i + 1 if i + 1 < len(labels) else i] = 12
+        out[split] = (pixels, labels)
+    return out
+
+
+def write_spans(arrays: Arrays, out_dir: Path, spans: Sequence[int], train_size: int,
+                eval_size: int, kind: str = "clean") -> List[Path]:
+    """Write each span as `out_dir/span-N/{train,eval}/data.tfrecord.gz`, atomically."""
+    from components import spans as span_layout
+
+    written = []
+    for span in spans:
+        data = span_examples(arrays, span, train_size, eval_size, kind)
+
+        def write_split(split: str, directory: Path, data=data) -> None:
+            write_example_records(*data[split], directory / TFRECORD_NAME)
+
+        written.append(span_layout.write_span(out_dir, span, write_split))
+    return written
+
+
+def read_examples(directory: Path, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(pixels [N, 784] int64, labels [N]) from the TFRecord files of one split directory."""
+    import tensorflow as tf  # heavy; only readers of TFRecords need it
+
+    files = sorted(str(p) for p in Path(directory).glob("*") if p.is_file())
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit is not None:
+        dataset = dataset.take(limit)
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64),
+            LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    pixels, labels = [], []
+    for record in dataset.batch(256).map(lambda r: tf.io.parse_example(r, spec)):
+        pixels.append(record[IMAGE_KEY].numpy())
+        labels.append(record[LABEL_KEY].numpy()[:, 0])
+    if not pixels:
+        return np.zeros((0, PIXELS), np.int64), np.zeros((0,), np.int64)
+    return np.concatenate(pixels), np.concatenate(labels)

@@ -32,3 +32,41 @@ class RunConfig:
     def model_destination(self, model_name: str) -> Path:
         """The Pusher's base directory: `<repository>/<model>`."""
         return (self.repository / model_name).absolute()
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    """A scheduled retraining run: `run.data_dir` holds the spans."""
+
+    run: RunConfig
+    # Train on the newest `window` spans (resolved from ML Metadata).
+    window: int = 3
+    # Let a drifted span through (an operator who has read the drift report).
+    accept_drift: bool = False
+    # InfraValidator: "auto" (when a Docker Engine and the image are there), "require", "off".
+    infra_validation: str = "auto"
+    # The image InfraValidator loads the model in; None: the running server's image, else
+    # the official TF Serving image when present, else the stand-in.
+    serving_image: Optional[str] = None
+    # Another Trainer module file (an experiment); None: the model's own.
+    trainer_module: Optional[str] = None
+    # After a push, when a server is up: wait this long for the version, then send this
+    # many eval examples of the newest span through it.
+    serving_state_dir: Path = Path(".cache/serving")
+    serving_timeout: float = 300.0
+    smoke_examples: int = 200
+
+    def __post_init__(self):
+        if self.window < 1:
+            raise ValueError(f"--window must be at least 1, got {self.window}")
+        if self.infra_validation not in ("auto", "require", "off"):
+            raise ValueError(f"infra validation must be auto, require or off, "
+                             f"got {self.infra_validation!r}")
+        if self.run.data_dir is None:
+            raise ValueError("retraining needs a data directory of spans (--data)")
+
+    def pipeline_name(self, model: str) -> str:
+        return f"{model}{RETRAIN_SUFFIX}"
+
+
+RETRAIN_SUFFIX = "_retrain"

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import half_plus_two_data, repository_pusher
+from pipelines import post_push, retraining
 from pipelines.config import RunConfig
+from serving.lifecycle import health
 
 MODEL_NAME = "half_plus_two"
-TRAINER_MODULE = str(Path(half_plus_two_data.__file__).with_name("half_plus_two_trainer.py"))
+COMPONENTS_DIR = Path(half_plus_two_data.__file__).parent
+TRAINER_MODULE = str(COMPONENTS_DIR / "half_plus_two_trainer.py")
+RETRAIN_SCHEMA_FILE = str(COMPONENTS_DIR / "half_plus_two_schema.pbtxt")
+DRIFT_CONFIG_FILE = str(COMPONENTS_DIR / "half_plus_two_drift.pbtxt")
 EVAL_SIGNATURE = "regress_x_to_y"
 METRIC = "mean_squared_error"
 
@@ -25,15 +31,23 @@ class Profile:
     eval_steps: int = 20
     # A correct model reaches ~1e-10; a model that is off by 0.01 in w or b does not pass.
     mse_threshold: float = 1e-4
+    # Retraining: a warm-started model starts from the last w and b and takes fewer steps.
+    warm_start_steps: int = 200
+    # `make-spans`: rows per span and split.
+    span_train_size: int = 800
+    span_eval_size: int = 200
 
 
-PROFILES = {"default": Profile(), "fast": Profile(num_examples=500, train_steps=600)}
+PROFILES = {"default": Profile(),
+            "fast": Profile(num_examples=500, train_steps=600, warm_start_steps=100,
+                            span_train_size=400, span_eval_size=100)}
 
 
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str,
                     module_file: str, serving_model_dir: str, metadata_path: str,
                     beam_pipeline_args: List[str], enable_cache: bool,
-                    profile: Profile) -> tfx.dsl.Pipeline:
+                    profile: Profile, lineage: Optional[Dict[str, Any]] = None
+                    ) -> tfx.dsl.Pipeline:
     """Wire the components; nothing else."""
     example_gen = tfx.components.CsvExampleGen(
         input_base=data_root,
@@ -58,7 +72,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str,
         eval_config=eval_config(profile.mse_threshold))
     pusher = repository_pusher.RepositoryPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        serving_model_dir=serving_model_dir)
+        serving_model_dir=serving_model_dir, examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"], lineage=lineage)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -81,6 +96,22 @@ def eval_config(mse_threshold: float) -> tfma.EvalConfig:
                 upper_bound={"value": mse_threshold})))])])
 
 
+def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
+                  **hyperparameters) -> retraining.ModelParts:
+    """half_plus_two's part of the retraining pipeline: CSV spans, a curated schema, drift
+    of x and y, the same Trainer and MSE gate as `run`."""
+    return retraining.ModelParts(
+        example_gen=tfx.components.CsvExampleGen,
+        schema_file=RETRAIN_SCHEMA_FILE,
+        drift_config=retraining.load_drift_config(DRIFT_CONFIG_FILE),
+        trainer_module=trainer_module,
+        trainer_config={"warm_start_steps": profile.warm_start_steps, **hyperparameters},
+        train_steps=profile.train_steps,
+        eval_steps=profile.eval_steps,
+        eval_config=eval_config(profile.mse_threshold),
+        infra_signatures=(EVAL_SIGNATURE,))
+
+
 def prepare_data(config: RunConfig, profile: Profile) -> Path:
     """Validate the user's CSV directory, or write the generated one; returns ExampleGen's input."""
     if config.data_dir is not None:
@@ -92,7 +123,8 @@ def prepare_data(config: RunConfig, profile: Profile) -> Path:
     return data_dir
 
 
-def build(config: RunConfig, log=print) -> tfx.dsl.Pipeline:
+def build(config: RunConfig, log=print,
+          lineage: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
     profile = PROFILES[config.profile]
     data_root = prepare_data(config, profile)
     return create_pipeline(
@@ -104,7 +136,45 @@ def build(config: RunConfig, log=print) -> tfx.dsl.Pipeline:
         metadata_path=str(config.metadata_path(MODEL_NAME)),
         beam_pipeline_args=list(config.beam_args),
         enable_cache=config.enable_cache,
-        profile=profile)
+        profile=profile,
+        lineage=lineage)
+
+
+def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int], kind: str,
+                log=print) -> List[Path]:
+    """`make-spans`: generated (x, y) rows as CSV spans of the profile's size."""
+    from components import spans
+
+    profile = PROFILES[config.profile]
+    sizes = {"train": profile.span_train_size, "eval": profile.span_eval_size}
+    return [spans.write_span(out_dir, span, lambda split, d, span=span:
+                             half_plus_two_data.write_span_split(d, span, split, sizes[split],
+                                                                 kind))
+            for span in span_numbers]
+
+
+def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.SmokeCheck:
+    """The post-push check: the first `examples` (x, y) rows of the newest span's eval CSV,
+    through the server's Regress API (`regress_x_to_y`) and Predict API
+    (`serving_default`); both must stay under the Evaluator's MSE gate."""
+    threshold = PROFILES[config.profile].mse_threshold
+    rows = half_plus_two_data.read_rows(eval_dir)[:examples]
+    xs = np.array([x for x, _ in rows])
+    ys = np.array([y for _, y in rows])
+
+    def check(rest_url: str, version: int) -> post_push.SmokeResult:
+        regressed = health.regress(rest_url, MODEL_NAME,
+                                   [{half_plus_two_data.FEATURE: float(x)} for x in xs],
+                                   signature=EVAL_SIGNATURE, version=version)
+        predicted = health.predict(rest_url, MODEL_NAME, xs.tolist(), version=version)
+        metrics = {
+            "regress mean_squared_error":
+                float(np.mean((np.asarray(regressed["results"]) - ys) ** 2)),
+            "predict mean_squared_error":
+                float(np.mean((np.asarray(predicted["predictions"]) - ys) ** 2))}
+        return post_push.SmokeResult(max(metrics.values()) < threshold, metrics,
+                                     f"< {threshold:g}", len(ys))
+    return check
 
 
 def gates(config: RunConfig) -> Dict[str, str]:

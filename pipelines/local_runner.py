@@ -1,7 +1,11 @@
 """Run a pipeline with TFX's LocalDagRunner: progress per component, then a summary from MLMD.
 
-The summary is read back from ML Metadata, not from the runner's memory, so a cached
-run reports the same version, metric and path as the run that produced them.
+The summary is read back from ML Metadata, from the executions of this very run (a
+cached component's execution is recorded in the run too), not from the runner's memory,
+so a cached run reports the same version, metric and path as the run that produced them.
+Progress: one line per component from LocalDagRunner's own log records, and under the
+Trainer its epochs (and, on a terminal, the step within the epoch) from the
+`components.training_progress` records the Trainer module files emit.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO
 
 from absl import logging as absl_logging
 
+from serving.lineage import span_ranges
 from serving.repository import ModelRepository
 
 if TYPE_CHECKING:  # TFX and MLMD import TensorFlow: only when a run starts
-    import ml_metadata as mlmd
-    from ml_metadata.proto import metadata_store_pb2
     from tfx import v1 as tfx
+
+EVALUATOR, PUSHER, TRAINER, INFRA_VALIDATOR = "Evaluator", "Pusher", "Trainer", "InfraValidator"
 
 
 @dataclasses.dataclass
@@ -40,6 +45,7 @@ class RunResult:
     model_name: str
     wall_seconds: float
     components: List[ComponentRun]
+    run_id: str = ""
     blessed: Optional[bool] = None
     metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
     validation_failures: List[str] = dataclasses.field(default_factory=list)
@@ -47,19 +53,30 @@ class RunResult:
     push_cached: bool = False
     version: Optional[int] = None
     model_path: Optional[Path] = None
+    spans: List[int] = dataclasses.field(default_factory=list)
+    # The Trainer's base model, when it had one: its artifact and the version it was pushed as.
+    warm_start_uri: Optional[str] = None
+    warm_start_version: Optional[int] = None
+    # "passed", "FAILED", or "skipped: <why>"; "" when the pipeline has no such step.
+    infra_validation: str = ""
 
 
 class PipelineFailed(RuntimeError):
-    """A component raised; `component` names it so the user knows where to look."""
+    """A component raised; `component` names it so the user knows where to look, and
+    `run_id` is the failed run's (None if it failed before any component started)."""
 
-    def __init__(self, component: Optional[str], cause: BaseException):
+    def __init__(self, component: Optional[str], cause: BaseException,
+                 run_id: Optional[str] = None):
         where = f"component {component} failed" if component else "pipeline failed"
         super().__init__(f"{where}: {type(cause).__name__}: {cause}")
         self.component = component
+        self.cause = cause
+        self.run_id = run_id
 
 
 class ProgressReporter(logging.Handler):
-    """Turns LocalDagRunner's log records into one progress line per component."""
+    """Turns LocalDagRunner's log records into one progress line per component, and the
+    Trainer's progress records into lines under it."""
 
     _RUNNING = "Component %s is running."
     _FINISHED = "Component %s is finished."
@@ -70,17 +87,20 @@ class ProgressReporter(logging.Handler):
         self.runs = [ComponentRun(node_id) for node_id in node_ids]
         self._by_id = {run.node_id: run for run in self.runs}
         self._out = out
+        self._tty = out.isatty()
         self._width = max(map(len, node_ids), default=0)
         self._started = 0.0
         self.current: Optional[ComponentRun] = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == self._RUNNING:
+        kind = getattr(record, "progress", None)
+        if kind is not None:
+            self._progress(kind, record.getMessage())
+        elif record.msg == self._RUNNING:
             self.current = self._by_id.get(record.args[0])
             self._started = time.monotonic()
-            if self.current and self._out.isatty():
-                self._out.write(f"{self._prefix(self.current)} running...\r")
-                self._out.flush()
+            if self.current and self._tty:
+                self._write(f"{self._prefix(self.current)} running...\r")
         elif record.msg == self._CACHED and self.current:
             self.current.cached = True
         elif record.msg == self._FINISHED and self.current:
@@ -88,10 +108,27 @@ class ProgressReporter(logging.Handler):
             run.seconds = time.monotonic() - self._started
             run.finished = True
             state = "cached" if run.cached else f"done in {run.seconds:.1f}s"
-            self._out.write(f"{self._prefix(run)} {state}\033[K\n" if self._out.isatty()
-                            else f"{self._prefix(run)} {state}\n")
-            self._out.flush()
+            self._write(f"{self._prefix(run)} {state}" + ("\033[K\n" if self._tty else "\n"))
             self.current = None
+
+    def fail(self) -> None:
+        """Close the current component's line: it raised."""
+        if self.current is not None:
+            seconds = time.monotonic() - self._started
+            self._write(f"{self._prefix(self.current)} FAILED after {seconds:.1f}s"
+                        + ("\033[K\n" if self._tty else "\n"))
+
+    def _progress(self, kind: str, message: str) -> None:
+        indent = " " * (len(self._prefix(self.runs[0])) + 1) if self.runs else "  "
+        if kind == "step":  # only where it can be overwritten in place
+            if self._tty:
+                self._write(f"{indent}{message}\033[K\r")
+        else:
+            self._write(f"{indent}{message}" + ("\033[K\n" if self._tty else "\n"))
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
 
     def _prefix(self, run: ComponentRun) -> str:
         counter = f"[{self.runs.index(run) + 1}/{len(self.runs)}]"
@@ -103,102 +140,108 @@ def run_pipeline(pipeline: "tfx.dsl.Pipeline", *, model_name: str, repository: M
     """Run `pipeline` to completion and summarise it; raises PipelineFailed on error."""
     from tfx import v1 as tfx
 
+    from pipelines import metadata
+
     repository.check_writable(model_name)
+    before = _run_ids(metadata_path)
     node_ids = [component.id for component in pipeline.components]
     reporter = ProgressReporter(node_ids, out)
     started = time.monotonic()
-    with _capture_tfx_logs(reporter):
+    with _capture_progress(reporter):
         try:
             tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception as e:  # a component's own error, re-raised with its name
+            reporter.fail()
             failed = reporter.current.node_id if reporter.current else None
-            raise PipelineFailed(failed, e) from e
+            run = metadata.new_run(metadata.open_store(metadata_path), before) \
+                if metadata_path.exists() else None
+            raise PipelineFailed(failed, e, run.name if run else None) from e
     result = RunResult(pipeline_name=pipeline.pipeline_info.pipeline_name, model_name=model_name,
                        wall_seconds=time.monotonic() - started, components=reporter.runs)
-    _read_outcome(result, metadata_path)
+    _read_outcome(result, metadata_path, before, repository)
     return result
 
 
+def _run_ids(metadata_path: Path):
+    from pipelines import metadata
+
+    return metadata.run_context_ids(metadata.open_store(metadata_path)) \
+        if metadata_path.exists() else set()
+
+
 @contextlib.contextmanager
-def _capture_tfx_logs(reporter: ProgressReporter) -> Iterator[None]:
-    """Feed absl's INFO records (TFX's component lifecycle) to the reporter."""
-    logger = logging.getLogger("absl")
+def _capture_progress(reporter: ProgressReporter) -> Iterator[None]:
+    """Feed absl's INFO records (TFX's component lifecycle) and the Trainer's progress
+    records to the reporter."""
+    from components.training_progress import PROGRESS_LOGGER  # imports Keras: not before
+
+    absl_logger = logging.getLogger("absl")
+    progress_logger = logging.getLogger(PROGRESS_LOGGER)
     saved_verbosity = absl_logging.get_verbosity()
+    saved_level = progress_logger.level
     # Through absl's verbosity flag, not logger.setLevel: TFX re-applies the flag mid-run.
     absl_logging.set_verbosity(absl_logging.INFO)
-    logger.addHandler(reporter)
+    progress_logger.setLevel(logging.INFO)
+    absl_logger.addHandler(reporter)
+    progress_logger.addHandler(reporter)
     try:
         yield
     finally:
-        logger.removeHandler(reporter)
+        absl_logger.removeHandler(reporter)
+        progress_logger.removeHandler(reporter)
+        progress_logger.setLevel(saved_level)
         absl_logging.set_verbosity(saved_verbosity)
 
 
-def _read_outcome(result: RunResult, metadata_path: Path) -> None:
-    store = _metadata_store(metadata_path)
-    evaluation = _latest_output(store, result.pipeline_name, "Evaluator", "evaluation")
-    if evaluation is not None:
-        _read_evaluation(result, evaluation.uri)
-    pushed = _latest_output(store, result.pipeline_name, "Pusher", "pushed_model")
-    if pushed is not None:
-        props = pushed.custom_properties
-        result.pushed = props["pushed"].int_value == 1 if "pushed" in props else False
+def _read_outcome(result: RunResult, metadata_path: Path, before,
+                  repository: ModelRepository) -> None:
+    from components.evaluation_results import read_evaluation
+    from components.span_window import span_of
+    from pipelines import metadata
+    from tfx.types import artifact_utils
+
+    store = metadata.open_store(metadata_path)
+    run = metadata.new_run(store, before)
+    if run is None:
+        return
+    result.run_id = run.name
+
+    def node(node_id):
+        return metadata.node_run(store, run, result.pipeline_name, node_id)
+
+    trainer = node(TRAINER)
+    if trainer is not None:
+        examples = [artifact_utils.deserialize_artifact(_type(store, a), a)
+                    for a in trainer.inputs.get("examples", [])]
+        result.spans = sorted({span_of(e) for e in examples})
+        base = trainer.inputs.get("base_model")
+        if base:
+            result.warm_start_uri = base[0].uri
+            result.warm_start_version = repository.version_from_model(result.model_name,
+                                                                      base[0].uri)
+    evaluator = node(EVALUATOR)
+    if evaluator is not None and evaluator.outputs.get("evaluation"):
+        evaluation = read_evaluation(evaluator.outputs["evaluation"][0].uri)
+        result.blessed, result.metrics = evaluation.blessed, evaluation.metrics
+        result.validation_failures = evaluation.failures
+    infra = node(INFRA_VALIDATOR)
+    if infra is not None and infra.outputs.get("blessing"):
+        blessed = metadata.property_value(infra.outputs["blessing"][0], "blessed")
+        result.infra_validation = "passed" if blessed == 1 else "FAILED"
+    pusher = node(PUSHER)
+    if pusher is not None and pusher.outputs.get("pushed_model"):
+        pushed = pusher.outputs["pushed_model"][0]
+        result.pushed = metadata.property_value(pushed, "pushed") == 1
         if result.pushed:
-            result.version = int(props["pushed_version"].string_value)
-            result.model_path = Path(props["pushed_destination"].string_value)
-        reused = props["reused_version"].int_value == 1 if "reused_version" in props else False
-        pusher = next((run for run in result.components if run.node_id == "Pusher"), None)
-        result.push_cached = bool(pusher and pusher.cached) or reused
+            result.version = int(metadata.property_value(pushed, "pushed_version"))
+            result.model_path = Path(metadata.property_value(pushed, "pushed_destination"))
+        reused = metadata.property_value(pushed, "reused_version") == 1
+        pusher_run = next((r for r in result.components if r.node_id == PUSHER), None)
+        result.push_cached = bool(pusher_run and pusher_run.cached) or reused
 
 
-def _read_evaluation(result: RunResult, uri: str) -> None:
-    import tensorflow_model_analysis as tfma  # heavy; only needed once the run is over
-    from google.protobuf import text_format
-
-    validation = tfma.load_validation_result(uri)
-    result.blessed = bool(validation.validation_ok)
-    for failure in validation.metric_validations_per_slice:
-        for detail in failure.failures:
-            threshold = text_format.MessageToString(detail.metric_threshold, as_one_line=True)
-            result.validation_failures.append(
-                f"{detail.metric_key.name} = {detail.metric_value.double_value.value:.6g} "
-                f"fails {{{threshold}}}" + (f": {detail.message}" if detail.message else ""))
-    for slice_metrics in tfma.load_metrics(uri):
-        if slice_metrics.slice_key.ByteSize():  # overall slice only
-            continue
-        for entry in slice_metrics.metric_keys_and_values:
-            candidate = entry.key.model_name in ("", "candidate") and not entry.key.is_diff
-            if candidate and entry.value.HasField("double_value"):
-                result.metrics[entry.key.name] = entry.value.double_value.value
-
-
-def _metadata_store(metadata_path: Path) -> "mlmd.MetadataStore":
-    import ml_metadata as mlmd
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return mlmd.MetadataStore(config)
-
-
-def _latest_output(store: "mlmd.MetadataStore", pipeline_name: str, node_id: str,
-                   output_key: str) -> Optional["metadata_store_pb2.Artifact"]:
-    """The `output_key` artifact of the node's most recent execution (cached ones included)."""
-    from ml_metadata.proto import metadata_store_pb2
-
-    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-    if context is None:
-        return None
-    executions = store.get_executions_by_context(context.id)
-    if not executions:
-        return None
-    latest = max(executions, key=lambda e: e.id)
-    artifact_ids = [event.artifact_id for event in store.get_events_by_execution_ids([latest.id])
-                    if event.type == metadata_store_pb2.Event.OUTPUT
-                    and any(step.key == output_key for step in event.path.steps)]
-    artifacts = store.get_artifacts_by_id(artifact_ids)
-    return artifacts[0] if artifacts else None
+def _type(store, artifact):
+    return store.get_artifact_types_by_id([artifact.type_id])[0]
 
 
 def format_summary(result: RunResult, thresholds: Dict[str, str]) -> str:
@@ -207,11 +250,19 @@ def format_summary(result: RunResult, thresholds: Dict[str, str]) -> str:
              + (f"pushed version {result.version}" + (" (model unchanged: no new version)"
                                                       if result.push_cached else "")
                 if result.pushed else "NOT pushed: " + _why_not_pushed(result))]
+    if result.spans and result.spans != [0]:
+        lines.append(f"  trained on spans {span_ranges(result.spans)}")
+    if result.warm_start_uri:
+        source = f"version {result.warm_start_version}" if result.warm_start_version \
+            else result.warm_start_uri
+        lines.append(f"  warm-started from {source} (the latest blessed model)")
     for name, value in sorted(result.metrics.items()):
         gate = f" (gate: {thresholds[name]})" if name in thresholds else ""
         lines.append(f"  eval {name} = {value:.6g}{gate}")
     if result.blessed is not None:
         lines.append(f"  blessed: {'yes' if result.blessed else 'no'}")
+    if result.infra_validation:
+        lines.append(f"  infra validation: {result.infra_validation}")
     if result.model_path:
         lines.append(f"  model path: {result.model_path}")
     lines.append(f"  wall time: {result.wall_seconds:.1f}s")
@@ -222,4 +273,7 @@ def _why_not_pushed(result: RunResult) -> str:
     if result.blessed is False:
         reasons = "; ".join(result.validation_failures) or "evaluation thresholds not met"
         return f"the model was not blessed by the Evaluator ({reasons})"
+    if result.infra_validation == "FAILED":
+        return ("InfraValidator could not load the model or get answers from it in the "
+                "serving image (see the log with --verbose)")
     return "the Pusher did not push (see the log with --verbose)"

@@ -5,19 +5,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import anomalies_gate, mnist_data, repository_pusher
+from pipelines import post_push, retraining
 from pipelines.config import RunConfig
+from serving.lifecycle import health
 
 MODEL_NAME = "mnist"
 COMPONENTS_DIR = Path(mnist_data.__file__).parent
 TRANSFORM_MODULE = str(COMPONENTS_DIR / "mnist_transform.py")
 TRAINER_MODULE = str(COMPONENTS_DIR / "mnist_trainer.py")
 SCHEMA_FILE = str(COMPONENTS_DIR / "mnist_schema.pbtxt")  # curated, not inferred
+DRIFT_CONFIG_FILE = str(COMPONENTS_DIR / "mnist_drift.pbtxt")
 EVAL_SIGNATURE = "classification"
 METRIC = "sparse_categorical_accuracy"
 
@@ -32,6 +36,11 @@ class Profile:
     accuracy_gate: float = 0.99
     # Not blessed if more than this much worse than the latest blessed model (0.5 points).
     max_regression: float = 0.005
+    # Retraining: a warm-started model trains this many epochs over the window.
+    warm_start_epochs: int = 2
+    # `make-spans`: examples per span (train from the training set, eval from the test set).
+    span_train_size: int = 10_000
+    span_eval_size: int = 2_000
 
     def train_steps(self) -> int:
         examples = self.train_limit or 60_000
@@ -44,14 +53,16 @@ class Profile:
 PROFILES = {
     "default": Profile(),
     # The tests' configuration: same components and code, a subset and two short epochs.
-    "fast": Profile(train_limit=8000, eval_limit=1000, epochs=2, accuracy_gate=0.9),
+    "fast": Profile(train_limit=8000, eval_limit=1000, epochs=2, accuracy_gate=0.9,
+                    warm_start_epochs=1, span_train_size=3000, span_eval_size=500),
 }
 
 
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str,
                     serving_model_dir: str, metadata_path: str,
                     beam_pipeline_args: List[str], enable_cache: bool,
-                    profile: Profile) -> tfx.dsl.Pipeline:
+                    profile: Profile, lineage: Optional[Dict[str, Any]] = None
+                    ) -> tfx.dsl.Pipeline:
     """Wire the components; nothing else."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
@@ -75,8 +86,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=profile.train_steps()),
         eval_args=tfx.proto.EvalArgs(num_steps=profile.eval_steps()),
-        custom_config={"epochs": profile.epochs, "batch_size": profile.batch_size,
-                       "learning_rate": profile.learning_rate})
+        custom_config=trainer_config(profile))
     trainer.add_upstream_node(gate)
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -91,7 +101,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
         eval_config=eval_config(profile))
     pusher = repository_pusher.RepositoryPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        serving_model_dir=serving_model_dir)
+        serving_model_dir=serving_model_dir, examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"], lineage=lineage)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -101,6 +112,29 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),
         beam_pipeline_args=beam_pipeline_args)
+
+
+def trainer_config(profile: Profile, **hyperparameters) -> Dict[str, Any]:
+    """The Trainer's custom_config: the profile's schedule, and any hyperparameter of
+    components/mnist_trainer.py's DEFAULTS to try (e.g. conv1_filters=16)."""
+    return {"epochs": profile.epochs, "warm_start_epochs": profile.warm_start_epochs,
+            "batch_size": profile.batch_size, "learning_rate": profile.learning_rate,
+            **hyperparameters}
+
+
+def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
+                  **hyperparameters) -> retraining.ModelParts:
+    """MNIST's part of the retraining pipeline: TFRecord spans, the curated schema, label
+    drift, the same Transform and Trainer as `run`, epochs over the window."""
+    return retraining.ModelParts(
+        example_gen=tfx.components.ImportExampleGen,
+        schema_file=SCHEMA_FILE,
+        drift_config=retraining.load_drift_config(DRIFT_CONFIG_FILE),
+        transform_module=TRANSFORM_MODULE,
+        trainer_module=trainer_module,
+        trainer_config=trainer_config(profile, **hyperparameters),
+        eval_config=eval_config(profile),
+        infra_signatures=(EVAL_SIGNATURE,))
 
 
 def eval_config(profile: Profile) -> tfma.EvalConfig:
@@ -129,7 +163,8 @@ def prepare_data(config: RunConfig, profile: Profile, log=print) -> Path:
         train_limit=profile.train_limit, eval_limit=profile.eval_limit, log=log).absolute()
 
 
-def build(config: RunConfig, profile: Optional[Profile] = None, log=print) -> tfx.dsl.Pipeline:
+def build(config: RunConfig, profile: Optional[Profile] = None, log=print,
+          lineage: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
     profile = profile or PROFILES[config.profile]
     return create_pipeline(
         pipeline_name=MODEL_NAME,
@@ -139,7 +174,41 @@ def build(config: RunConfig, profile: Optional[Profile] = None, log=print) -> tf
         metadata_path=str(config.metadata_path(MODEL_NAME)),
         beam_pipeline_args=list(config.beam_args),
         enable_cache=config.enable_cache,
-        profile=profile)
+        profile=profile,
+        lineage=lineage)
+
+
+def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int], kind: str,
+                log=print) -> List[Path]:
+    """`make-spans`: MNIST as spans of the profile's size, from the verified loader."""
+    profile = PROFILES[config.profile]
+    arrays = mnist_data.load_mnist((config.cache_dir / "mnist").absolute(),
+                                   data_dir=config.data_dir).arrays
+    return mnist_data.write_spans(arrays, out_dir, span_numbers, profile.span_train_size,
+                                  profile.span_eval_size, kind)
+
+
+def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.SmokeCheck:
+    """The post-push check: the first `examples` eval examples of the newest span, through
+    the server's Classify API (the `classification` signature, raw tf.Examples) and its
+    Predict API (`serving_default`, pixels scaled as clients send them); both must reach
+    the Evaluator's accuracy gate."""
+    profile = PROFILES[config.profile]
+    pixels, labels = mnist_data.read_examples(eval_dir, examples)
+
+    def check(rest_url: str, version: int) -> post_push.SmokeResult:
+        classified = health.classify(rest_url, MODEL_NAME,
+                                     [{mnist_data.IMAGE_KEY: p} for p in pixels.tolist()],
+                                     signature=EVAL_SIGNATURE, version=version)
+        classes = [int(max(result, key=lambda c: c[1])[0]) for result in classified["results"]]
+        predicted = health.predict(rest_url, MODEL_NAME, (pixels / 255.0).tolist(),
+                                   version=version)
+        scores = np.asarray(predicted["predictions"])
+        metrics = {"classify accuracy": float(np.mean(np.asarray(classes) == labels)),
+                   "predict accuracy": float(np.mean(scores.argmax(axis=1) == labels))}
+        return post_push.SmokeResult(min(metrics.values()) >= profile.accuracy_gate, metrics,
+                                     f">= {profile.accuracy_gate:g}", len(labels))
+    return check
 
 
 def gates(config: RunConfig) -> Dict[str, str]:

@@ -4,23 +4,41 @@ A model server polling a base path loads every integer-named directory it finds,
 version must appear there complete or not at all (tensorflow/serving#631, tfx#4466).
 Publishing therefore copies into a non-integer staging directory beside the versions
 (same filesystem) and renames it into place; a failed publish removes its staging
-directory and leaves the repository as it was.
+directory and leaves the repository as it was. A publisher killed with SIGKILL cannot
+clean up, so each staging directory has a lock file beside it that its publisher holds
+(flock, released by the kernel when the process dies): the next publish removes the
+staging directories whose lock is free, and never one whose publisher is alive.
+
+A version found bad after it was published (a failed post-push check) is withdrawn by
+renaming it to `.rejected-<version>`: servers stop seeing it at their next poll, its
+number is never given out again, and its lineage record says why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import errno
+import fcntl
 import hashlib
+import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+from serving import lineage as lineage_record
+
+log = logging.getLogger("serving.repository")
+
 STAGING_PREFIX = ".staging-"
+STAGING_LOCK_SUFFIX = ".lock"
+REJECTED_PREFIX = ".rejected-"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+_STAGING_PID = re.compile(r"^\.staging-(\d+)-")
 
 
 class RepositoryError(RuntimeError):
@@ -113,14 +131,19 @@ class ModelRepository:
 
         The body writes a SavedModel into `publication.staging`. If the body raises, or the
         staged directory is not a complete SavedModel, the staging directory is removed and
-        no version appears.
+        no version appears. Staging directories left by dead publishers are removed first.
         """
         self.check_writable(model_name)
-        self.model_dir(model_name).mkdir(parents=True, exist_ok=True)
-        staging = self.model_dir(model_name) / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-        staging.mkdir()
-        publication = Publication(model_name=model_name, staging=staging)
+        model_dir = self.model_dir(model_name)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self.reclaim_staging(model_name)
+        staging = model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        lock_path = staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+        lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # ours alone: the name is new
+            staging.mkdir()
+            publication = Publication(model_name=model_name, staging=staging)
             yield publication
             if not is_complete_saved_model(staging):
                 raise RepositoryError(
@@ -131,9 +154,65 @@ class ModelRepository:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+            os.close(lock_fd)
+
+    def reclaim_staging(self, model_name: str) -> List[Path]:
+        """Remove staging directories whose publisher is gone (killed mid-publish); returns
+        them. A staging directory whose lock is held, or whose lock file is already gone
+        (its publisher is finishing), is left alone."""
+        model_dir = self.model_dir(model_name)
+        if not model_dir.is_dir():
+            return []
+        removed = []
+        for staging in model_dir.glob(f"{STAGING_PREFIX}*"):
+            if staging.name.endswith(STAGING_LOCK_SUFFIX) or not staging.is_dir():
+                continue
+            if _owner_alive(staging):
+                continue
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.with_name(staging.name + STAGING_LOCK_SUFFIX).unlink(missing_ok=True)
+            log.info("removed %s, left by a publisher that is gone", staging)
+            removed.append(staging)
+        return removed
+
+    def reject(self, model_name: str, version: int, reason: str) -> Path:
+        """Withdraw a published version: rename it to `.rejected-<version>` (servers stop
+        seeing it, the number is never reused) and record why in its lineage. Returns the
+        new path."""
+        path = self.version_path(model_name, version)
+        if not path.is_dir():
+            raise RepositoryError(f"{model_name} has no version {version} in {self.root}")
+        target = self.model_dir(model_name) / f"{REJECTED_PREFIX}{version}"
+        os.rename(path, target)
+        _fsync_dir(self.model_dir(model_name))
+        record = lineage_record.read(target) or lineage_record.Lineage()
+        record.rejected = {"at": _now(), "reason": reason}
+        lineage_record.write(target, record)
+        return target
+
+    def rejected_versions(self, model_name: str) -> List[int]:
+        model_dir = self.model_dir(model_name)
+        if not model_dir.is_dir():
+            return []
+        return sorted(int(p.name[len(REJECTED_PREFIX):]) for p in model_dir.iterdir()
+                      if p.name.startswith(REJECTED_PREFIX)
+                      and p.name[len(REJECTED_PREFIX):].isdigit())
+
+    def lineage(self, model_name: str, version: int) -> Optional[lineage_record.Lineage]:
+        return lineage_record.read(self.version_path(model_name, version))
+
+    def version_from_model(self, model_name: str, model_uri: str) -> Optional[int]:
+        """The version published from the Model artifact at `model_uri` (by its lineage)."""
+        for version in reversed(self.versions(model_name)):
+            record = self.lineage(model_name, version)
+            if record is not None and record.model_uri == model_uri:
+                return version
+        return None
 
     def _taken_versions(self, model_name: str) -> List[int]:
-        """Every integer-named entry, complete or not: a taken number is never reused."""
+        """Every integer-named entry, complete or not, and every rejected version: a taken
+        number is never reused."""
         model_dir = self.model_dir(model_name)
         if not model_dir.is_dir():
             return []
@@ -141,14 +220,14 @@ class ModelRepository:
         for entry in model_dir.iterdir():
             if entry.name.isascii() and entry.name.isdigit() and int(entry.name) > 0:
                 taken.append(int(entry.name))
-        return sorted(taken)
+        return sorted(taken + self.rejected_versions(model_name))
 
     def _rename_into_next_version(self, model_name: str, staging: Path) -> int:
         # rename(2) onto a non-empty directory fails, so two racing publishers that pick
         # the same number cannot both win: the loser retries with the next number.
         while True:
             taken = self._taken_versions(model_name)
-            version = taken[-1] + 1 if taken else 1
+            version = max(taken) + 1 if taken else 1
             try:
                 os.rename(staging, self.version_path(model_name, version))
             except OSError as e:
@@ -160,9 +239,11 @@ class ModelRepository:
 
 
 def tree_digest(root: Path) -> str:
-    """sha256 over every file's relative path and bytes, in a stable order."""
+    """sha256 over every file's relative path and bytes, in a stable order; the lineage
+    record is not part of the model."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = (p for p in root.rglob("*") if p.is_file() and p != root / lineage_record.LINEAGE_FILE)
+    for file in sorted(files):
         digest.update(str(file.relative_to(root)).encode() + b"\0")
         with file.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -188,3 +269,35 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _owner_alive(staging: Path) -> bool:
+    """Whether the publisher of a staging directory still runs: its lock file is held. A
+    staging directory with no lock file is judged by the pid in its name."""
+    lock_path = staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        match = _STAGING_PID.match(staging.name)
+        return match is None or _pid_alive(int(match.group(1)))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -150,12 +150,19 @@ def verify_pushed(model: str, version: int, timeout: float = 300.0,
     """For the pipeline runner after a push: None when no server is up (nothing to check);
     otherwise wait until `version` is AVAILABLE and return its status and one prediction
     from exactly that version. Raises like wait_for_version when it does not come up."""
+    if running_server_for(model, state_dir) is None:
+        return None
+    st = wait_for_version(model, version, timeout, state_dir)
+    return st, sample_prediction(model, instances, state_dir, version=version)
+
+
+def running_server_for(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optional[ServerState]:
+    """The server `up` recorded in `state_dir` when it is running and serves `model`."""
     state = state_store.load(Path(state_dir))
     if state is None or model not in state.models or \
             not _backend_for(state).is_running(state):
         return None
-    st = wait_for_version(model, version, timeout, state_dir)
-    return st, sample_prediction(model, instances, state_dir, version=version)
+    return state
 
 
 def rollback(model: str, to: Optional[int], state_dir: Path = DEFAULT_STATE_DIR,

@@ -81,12 +81,37 @@ def get_model_status(rest_url: str, model: str, timeout: float = 5.0,
 
 
 def predict(rest_url: str, model: str, instances: list, version: Optional[int] = None,
-            timeout: float = 30.0, session: Optional[requests.Session] = None) -> dict:
+            timeout: float = 30.0, session: Optional[requests.Session] = None,
+            signature: str = "") -> dict:
     """REST predict; raises requests.HTTPError with the server's error text on failure."""
+    return _post(rest_url, model, "predict", {"instances": instances}, version, timeout,
+                 session, signature)
+
+
+def classify(rest_url: str, model: str, examples: List[dict], signature: str = "",
+             version: Optional[int] = None, timeout: float = 30.0,
+             session: Optional[requests.Session] = None) -> dict:
+    """REST classify (`{"examples": [...]}` -> `{"results": [[[label, score], ...], ...]}`)."""
+    return _post(rest_url, model, "classify", {"examples": examples}, version, timeout,
+                 session, signature)
+
+
+def regress(rest_url: str, model: str, examples: List[dict], signature: str = "",
+            version: Optional[int] = None, timeout: float = 30.0,
+            session: Optional[requests.Session] = None) -> dict:
+    """REST regress (`{"examples": [...]}` -> `{"results": [value, ...]}`)."""
+    return _post(rest_url, model, "regress", {"examples": examples}, version, timeout,
+                 session, signature)
+
+
+def _post(rest_url: str, model: str, verb: str, body: dict, version: Optional[int],
+          timeout: float, session: Optional[requests.Session], signature: str) -> dict:
     http = session or requests
     path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
-    r = http.post(f"{rest_url}{path}:predict", json={"instances": instances}, timeout=timeout)
+    if signature:
+        body = {"signature_name": signature, **body}
+    r = http.post(f"{rest_url}{path}:{verb}", json=body, timeout=timeout)
     if r.status_code != 200:
-        raise requests.HTTPError(f"predict {model}: HTTP {r.status_code}: {r.text[:300]}",
+        raise requests.HTTPError(f"{verb} {model}: HTTP {r.status_code}: {r.text[:300]}",
                                  response=r)
     return r.json()

@@ -1,0 +1,143 @@
+"""The run history of a model, kept in ML Metadata beside TFX's own records.
+
+At the end of every run (`run`, `retrain`, the notebook's push) the runner records on the
+run's `pipeline_run` context how it ended and a compact summary (spans, metrics, pushed
+version, warm start). `python -m pipelines history NAME` lists those runs from every
+pipeline of the model under the pipeline root (`NAME` and `NAME_retrain`); the
+retraining command reads the newest of them to decide whether a span is new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pipelines import metadata
+from pipelines.config import RETRAIN_SUFFIX, RunConfig
+from pipelines.local_runner import RunResult
+from pipelines.outcomes import ABANDONED, ERROR, Outcome
+
+SUMMARY = "toolkit_summary"
+SPAN = "toolkit_span"
+SPAN_FINGERPRINT = "toolkit_span_fingerprint"
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One run as `history` shows it."""
+
+    pipeline: str
+    run_id: str
+    started: str                   # ISO 8601, local time
+    outcome: str                   # an Outcome name, or "incomplete" (killed, still running)
+    reason: str = ""
+    spans: List[int] = dataclasses.field(default_factory=list)
+    metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: Optional[bool] = None
+    pushed_version: Optional[int] = None
+    warm_start_version: Optional[int] = None
+    infra_validation: str = ""
+    span: Optional[int] = None     # the newest span this run ingested (retraining)
+    span_fingerprint: str = ""
+
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def record_run(metadata_path: Path, run_id: Optional[str], outcome: Outcome, reason: str = "",
+               result: Optional[RunResult] = None, span: Optional[int] = None,
+               span_fingerprint: str = "") -> None:
+    """Write how run `run_id` ended onto its context (no-op for a run that never started)."""
+    if not run_id or not Path(metadata_path).exists():
+        return
+    store = metadata.open_store(metadata_path, readonly=False)
+    context = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, run_id)
+    if context is None:
+        return
+    summary = {}
+    if result is not None:
+        summary = {"spans": result.spans, "metrics": result.metrics, "blessed": result.blessed,
+                   "warm_start_version": result.warm_start_version,
+                   "infra_validation": result.infra_validation}
+    metadata.record(store, context, **{
+        metadata.OUTCOME: outcome.name, metadata.REASON: reason[:2000],
+        metadata.PUSHED_VERSION: result.version if result and result.pushed else None,
+        SPAN: span, SPAN_FINGERPRINT: span_fingerprint or None,
+        SUMMARY: json.dumps(summary, sort_keys=True)})
+
+
+def runs(config: RunConfig, model: str) -> List[RunRecord]:
+    """Every run of `model`'s pipelines under the pipeline root, oldest first."""
+    records = []
+    for pipeline in (model, f"{model}{RETRAIN_SUFFIX}"):
+        path = config.metadata_path(pipeline)
+        if path.exists():
+            records += _read_runs(path, pipeline)
+    return sorted(records, key=lambda r: r.started)
+
+
+def last_recorded(metadata_path: Path, skip=(ERROR.name, ABANDONED.name)) -> Optional[RunRecord]:
+    """The newest run that ended with an outcome not in `skip` (errors are retried)."""
+    if not Path(metadata_path).exists():
+        return None
+    done = [r for r in _read_runs(metadata_path, "") if r.outcome not in skip + ("incomplete",)]
+    return done[-1] if done else None
+
+
+def _read_runs(path: Path, pipeline: str) -> List[RunRecord]:
+    store = metadata.open_store(path)
+    records = []
+    for context in metadata.run_contexts(store):
+        value = lambda name: metadata.property_value(context, name)  # noqa: E731
+        summary = json.loads(value(SUMMARY) or "{}")
+        pushed = value(metadata.PUSHED_VERSION)
+        records.append(RunRecord(
+            pipeline=pipeline, run_id=context.name,
+            started=_local_time(context.create_time_since_epoch),
+            outcome=value(metadata.OUTCOME) or "incomplete", reason=value(metadata.REASON) or "",
+            spans=summary.get("spans", []), metrics=summary.get("metrics", {}),
+            blessed=summary.get("blessed"), pushed_version=int(pushed) if pushed else None,
+            warm_start_version=summary.get("warm_start_version"),
+            infra_validation=summary.get("infra_validation", ""),
+            span=value(SPAN), span_fingerprint=value(SPAN_FINGERPRINT) or ""))
+    return records
+
+
+def _local_time(millis: int) -> str:
+    return datetime.datetime.fromtimestamp(millis / 1000).isoformat(timespec="seconds")
+
+
+def format_table(records: List[RunRecord], repository: Optional[Path] = None,
+                 model: str = "") -> str:
+    """A fixed-width table for the console; versions since withdrawn from `repository`
+    (rolled back) are marked."""
+    from serving.lineage import span_ranges
+    from serving.repository import ModelRepository
+
+    withdrawn = set(ModelRepository(repository).rejected_versions(model)) \
+        if repository is not None and model else set()
+
+    header = ("started", "pipeline", "spans", "metrics", "blessed", "version", "outcome")
+    rows = [header]
+    for r in records:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.metrics.items())) or "-"
+        spans = r.spans if r.spans and r.spans != [0] else [r.span] if r.span else []
+        rows.append((r.started.replace("T", " "), r.pipeline,
+                     span_ranges(spans) if spans else "-", metrics,
+                     {True: "yes", False: "no", None: "-"}[r.blessed],
+                     (f"{r.pushed_version} (withdrawn)" if r.pushed_version in withdrawn
+                      else str(r.pushed_version)) if r.pushed_version else "-",
+                     r.outcome + (f": {_headline(r.reason)}" if r.reason else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
+                     for row in rows)
+
+
+def _headline(reason: str, width: int = 100) -> str:
+    """The line of a reason worth a table cell: a report's first finding, not its title."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line if len(line) <= width else line[:width - 3] + "..."

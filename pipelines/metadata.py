@@ -1,0 +1,123 @@
+"""What this project reads from and writes to a pipeline's ML Metadata store.
+
+TFX records every run as a `pipeline_run` context, each component execution under it and
+under its `node` context, and the artifacts through INPUT/OUTPUT events. On top of that
+this project records, on the run's context, how the run ended for the operator (pushed,
+rolled back, drift, ...), and marks artifacts that must never be used again ABANDONED:
+TFX's resolvers and its cache only consider LIVE artifacts, so a rejected span drops out
+of the training window and a rolled-back model stops being the baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Set, Union
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+RUN_CONTEXT_TYPE = "pipeline_run"
+NODE_CONTEXT_TYPE = "node"
+# Custom properties this project sets on a run's context.
+OUTCOME = "toolkit_outcome"
+REASON = "toolkit_reason"
+PUSHED_VERSION = "toolkit_pushed_version"
+# ...and on an artifact it abandons.
+ABANDONED_REASON = "toolkit_abandoned_reason"
+
+Value = Union[str, int, float]
+
+
+def open_store(path: Path, readonly: bool = True) -> mlmd.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    config.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY if readonly
+        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
+    return mlmd.MetadataStore(config)
+
+
+def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
+    """Every run, oldest first."""
+    return sorted(store.get_contexts_by_type(RUN_CONTEXT_TYPE), key=lambda c: c.id)
+
+
+def run_context_ids(store: mlmd.MetadataStore) -> Set[int]:
+    return {c.id for c in run_contexts(store)}
+
+
+def new_run(store: mlmd.MetadataStore, before: Set[int]) -> Optional[metadata_store_pb2.Context]:
+    """The run context created since `before` was taken (one run at a time: the lock)."""
+    new = [c for c in run_contexts(store) if c.id not in before]
+    return new[-1] if new else None
+
+
+@dataclasses.dataclass
+class NodeRun:
+    """One component's execution in one run, with its input and output artifacts by key."""
+
+    execution: metadata_store_pb2.Execution
+    inputs: Dict[str, List[metadata_store_pb2.Artifact]]
+    outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+
+def node_run(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, pipeline_name: str,
+             node_id: str) -> Optional[NodeRun]:
+    """The node's latest execution within `run` (a cached execution counts), or None."""
+    node = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{node_id}")
+    if node is None:
+        return None
+    in_run = {e.id for e in store.get_executions_by_context(run.id)}
+    executions = [e for e in store.get_executions_by_context(node.id) if e.id in in_run]
+    if not executions:
+        return None
+    execution = max(executions, key=lambda e: e.id)
+    events = store.get_events_by_execution_ids([execution.id])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    result = NodeRun(execution, {}, {})
+    for event in events:
+        side = result.inputs if event.type == metadata_store_pb2.Event.INPUT else \
+            result.outputs if event.type == metadata_store_pb2.Event.OUTPUT else None
+        if side is None or event.artifact_id not in artifacts:
+            continue
+        key = event.path.steps[0].key if event.path.steps else ""
+        side.setdefault(key, []).append(artifacts[event.artifact_id])
+    return result
+
+
+def record(store: mlmd.MetadataStore, context: metadata_store_pb2.Context,
+           **properties: Optional[Value]) -> None:
+    """Set custom properties on a context (a run's outcome); None values are skipped."""
+    for name, value in properties.items():
+        if value is None:
+            continue
+        target = context.custom_properties[name]
+        if isinstance(value, bool) or isinstance(value, int):
+            target.int_value = int(value)
+        elif isinstance(value, float):
+            target.double_value = value
+        else:
+            target.string_value = str(value)
+    store.put_contexts([context])
+
+
+def abandon(store: mlmd.MetadataStore, artifacts: Iterable[metadata_store_pb2.Artifact],
+            reason: str) -> None:
+    """Mark artifacts ABANDONED (TFX's resolvers and cache skip them), saying why."""
+    changed = []
+    for artifact in artifacts:
+        artifact.state = metadata_store_pb2.Artifact.ABANDONED
+        artifact.custom_properties[ABANDONED_REASON].string_value = reason
+        changed.append(artifact)
+    if changed:
+        store.put_artifacts(changed)
+
+
+def property_value(message, name: str) -> Optional[Value]:
+    """A custom property of an artifact, execution or context, as a plain value."""
+    if name not in message.custom_properties:
+        return None
+    value = message.custom_properties[name]
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None

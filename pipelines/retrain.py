@@ -1,0 +1,211 @@
+"""One unattended retraining run, start to finish: what `python -m pipelines retrain` does.
+
+1. Take the model's run lock (a second run exits at once, naming the first).
+2. Find the newest span with TFX's span resolution; if it is no newer than the last run
+   that finished with it, do nothing (NOTHING_NEW).
+3. Run the retraining pipeline (`pipelines/retraining.py`): data gates, the span window,
+   a warm-started Trainer, the Evaluator's gates, InfraValidator when Docker is there, the
+   Pusher with the lineage record.
+4. With a server up, verify the pushed version through it and roll back on failure
+   (`pipelines/post_push.py`).
+5. Record the outcome in ML Metadata; a span the data gates rejected and a model that was
+   rolled back (or failed infra validation) are marked ABANDONED there, so they are never
+   trained on, compared against or warm-started from again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional, Tuple
+
+from components import spans
+from pipelines import history, local_runner, metadata, outcomes, post_push, provenance, registry
+from pipelines import retraining
+from pipelines.config import RetrainConfig
+from pipelines.outcomes import Outcome
+from serving.repository import ModelRepository
+
+GATE_OUTCOMES = {"AnomaliesGate": outcomes.ANOMALIES, "DriftGate": outcomes.DRIFT}
+NEXT_STEP = {
+    outcomes.ANOMALIES: "fix the span's data (or remove it) and run again; the span will "
+                        "not be trained on as it is",
+    outcomes.DRIFT: "check the new span; if the shift is real and wanted, run again with "
+                    "--accept-drift",
+}
+
+
+@dataclasses.dataclass
+class Report:
+    """What the command prints at the end, and its exit code."""
+
+    outcome: Outcome
+    message: str = ""
+
+
+def retrain(name: str, config: RetrainConfig, out, log) -> Report:
+    """Run one retraining of pipeline `name`; `out` is the console, `log(line)` prints to it."""
+    module = registry.get(name)
+    model = module.MODEL_NAME
+    pipeline_name = config.pipeline_name(model)
+    run = config.run
+    metadata_path = run.metadata_path(pipeline_name)
+    repository = ModelRepository(run.repository)
+    repository.check_writable(model)  # before any data or training
+    newest = spans.newest_span(run.data_dir)
+    previous = history.last_recorded(metadata_path)
+    stale = _nothing_new(newest, previous, config.accept_drift)
+    if stale:
+        return Report(outcomes.NOTHING_NEW, stale)
+    log(f"   newest span: {newest.span} in {Path(run.data_dir).absolute()}; window: "
+        f"{config.window} span(s)")
+
+    infra_image, infra_note = _infra_validation(config)
+    commit, dirty = provenance.git_state()
+    lineage = {"pipeline": pipeline_name, "gates": module.gates(run), "git_commit": commit,
+               "git_dirty": dirty, "infra_validation": infra_note}
+    parts = module.retrain_parts(module.PROFILES[run.profile],
+                                 trainer_module=config.trainer_module or module.TRAINER_MODULE)
+    pipeline = retraining.create_pipeline(
+        parts=parts, pipeline_name=pipeline_name,
+        pipeline_root=str(run.pipeline_dir(pipeline_name)),
+        data_root=str(Path(run.data_dir).absolute()),
+        serving_model_dir=str(run.model_destination(model)),
+        metadata_path=str(metadata_path), beam_pipeline_args=list(run.beam_args),
+        enable_cache=run.enable_cache, window=config.window,
+        accept_drift=config.accept_drift, infra_image=infra_image, lineage=lineage)
+    span_facts = {"span": newest.span, "span_fingerprint": newest.fingerprint}
+    try:
+        result = local_runner.run_pipeline(pipeline, model_name=model, repository=repository,
+                                           metadata_path=metadata_path, out=out)
+    except local_runner.PipelineFailed as e:
+        outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
+        if outcome is not outcomes.ERROR:
+            _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
+        history.record_run(metadata_path, e.run_id, outcome, str(e.cause), **span_facts)
+        step = NEXT_STEP.get(outcome)
+        return Report(outcome, f"error: {name}: {e}" + (f"\nNext step: {step}" if step else ""))
+    except BaseException as e:  # SIGTERM/SIGINT: the run is abandoned, nothing was pushed
+        run_id = _latest_run_id(metadata_path)
+        history.record_run(metadata_path, run_id, outcomes.ABANDONED, type(e).__name__,
+                           **span_facts)
+        raise
+
+    if infra_note:
+        result.infra_validation = infra_note
+    log(local_runner.format_summary(result, module.gates(run)))
+    if not result.pushed:
+        if result.blessed and result.infra_validation == "FAILED":
+            _abandon_model(metadata_path, result, pipeline_name, "failed infra validation")
+        history.record_run(metadata_path, result.run_id, outcomes.NOT_BLESSED,
+                           "; ".join(result.validation_failures), result, **span_facts)
+        return Report(outcomes.NOT_BLESSED)
+    if result.push_cached:
+        history.record_run(metadata_path, result.run_id, outcomes.UNCHANGED, "", result,
+                           **span_facts)
+        return Report(outcomes.UNCHANGED)
+
+    eval_dir = spans.span_dir(run.data_dir, newest.span) / "eval"
+    verification = post_push.verify_push(
+        model, result.version, module.smoke_check(eval_dir, run, config.smoke_examples),
+        repository, config.serving_state_dir, config.serving_timeout, log)
+    if verification.status == post_push.ROLLED_BACK:
+        _abandon_model(metadata_path, result, pipeline_name, verification.reason)
+        history.record_run(metadata_path, result.run_id, outcomes.NOT_SERVED,
+                           verification.reason, result, **span_facts)
+        serving = verification.serving_version
+        return Report(outcomes.NOT_SERVED,
+                      f"error: {model} version {result.version} was rolled back "
+                      f"({verification.reason}); serving "
+                      f"{f'version {serving}' if serving else 'nothing'}")
+    if verification.status == post_push.SERVED:
+        log(f"  serving: version {result.version} is served; smoke check "
+            f"{verification.smoke.describe()}")
+    else:
+        log("  serving: no server is up for this model (start one with `make serve`)")
+    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result, **span_facts)
+    return Report(outcomes.PUSHED)
+
+
+def _nothing_new(newest: spans.NewestSpan, previous: Optional[history.RunRecord],
+                 accept_drift: bool) -> str:
+    """Why there is nothing to do ("" when there is): the newest span is the one the last
+    finished run ingested, with the same files (a span whose files changed is new data)."""
+    if previous is None or previous.span is None:
+        return ""
+    same = newest.span < previous.span or (newest.span == previous.span and
+                                           newest.fingerprint == previous.span_fingerprint)
+    if not same or (accept_drift and previous.outcome == outcomes.DRIFT.name):
+        return ""
+    return (f"nothing new: span {newest.span} is the newest span, and run {previous.run_id} "
+            f"({previous.started}) already ended with it: {previous.outcome}"
+            + (f" ({previous.reason.splitlines()[0]})" if previous.reason else ""))
+
+
+def _infra_validation(config: RetrainConfig) -> Tuple[Optional[str], str]:
+    """(image to validate in, or None; "" or why it is skipped)."""
+    if config.infra_validation == "off":
+        return None, "skipped: turned off (--infra-validation off)"
+    from components import infra_validation
+
+    image = config.serving_image or _serving_image(config.serving_state_dir)
+    problem = infra_validation.serving_image_status(image)
+    if problem is None:
+        return image, ""
+    if config.infra_validation == "require":
+        raise RuntimeError(f"infra validation is required but cannot run: {problem}")
+    return None, f"skipped: {problem}"
+
+
+def _serving_image(state_dir: Path) -> str:
+    """The image of the running docker server, else the official TF Serving image when this
+    Docker Engine has it, else the project's stand-in (as `make serve` chooses)."""
+    from components import infra_validation
+    from serving import lifecycle
+
+    try:
+        image = lifecycle.current(state_dir).image
+    except lifecycle.NotRunning:
+        image = ""
+    if image:
+        return image
+
+    if infra_validation.serving_image_status(lifecycle.DEFAULT_IMAGE) is None:
+        return lifecycle.DEFAULT_IMAGE
+    return lifecycle.STANDIN_IMAGE
+
+
+def _latest_run_id(metadata_path: Path) -> Optional[str]:
+    if not metadata_path.exists():
+        return None
+    runs = metadata.run_contexts(metadata.open_store(metadata_path))
+    return runs[-1].name if runs else None
+
+
+def _abandon_span(metadata_path: Path, run_id: Optional[str], pipeline_name: str,
+                  reason: str) -> None:
+    """The rejected span's Examples and statistics: never trained on or compared with."""
+    _abandon_outputs(metadata_path, run_id, pipeline_name, reason,
+                     {retraining.EXAMPLE_GEN_ID: "examples",
+                      retraining.STATISTICS_GEN_ID: "statistics"})
+
+
+def _abandon_model(metadata_path: Path, result: local_runner.RunResult, pipeline_name: str,
+                   reason: str) -> None:
+    """A model that must not be the next baseline or warm start."""
+    _abandon_outputs(metadata_path, result.run_id, pipeline_name, reason,
+                     {local_runner.TRAINER: "model"})
+
+
+def _abandon_outputs(metadata_path: Path, run_id: Optional[str], pipeline_name: str,
+                     reason: str, keys) -> None:
+    if not run_id:
+        return
+    store = metadata.open_store(metadata_path, readonly=False)
+    run = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, run_id)
+    if run is None:
+        return
+    for node_id, key in keys.items():
+        node = metadata.node_run(store, run, pipeline_name, node_id)
+        if node is not None:
+            metadata.abandon(store, node.outputs.get(key, []), reason)
