@@ -11,6 +11,7 @@ With a base model (retraining), training starts from its w and b and runs
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tfx import v1 as tfx
@@ -90,8 +91,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     steps, note = fn_args.train_steps, "from scratch"
     if fn_args.base_model is not None:
         base = tf.saved_model.load(fn_args.base_model)
-        model.get_layer("linear").set_weights([[[float(base.w.numpy())]],
-                                               [float(base.b.numpy())]])
+        model.get_layer("linear").set_weights([np.reshape(base.w.numpy(), (1, 1)),
+                                               np.reshape(base.b.numpy(), (1,))])
         steps = int(config.get("warm_start_steps", steps))
         note = f"warm-started from {fn_args.base_model}"
     model.fit(train, steps_per_epoch=steps, validation_data=evaluation,

@@ -79,11 +79,13 @@ def runs(config: RunConfig, model: str) -> List[RunRecord]:
     return sorted(records, key=lambda r: r.started)
 
 
-def last_recorded(metadata_path: Path, skip=(ERROR.name, ABANDONED.name)) -> Optional[RunRecord]:
-    """The newest run that ended with an outcome not in `skip` (errors are retried)."""
+def last_finished_with(metadata_path: Path, span: int) -> Optional[RunRecord]:
+    """The newest run that ingested `span` and ended with an outcome (errors and abandoned
+    runs do not count: their span is tried again)."""
     if not Path(metadata_path).exists():
         return None
-    done = [r for r in _read_runs(metadata_path, "") if r.outcome not in skip + ("incomplete",)]
+    retry = (ERROR.name, ABANDONED.name, "incomplete")
+    done = [r for r in _read_runs(metadata_path, "") if r.span == span and r.outcome not in retry]
     return done[-1] if done else None
 
 
@@ -130,13 +132,13 @@ def format_table(records: List[RunRecord], repository: Optional[Path] = None,
                      {True: "yes", False: "no", None: "-"}[r.blessed],
                      (f"{r.pushed_version} (withdrawn)" if r.pushed_version in withdrawn
                       else str(r.pushed_version)) if r.pushed_version else "-",
-                     r.outcome + (f": {_headline(r.reason)}" if r.reason else "")))
+                     r.outcome + (f": {headline(r.reason)}" if r.reason else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
                      for row in rows)
 
 
-def _headline(reason: str, width: int = 100) -> str:
+def headline(reason: str, width: int = 100) -> str:
     """The line of a reason worth a table cell: a report's first finding, not its title."""
     lines = [line.strip() for line in reason.splitlines() if line.strip()]
     line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]

@@ -53,8 +53,8 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     repository = ModelRepository(run.repository)
     repository.check_writable(model)  # before any data or training
     newest = spans.newest_span(run.data_dir)
-    previous = history.last_recorded(metadata_path)
-    stale = _nothing_new(newest, previous, config.accept_drift)
+    stale = _nothing_new(newest, history.last_finished_with(metadata_path, newest.span),
+                         config.accept_drift)
     if stale:
         return Report(outcomes.NOTHING_NEW, stale)
     log(f"   newest span: {newest.span} in {Path(run.data_dir).absolute()}; window: "
@@ -129,17 +129,17 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
 
 def _nothing_new(newest: spans.NewestSpan, previous: Optional[history.RunRecord],
                  accept_drift: bool) -> str:
-    """Why there is nothing to do ("" when there is): the newest span is the one the last
-    finished run ingested, with the same files (a span whose files changed is new data)."""
-    if previous is None or previous.span is None:
+    """Why there is nothing to do ("" when there is): a finished run already ingested the
+    newest span, with the same files (a span whose files changed is new data). A span
+    stopped by the drift gate is tried again when the operator accepts drift."""
+    if previous is None or previous.span_fingerprint != newest.fingerprint:
         return ""
-    same = newest.span < previous.span or (newest.span == previous.span and
-                                           newest.fingerprint == previous.span_fingerprint)
-    if not same or (accept_drift and previous.outcome == outcomes.DRIFT.name):
+    if accept_drift and previous.outcome == outcomes.DRIFT.name:
         return ""
-    return (f"nothing new: span {newest.span} is the newest span, and run {previous.run_id} "
-            f"({previous.started}) already ended with it: {previous.outcome}"
-            + (f" ({previous.reason.splitlines()[0]})" if previous.reason else ""))
+    why = f": {history.headline(previous.reason)}" if previous.reason else ""
+    return (f"nothing new: span {newest.span} is the newest span, and the run of "
+            f"{previous.started.replace('T', ' ')} already ended with it: "
+            f"{previous.outcome}{why}")
 
 
 def _infra_validation(config: RetrainConfig) -> Tuple[Optional[str], str]:

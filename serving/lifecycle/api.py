@@ -275,8 +275,11 @@ def _expected_version(state: ServerState, model: str) -> Optional[int]:
 
 def _model_report(state: ServerState, model: str) -> ModelReport:
     st = health.get_model_status(state.addresses.rest_url, model)
+    repo = ModelRepository(state.repository)
+    lineage = {v.version: record for v in st.versions
+               if (record := repo.lineage(model, v.version)) is not None}
     return ModelReport(model=model, expected_version=_expected_version(state, model),
-                       pinned=model in state.pinned, status=st)
+                       pinned=model in state.pinned, status=st, lineage=lineage)
 
 
 def _describe(st: health.ModelStatus) -> str:

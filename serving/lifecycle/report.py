@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from serving.lifecycle.health import ModelStatus
 from serving.lifecycle.state import ServerState
+from serving.lineage import Lineage
 
 
 @dataclasses.dataclass
@@ -15,6 +16,8 @@ class ModelReport:
     expected_version: Optional[int]
     pinned: bool
     status: ModelStatus
+    # The lineage record of each version the server reports, where it has one.
+    lineage: Dict[int, Lineage] = dataclasses.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -26,7 +29,9 @@ class ModelReport:
         return {"model": self.model, "expected_version": self.expected_version,
                 "pinned": self.pinned, "healthy": self.healthy,
                 "serving": self.status.available(), "error": self.status.error,
-                "versions": self.status.to_json()["versions"]}
+                "versions": [{**v, "lineage": self.lineage[v["version"]].to_json()
+                              if v["version"] in self.lineage else None}
+                             for v in self.status.to_json()["versions"]]}
 
 
 @dataclasses.dataclass
@@ -62,4 +67,6 @@ class ServerReport:
             for v in m.status.versions:
                 err = f"  {v.error_code}: {v.error_message}" if v.error_message else ""
                 lines.append(f"  version {v.version}: {v.state}{err}")
+                if v.version in m.lineage and v.state == "AVAILABLE":
+                    lines.append(f"    from {m.lineage[v.version].describe()}")
         return "\n".join(lines)

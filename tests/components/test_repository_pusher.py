@@ -59,3 +59,54 @@ def test_the_same_model_is_not_published_twice(tmp_path, make_fake_saved_model):
     assert again.get_string_custom_property("pushed_version") == "1"
     assert again.get_int_custom_property("reused_version") == 1
     assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+
+
+def _examples(tmp_path, span: int, payload: bytes):
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / f"examples-{span}")
+    (tmp_path / f"examples-{span}" / "Split-train").mkdir(parents=True)
+    (tmp_path / f"examples-{span}" / "Split-train" / "data.gz").write_bytes(payload)
+    examples.set_int_custom_property("span", span)
+    return examples
+
+
+def test_each_version_carries_its_lineage_record(tmp_path, make_fake_saved_model):
+    from serving import lineage
+
+    model_dir = _serving_model_dir(tmp_path, make_fake_saved_model)
+    first = _push(tmp_path, model_dir, True, "a")
+    (model_dir / "Format-Serving" / "saved_model.pb").write_bytes(b"retrained")
+    base = standard_artifacts.Model()
+    base.uri = str(model_dir)  # the first push's model is the base of the second
+    inputs = _inputs(model_dir, True)
+    inputs.update(examples=[_examples(tmp_path, 2, b"two"), _examples(tmp_path, 1, b"one")],
+                  base_model=[base])
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed_b")
+    config = {"lineage": {"pipeline": "p_retrain", "git_commit": "abc", "git_dirty": False,
+                          "gates": {"accuracy": ">= 0.9"}}}
+    Executor().Do(inputs, {"pushed_model": [pushed]}, {
+        "push_destination": json.dumps({"filesystem": {
+            "base_directory": str(tmp_path / "repo" / "half_plus_two")}}),
+        "custom_config": json.dumps(config)})
+
+    version_dir = tmp_path / "repo" / "half_plus_two" / "2"
+    record = lineage.read(version_dir)
+    assert record.pipeline == "p_retrain" and record.git_commit == "abc"
+    assert record.gates == {"accuracy": ">= 0.9"}
+    assert record.spans == [1, 2]
+    assert len(record.data_sha256) == 64
+    assert record.model_uri == str(model_dir)
+    # version 1 was published from the same Model artifact: the warm start names it
+    assert lineage.read(version_dir.parent / "1").model_uri == str(model_dir)
+    assert record.warm_start == {"model_uri": str(model_dir), "version": 1}
+    assert first.get_string_custom_property("pushed_version") == "1"
+
+
+def test_the_data_checksum_changes_with_the_data_only(tmp_path):
+    from components.repository_pusher import examples_sha256
+
+    one = examples_sha256([_examples(tmp_path / "a", 1, b"rows")])
+    renamed = examples_sha256([_examples(tmp_path / "b", 1, b"rows")])
+    changed = examples_sha256([_examples(tmp_path / "c", 1, b"other rows")])
+    assert one == renamed != changed

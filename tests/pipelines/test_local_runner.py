@@ -47,3 +47,58 @@ def test_summary_says_why_nothing_was_pushed():
     summary = format_summary(result, {})
     assert "NOT pushed" in summary
     assert "not blessed" in summary and "0.3 > 0.0001" in summary
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _fit_with_progress(epochs=2, steps=3):
+    """A real Keras fit with the Trainer modules' callback, its records fed to a reporter."""
+    import numpy as np
+    import tf_keras as keras
+
+    from components.training_progress import PROGRESS_LOGGER, ProgressCallback
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger(PROGRESS_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+        model.compile("sgd", "mse", metrics=["mae"])
+        x = np.arange(12, dtype=np.float32).reshape(-1, 1)
+        model.fit(x, 2 * x, batch_size=4, epochs=epochs, verbose=0,
+                  callbacks=[ProgressCallback(epochs, steps, "warm-started from v1")])
+    finally:
+        logger.removeHandler(handler)
+    return records
+
+
+def test_training_progress_shows_every_epoch_under_the_trainer():
+    records = _fit_with_progress()
+    for out in (io.StringIO(), _Terminal()):
+        reporter = ProgressReporter(["Trainer"], out)
+        reporter.emit(_record("Component %s is running.", "Trainer"))
+        for record in records:
+            reporter.emit(record)
+        reporter.emit(_record("Component %s is finished.", "Trainer"))
+        text = out.getvalue()
+        assert "training: warm-started from v1" in text
+        assert "epoch 1/2: loss " in text and "epoch 2/2: loss " in text and ", mae " in text
+        assert text.rstrip().splitlines()[-1].startswith("[1/1] Trainer")
+
+
+def test_steps_within_an_epoch_are_shown_only_on_a_terminal():
+    step = logging.LogRecord("tfx_toolkit.progress", logging.INFO, __file__, 1,
+                             "epoch 1/2 step 7/9: loss 0.5", (), None)
+    step.progress = "step"
+    plain, terminal = io.StringIO(), _Terminal()
+    for out in (plain, terminal):
+        ProgressReporter(["Trainer"], out).emit(step)
+    assert plain.getvalue() == ""
+    assert "epoch 1/2 step 7/9: loss 0.5" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\r")

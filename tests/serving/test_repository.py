@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
+
 import pytest
 
+from serving import lineage
 from serving.repository import (STAGING_PREFIX, ModelRepository, RepositoryError,
                                 is_complete_saved_model)
 
-from toolkit_testing import write_fake_saved_model
+from toolkit_testing import ROOT, write_fake_saved_model
 
 
 def publish_fake(repository: ModelRepository, model: str, payload: bytes = b"graph",
@@ -143,3 +150,67 @@ def test_identical_content_is_recognised_only_against_the_latest_version(tmp_pat
     assert repository.version_with_same_content("m", candidate) == 1
     publish_fake(repository, "m", payload=b"model-b")
     assert repository.version_with_same_content("m", candidate) is None
+
+
+def test_a_rejected_version_is_hidden_and_its_number_never_reused(tmp_path):
+    repository = ModelRepository(tmp_path)
+    publish_fake(repository, "m")
+    publish_fake(repository, "m")
+    moved = repository.reject("m", 2, "served garbage")
+    assert moved == tmp_path / "m" / ".rejected-2"
+    assert repository.versions("m") == [1] and repository.latest_version("m") == 1
+    assert repository.rejected_versions("m") == [2]
+    assert lineage.read(moved).rejected["reason"] == "served garbage"
+    assert publish_fake(repository, "m") == 3
+    with pytest.raises(RepositoryError):
+        repository.reject("m", 2, "again")
+
+
+def test_the_lineage_record_is_not_part_of_the_model(tmp_path):
+    repository = ModelRepository(tmp_path / "repo")
+    candidate = write_fake_saved_model(tmp_path / "candidate", payload=b"model-a")
+    with repository.publish("m") as publication:
+        write_fake_saved_model(publication.staging, payload=b"model-a")
+        lineage.write(publication.staging, lineage.Lineage(model_uri="/runs/Trainer/model/7"))
+    assert repository.version_with_same_content("m", candidate) == 1
+    assert repository.version_from_model("m", "/runs/Trainer/model/7") == 1
+    assert repository.version_from_model("m", "/runs/Trainer/model/8") is None
+
+
+_KILLED_PUBLISHER = """
+import os, sys, time
+from serving.repository import ModelRepository
+from toolkit_testing import write_fake_saved_model
+with ModelRepository(sys.argv[1]).publish("m") as publication:
+    write_fake_saved_model(publication.staging)
+    print(publication.staging, flush=True)
+    time.sleep(600)   # killed here, mid-publish
+"""
+
+
+def _start_publisher(root):
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PUBLISHER, str(root)], text=True,
+                            stdout=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    staging = proc.stdout.readline().strip()
+    assert staging, "the publisher did not start"
+    return proc, staging
+
+
+def test_staging_left_by_a_killed_publisher_is_reclaimed_but_a_live_one_is_not(tmp_path):
+    killed, killed_staging = _start_publisher(tmp_path)
+    live, live_staging = _start_publisher(tmp_path)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        assert Path(killed_staging).is_dir()  # SIGKILL: no clean-up ran
+        repository = ModelRepository(tmp_path)
+        assert publish_fake(repository, "m") == 1
+        assert not Path(killed_staging).exists()
+        assert not Path(killed_staging + ".lock").exists()
+        assert Path(live_staging).is_dir()  # its publisher still holds the lock
+        assert repository.reclaim_staging("m") == []
+    finally:
+        live.kill()
+        live.wait(10)
+    assert [p.name for p in repository.reclaim_staging("m")] == [Path(live_staging).name]
