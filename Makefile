@@ -15,6 +15,14 @@ PIPELINE_ARGS ?=
 BEAM_ARGS   ?=
 PYTEST_ARGS ?=
 
+# Retraining (python -m pipelines retrain): MODEL's spans span-1/, span-2/, ... under DATA.
+MODEL        ?= mnist
+DATA         ?= spans/$(MODEL)
+# Extra flags for `python -m pipelines retrain`, e.g. RETRAIN_ARGS="--window 5 --accept-drift".
+RETRAIN_ARGS ?=
+# Extra flags for `python -m pipelines make-spans`, e.g. SPANS_ARGS="--kind corrupted".
+SPANS_ARGS   ?=
+
 # Serving (python -m serving): where the running server is recorded, which backend, image.
 comma := ,
 empty :=
@@ -42,11 +50,15 @@ PYTHON ?= $(shell \
     done; \
   fi)
 
-.PHONY: help install lock pipeline test test-unit lint clean serving-image serve serve-status serve-down
+.PHONY: help install lock pipeline retrain spans history test test-unit lint clean serving-image \
+        serve serve-status serve-down
 
 help:
 	@echo "make pipeline   train, evaluate and push $(PIPELINES) into $(REPOSITORY)/"
 	@echo "make pipeline-NAME  run one pipeline (half_plus_two, mnist)"
+	@echo "make retrain    retrain MODEL=$(MODEL) on the newest span in DATA=$(DATA)"
+	@echo "make spans      write the next span of MODEL's data into DATA (SPANS_ARGS=--kind corrupted)"
+	@echo "make history    past runs of MODEL (from ML Metadata)"
 	@echo "make serve      serve $(REPOSITORY)/ (docker if a daemon and image are there, else a process)"
 	@echo "make serve-status / serve-down   health of the running server / stop it"
 	@echo "make serving-image  build the stand-in TF Serving image (no registry needed; cached)"
@@ -56,6 +68,7 @@ help:
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
+	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
 	@echo "           SERVING_STATE SERVING_BACKEND SERVING_MODELS SERVING_IMAGE SERVE_ARGS"
 
 install: $(INSTALLED)
@@ -84,6 +97,17 @@ pipeline: $(INSTALLED)
 
 pipeline-%: $(INSTALLED)
 	$(MAKE) --no-print-directory pipeline PIPELINES=$*
+
+retrain: $(INSTALLED)
+	$(PY) -m pipelines retrain $(MODEL) --data $(DATA) --repository $(REPOSITORY) \
+	  --pipeline-root $(PIPELINE_ROOT) --cache-dir $(DATA_CACHE) --serving-state-dir $(SERVING_STATE) \
+	  $(RETRAIN_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
+
+spans: $(INSTALLED)
+	$(PY) -m pipelines make-spans $(MODEL) --out $(DATA) --cache-dir $(DATA_CACHE) $(SPANS_ARGS)
+
+history: $(INSTALLED)
+	$(PY) -m pipelines history $(MODEL) --pipeline-root $(PIPELINE_ROOT) --repository $(REPOSITORY)
 
 serving-image: $(INSTALLED)
 	PYTHON=$(PY) serving/image/build.sh

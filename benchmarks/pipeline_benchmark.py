@@ -20,9 +20,14 @@ from pathlib import Path
 
 
 def run_once(name: str, work: Path, profile: str) -> dict:
-    command = [sys.executable, "-m", "pipelines", "run", name, "--profile", profile,
-               "--pipeline-root", str(work / "runs"), "--repository", str(work / "repo"),
-               "--cache-dir", str(work / "cache")]
+    return measure([sys.executable, "-m", "pipelines", "run", name, "--profile", profile,
+                    "--pipeline-root", str(work / "runs"), "--repository", str(work / "repo"),
+                    "--cache-dir", str(work / "cache")])
+
+
+def measure(command) -> dict:
+    """Run one `python -m pipelines ...` command: exit code, wall time, peak RSS (the
+    process tree's), the summary's pipeline wall time and first eval metric, the output."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     output = process.stdout.read()

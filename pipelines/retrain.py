@@ -67,7 +67,7 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     parts = module.retrain_parts(module.PROFILES[run.profile],
                                  trainer_module=config.trainer_module or module.TRAINER_MODULE)
     pipeline = retraining.create_pipeline(
-        parts=parts, pipeline_name=pipeline_name,
+        parts=parts, model_name=model, pipeline_name=pipeline_name,
         pipeline_root=str(run.pipeline_dir(pipeline_name)),
         data_root=str(Path(run.data_dir).absolute()),
         serving_model_dir=str(run.model_destination(model)),

@@ -49,7 +49,8 @@ class ModelParts:
     transform_module: Optional[str] = None
 
 
-def create_pipeline(*, parts: ModelParts, pipeline_name: str, pipeline_root: str,
+def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
+                    pipeline_root: str,
                     data_root: str, serving_model_dir: str, metadata_path: str,
                     beam_pipeline_args: List[str], enable_cache: bool, window: int,
                     accept_drift: bool, infra_image: Optional[str],
@@ -118,7 +119,8 @@ def create_pipeline(*, parts: ModelParts, pipeline_name: str, pipeline_root: str
 
         infra_validator = infra_validation.create_infra_validator(
             model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-            image=infra_image, signature_names=list(parts.infra_signatures))
+            image=infra_image, signature_names=list(parts.infra_signatures),
+            model_name=model_name)
     pusher = repository_pusher.RepositoryPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         infra_blessing=infra_validator.outputs["blessing"] if infra_validator else None,
