@@ -39,8 +39,50 @@ def test_config_reaches_the_pipeline(tmp_path):
 
 
 def test_no_running_server_means_nothing_to_wait_for(tmp_path, capsys):
-    from pipelines.__main__ import EXIT_PUSHED, check_served
+    from pipelines.__main__ import check_served
+    from pipelines.outcomes import PUSHED
 
     args = parse_args(["run", "half_plus_two", "--serving-state-dir", str(tmp_path / "none")])
-    assert check_served("half_plus_two", 1, args) == EXIT_PUSHED
+    assert check_served("half_plus_two", 1, args) == PUSHED.exit_code
     assert "no server is up" in capsys.readouterr().out
+
+
+def test_retrain_help_lists_every_exit_code(capsys):
+    from pipelines.outcomes import ALL
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["retrain", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for outcome in ALL:
+        assert f"{outcome.exit_code:<3} {outcome.name}:" in text
+
+
+def test_retrain_usage_errors_exit_2(tmp_path, capsys):
+    from pipelines.__main__ import main
+
+    assert main(["retrain", "mnist", "--data", str(tmp_path), "--window", "0"]) == 2
+    assert "--window must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "mnist"])  # --data is required
+    assert exit_info.value.code == 2
+
+
+def test_schedule_refuses_a_bad_interval(tmp_path, capsys):
+    from pipelines.__main__ import main
+
+    assert main(["schedule", "mnist", "--data", str(tmp_path), "--every", "often"]) == 2
+    assert "--every" in capsys.readouterr().err
+
+
+def test_make_spans_numbers_after_the_existing_spans(tmp_path):
+    from toolkit_testing import run_cli
+
+    (tmp_path / "span-2" / "train").mkdir(parents=True)
+    result = run_cli("pipelines", "make-spans", "half_plus_two", "--out", str(tmp_path),
+                     "--spans", "2", "--profile", "fast", "--kind", "label-shift")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "span-3"), "(label-shift)",
+                                     str(tmp_path / "span-4"), "(label-shift)"]
+    rows = (tmp_path / "span-3" / "eval" / "data.csv").read_text().splitlines()
+    assert rows[0] == "x,y" and len(rows) == 101 and float(rows[1].split(",")[0]) >= 20

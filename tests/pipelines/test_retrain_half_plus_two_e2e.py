@@ -1,0 +1,100 @@
+"""End to end: half_plus_two retraining from CSV spans, on a schedule, verified through a
+server, and abandoned cleanly on SIGTERM. Steps run in order and rely on each other."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines import run_lock
+from serving import lifecycle, lineage
+from serving.lifecycle.config import UpConfig
+from serving.repository import ModelRepository
+from toolkit_testing import ROOT, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+class Scenario:
+    def __init__(self, root: Path):
+        self.data = root / "spans"
+        self.repository = root / "repo"
+        self.runs = root / "runs"
+        self.state = root / "serving"
+
+    def add_span(self) -> None:
+        result = run_cli("pipelines", "make-spans", "half_plus_two", "--out", str(self.data),
+                         "--profile", "fast")
+        assert result.returncode == 0, result.stderr
+
+    def options(self):
+        return ["half_plus_two", "--data", str(self.data), "--profile", "fast",
+                "--repository", str(self.repository), "--pipeline-root", str(self.runs),
+                "--serving-state-dir", str(self.state), "--infra-validation", "off"]
+
+    def history(self):
+        return json.loads(run_cli("pipelines", "history", "half_plus_two", "--json",
+                                  "--pipeline-root", str(self.runs)).stdout)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    s = Scenario(tmp_path_factory.mktemp("retrain_hp2"))
+    yield s
+    lifecycle.down(s.state, timeout=10)
+
+
+def test_the_schedule_runs_retrain_until_told_to_stop(scenario):
+    scenario.add_span()
+    result = run_cli("pipelines", "schedule", *scenario.options(), "--every", "1s",
+                     "--max-runs", "2", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "half_plus_two: pushed version 1" in result.stdout
+    assert "schedule: run 1 ended: pushed / unchanged (exit 0)" in result.stdout
+    assert "schedule: run 2 ended: nothing new (exit 5)" in result.stdout
+    assert [r["outcome"] for r in scenario.history()] == ["pushed"]
+
+
+def test_a_retrained_version_is_checked_through_the_server(scenario):
+    lifecycle.up(UpConfig(repository=scenario.repository, models=("half_plus_two",),
+                          state_dir=scenario.state, backend="process", grpc_port=0,
+                          rest_port=0, file_system_poll_seconds=1, wait_seconds=180))
+    scenario.add_span()
+    result = run_cli("pipelines", "retrain", *scenario.options(), timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warm-started from version 1" in result.stdout
+    assert "smoke check regress mean_squared_error" in result.stdout
+    assert "predict mean_squared_error" in result.stdout
+    assert lifecycle.status(scenario.state).models[0].status.available() == [2]
+    assert lineage.read(scenario.repository / "half_plus_two" / "2").spans == [1, 2]
+
+
+def test_sigterm_abandons_a_run_cleanly(scenario):
+    scenario.add_span()
+    log_dir = scenario.runs / "half_plus_two_retrain" / "logs"
+    before = set(log_dir.iterdir())
+    run = subprocess.Popen([sys.executable, "-m", "pipelines", "retrain", *scenario.options()],
+                           cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while True:  # until the pipeline is under way: the run's log names a component
+        logs = set(log_dir.iterdir()) - before
+        if logs and "Component StatisticsGen is running" in next(iter(logs)).read_text():
+            break
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 143, out + err
+    assert "half_plus_two: run abandoned (nothing was pushed" in out
+    repository = ModelRepository(scenario.repository)
+    assert repository.versions("half_plus_two") == [1, 2]
+    assert not list((scenario.repository / "half_plus_two").glob(".staging-*"))
+    with run_lock.hold(scenario.runs, "half_plus_two") as stale:
+        assert stale is None  # released on the way out, not left for the next run to take
+    assert scenario.history()[-1]["outcome"] == "abandoned"
