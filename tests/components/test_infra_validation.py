@@ -4,8 +4,10 @@ eval examples is blessed and pushed; one that cannot load or cannot answer is ne
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 import pytest
 import tensorflow as tf
@@ -96,6 +98,24 @@ class _ExpectsAnotherFeature(tf.Module):
         return {"scores": self._z(inputs)}
 
 
+class _ModelServerLogs(logging.Handler):
+    """The model server logs InfraValidator fetches from the container after a failed try."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.logs: List[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "BEGIN_MODEL_SERVER_LOG" in message:
+            self.logs.append(message)
+
+
+class _Run(NamedTuple):
+    root: Path
+    server_logs: List[str]
+
+
 @pytest.fixture(scope="module")
 def half_plus_two_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("infra_validation")
@@ -113,26 +133,39 @@ def half_plus_two_run(tmp_path_factory):
         path.write_bytes(b"not a checkpoint")
 
     data = half_plus_two_data.write_examples(root / "data", 100).parent
-    _validate_and_push(root, tfx.components.CsvExampleGen(input_base=str(data)),
-                       {name: models / name for name in ("good", "skewed", "unloadable")},
-                       "half_plus_two", HALF_PLUS_TWO_SIGNATURES,
-                       max_loading_time_seconds=LOADING_SECONDS, num_tries=1)
-    return root
+    server_logs = _ModelServerLogs()
+    logging.getLogger("absl").addHandler(server_logs)
+    try:
+        _validate_and_push(root, tfx.components.CsvExampleGen(input_base=str(data)),
+                           {name: models / name for name in ("good", "skewed", "unloadable")},
+                           "half_plus_two", HALF_PLUS_TWO_SIGNATURES,
+                           max_loading_time_seconds=LOADING_SECONDS, num_tries=1)
+    finally:
+        logging.getLogger("absl").removeHandler(server_logs)
+    return _Run(root, server_logs.logs)
 
 
 def test_half_plus_two_loads_answers_and_is_pushed(half_plus_two_run):
-    assert _blessed(half_plus_two_run, "good")
-    assert _pushed_versions(half_plus_two_run, "good") == ["1"]
+    assert _blessed(half_plus_two_run.root, "good")
+    assert _pushed_versions(half_plus_two_run.root, "good") == ["1"]
 
 
 def test_a_model_whose_signatures_fail_on_the_examples_is_not_blessed(half_plus_two_run):
-    assert not _blessed(half_plus_two_run, "skewed")
-    assert _pushed_versions(half_plus_two_run, "skewed") == []
+    assert not _blessed(half_plus_two_run.root, "skewed")
+    assert _pushed_versions(half_plus_two_run.root, "skewed") == []
 
 
 def test_a_model_the_server_cannot_load_is_not_blessed(half_plus_two_run):
-    assert not _blessed(half_plus_two_run, "unloadable")
-    assert _pushed_versions(half_plus_two_run, "unloadable") == []
+    assert not _blessed(half_plus_two_run.root, "unloadable")
+    assert _pushed_versions(half_plus_two_run.root, "unloadable") == []
+
+
+def test_the_pipeline_log_has_the_servers_reason_for_a_failed_load(half_plus_two_run):
+    """The image's server keeps retrying, as tensorflow_model_server does, so the container
+    is still there with its log when InfraValidator's loading deadline passes."""
+    failed_load = re.compile(r"Loading servable.*half_plus_two version: 1.* failed")
+    logs = half_plus_two_run.server_logs
+    assert any(failed_load.search(log) for log in logs), [log[-2000:] for log in logs]
 
 
 def test_a_corrupt_saved_model_pb_fails_the_run_before_any_push(tmp_path):
