@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -18,6 +19,8 @@ COMPONENTS_DIR = Path(mnist_data.__file__).parent
 TRANSFORM_MODULE = str(COMPONENTS_DIR / "mnist_transform.py")
 TRAINER_MODULE = str(COMPONENTS_DIR / "mnist_trainer.py")
 SCHEMA_FILE = str(COMPONENTS_DIR / "mnist_schema.pbtxt")  # curated, not inferred
+# The same file in the pipeline image (pipelines/image/Dockerfile), for remote orchestrators.
+IMAGE_SCHEMA_FILE = "/opt/tfx-serving-toolkit/components/mnist_schema.pbtxt"
 EVAL_SIGNATURE = "classification"
 METRIC = "sparse_categorical_accuracy"
 
@@ -51,7 +54,7 @@ PROFILES = {
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str,
                     serving_model_dir: str, metadata_path: str,
                     beam_pipeline_args: List[str], enable_cache: bool,
-                    profile: Profile) -> tfx.dsl.Pipeline:
+                    profile: Profile, schema_file: str = SCHEMA_FILE) -> tfx.dsl.Pipeline:
     """Wire the components; nothing else."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
@@ -60,7 +63,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
             tfx.proto.Input.Split(name="eval", pattern="eval/*"),  # the official test set
         ]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = anomalies_gate.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
@@ -140,6 +143,24 @@ def build(config: RunConfig, profile: Optional[Profile] = None, log=print) -> tf
         beam_pipeline_args=list(config.beam_args),
         enable_cache=config.enable_cache,
         profile=profile)
+
+
+def build_remote(*, pipeline_name: str, pipeline_root: str, data_root: str, repository: str,
+                 profile: str, beam_args: Sequence[str]) -> tfx.dsl.Pipeline:
+    """The pipeline for an orchestrator that runs it elsewhere (Kubeflow Pipelines, Vertex
+    AI): paths are the workers' URIs, used as given; `data_root` already holds the `train/`
+    and `eval/` TFRecords that `prepare_data` writes, and nothing is downloaded here."""
+    return create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        examples_dir=data_root,
+        serving_model_dir=posixpath.join(repository, MODEL_NAME),
+        # Kubeflow and Vertex AI keep ML Metadata themselves and ignore this connection.
+        metadata_path=posixpath.join(pipeline_root, "metadata.sqlite"),
+        beam_pipeline_args=list(beam_args),
+        enable_cache=True,
+        profile=PROFILES[profile],
+        schema_file=IMAGE_SCHEMA_FILE)
 
 
 def gates(config: RunConfig) -> Dict[str, str]:

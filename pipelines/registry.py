@@ -1,7 +1,8 @@
 """The pipelines `python -m pipelines run NAME` knows, imported only when asked for.
 
-Each module exposes MODEL_NAME, PROFILES, build(RunConfig, log) -> Pipeline and
-gates(RunConfig) -> {metric: gate}.
+Each module exposes MODEL_NAME, PROFILES, build(RunConfig, log) -> Pipeline,
+gates(RunConfig) -> {metric: gate}, and build_remote(pipeline_name=, pipeline_root=,
+data_root=, repository=, profile=, beam_args=) -> Pipeline for orchestrators that run elsewhere.
 """
 
 from __future__ import annotations
