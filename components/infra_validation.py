@@ -28,8 +28,8 @@ DEFAULT_IMAGE = STANDIN_IMAGE
 
 # Requests per signature, from the first records of the eval split.
 DEFAULT_NUM_EXAMPLES = 4
-# Container start, TensorFlow import and model load; measured 5-10 s here, so this only
-# bites on a model that never loads (the server exits, as tensorflow_model_server does).
+# Container start, TensorFlow import and model load: 5-10 s here. A model that cannot load
+# never becomes AVAILABLE (the server retries it a minute apart), so it costs this wait.
 DEFAULT_MAX_LOADING_SECONDS = 120
 # A second try covers a container that failed to start; a model that cannot load fails
 # every try, so it costs tries x the loading time before it is marked not blessed.
