@@ -12,7 +12,7 @@ module files as wheels into `<pipeline_root>/_wheels/` for the workers to instal
 
 from __future__ import annotations
 
-import re
+import posixpath
 from pathlib import Path
 from typing import Sequence
 
@@ -23,8 +23,8 @@ from pipelines import registry
 DEFAULT_IMAGE = "tfx-serving-toolkit/pipeline:latest"
 
 
-def compile_pipeline(name: str, *, output: Path, image: str, pipeline_root: str, data_root: str,
-                     repository: str, profile: str = "default",
+def compile_pipeline(name: str, *, output: Path, pipeline_root: str, data_root: str,
+                     repository: str, image: str = DEFAULT_IMAGE, profile: str = "default",
                      beam_args: Sequence[str] = ()) -> Path:
     """Write pipeline `name` as a PipelineJob JSON file at `output` (a `.yaml` name gets
     the PipelineSpec as YAML, as TFX writes it) and return its path.
@@ -35,7 +35,7 @@ def compile_pipeline(name: str, *, output: Path, image: str, pipeline_root: str,
     Pusher publishes with an atomic rename, which an object store URI cannot do."""
     from tfx import v1 as tfx
 
-    if re.match(r"^[a-z][a-z0-9+.-]*://", repository) or not repository.startswith("/"):
+    if not posixpath.isabs(repository):  # also every URI: gs://, s3://, ...
         raise ValueError(f"repository {repository!r}: the Pusher publishes by renaming "
                          f"directories, so give an absolute filesystem path inside the "
                          f"workers (a mounted volume), not a relative path or URI")
