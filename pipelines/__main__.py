@@ -140,10 +140,17 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
     comp.add_argument("--target", choices=["kubeflow-v2"], default="kubeflow-v2")
     comp.add_argument("--output", type=Path, required=True, help="the pipeline spec (JSON)")
-    comp.add_argument("--image", default=None, help="container image every component runs in")
-    comp.add_argument("--pipeline-root", default=None, help="artifacts root (e.g. gs://bucket/tfx)")
-    comp.add_argument("--data-root", default=None, help="the input data (e.g. gs://bucket/data)")
-    comp.add_argument("--repository", default=None, help="where versions are published")
+    comp.add_argument("--image", default=None,
+                      help="container image every component runs in (default: "
+                           "tfx-serving-toolkit/pipeline:latest, built from pipelines/image/)")
+    comp.add_argument("--pipeline-root", required=True,
+                      help="artifacts root the workers write, e.g. gs://bucket/tfx")
+    comp.add_argument("--data-root", required=True,
+                      help="the input data the workers read, e.g. gs://bucket/mnist "
+                           "(train/ and eval/ TFRecords for mnist, x,y CSVs for half_plus_two)")
+    comp.add_argument("--repository", required=True,
+                      help="the model repository as an absolute path inside the workers "
+                           "(a mounted volume): publishing renames directories")
     comp.add_argument("--profile", default="default", choices=["default", "fast"])
     return parser
 
@@ -377,11 +384,14 @@ def show_history(args: argparse.Namespace) -> int:
 def compile_pipeline(args: argparse.Namespace) -> int:
     from pipelines import kubeflow
 
-    kwargs = {k: v for k, v in {"image": args.image, "pipeline_root": args.pipeline_root,
-                                "data_root": args.data_root,
-                                "repository": args.repository}.items() if v is not None}
-    path = kubeflow.compile_pipeline(args.name, output=args.output, profile=args.profile,
-                                     **kwargs)
+    try:
+        path = kubeflow.compile_pipeline(
+            args.name, output=args.output, pipeline_root=args.pipeline_root,
+            data_root=args.data_root, repository=args.repository, profile=args.profile,
+            beam_args=args.beam_args, image=args.image or kubeflow.DEFAULT_IMAGE)
+    except ValueError as e:
+        print(f"python -m pipelines compile: error: {e}", file=sys.stderr)
+        return outcomes.USAGE.exit_code
     print(f"wrote {path}")
     return 0
 

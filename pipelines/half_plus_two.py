@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow_model_analysis as tfma
@@ -175,6 +176,24 @@ def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.S
         return post_push.SmokeResult(max(metrics.values()) < threshold, metrics,
                                      f"< {threshold:g}", len(ys))
     return check
+
+
+def build_remote(*, pipeline_name: str, pipeline_root: str, data_root: str, repository: str,
+                 profile: str, beam_args: Sequence[str]) -> tfx.dsl.Pipeline:
+    """The pipeline for an orchestrator that runs it elsewhere (Kubeflow Pipelines, Vertex
+    AI): paths are the workers' URIs, used as given; `data_root` already holds x,y CSV files
+    (`validate_csv_dir` is not run on a remote directory), and nothing is written here."""
+    return create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        module_file=TRAINER_MODULE,
+        serving_model_dir=posixpath.join(repository, MODEL_NAME),
+        # Kubeflow and Vertex AI keep ML Metadata themselves and ignore this connection.
+        metadata_path=posixpath.join(pipeline_root, "metadata.sqlite"),
+        beam_pipeline_args=list(beam_args),
+        enable_cache=True,
+        profile=PROFILES[profile])
 
 
 def gates(config: RunConfig) -> Dict[str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow_model_analysis as tfma
@@ -22,6 +23,8 @@ TRANSFORM_MODULE = str(COMPONENTS_DIR / "mnist_transform.py")
 TRAINER_MODULE = str(COMPONENTS_DIR / "mnist_trainer.py")
 SCHEMA_FILE = str(COMPONENTS_DIR / "mnist_schema.pbtxt")  # curated, not inferred
 DRIFT_CONFIG_FILE = str(COMPONENTS_DIR / "mnist_drift.pbtxt")
+# The same file in the pipeline image (pipelines/image/Dockerfile), for remote orchestrators.
+IMAGE_SCHEMA_FILE = "/opt/tfx-serving-toolkit/components/mnist_schema.pbtxt"
 EVAL_SIGNATURE = "classification"
 METRIC = "sparse_categorical_accuracy"
 
@@ -61,8 +64,8 @@ PROFILES = {
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str,
                     serving_model_dir: str, metadata_path: str,
                     beam_pipeline_args: List[str], enable_cache: bool,
-                    profile: Profile, lineage: Optional[Dict[str, Any]] = None
-                    ) -> tfx.dsl.Pipeline:
+                    profile: Profile, schema_file: str = SCHEMA_FILE,
+                    lineage: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
     """Wire the components; nothing else."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
@@ -71,7 +74,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
             tfx.proto.Input.Split(name="eval", pattern="eval/*"),  # the official test set
         ]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     gate = anomalies_gate.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
@@ -214,6 +217,24 @@ def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.S
             f">= {floor:.3f}: {gate:g} less 3 standard errors of {len(labels)} examples",
             len(labels))
     return check
+
+
+def build_remote(*, pipeline_name: str, pipeline_root: str, data_root: str, repository: str,
+                 profile: str, beam_args: Sequence[str]) -> tfx.dsl.Pipeline:
+    """The pipeline for an orchestrator that runs it elsewhere (Kubeflow Pipelines, Vertex
+    AI): paths are the workers' URIs, used as given; `data_root` already holds the `train/`
+    and `eval/` TFRecords that `prepare_data` writes, and nothing is downloaded here."""
+    return create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        examples_dir=data_root,
+        serving_model_dir=posixpath.join(repository, MODEL_NAME),
+        # Kubeflow and Vertex AI keep ML Metadata themselves and ignore this connection.
+        metadata_path=posixpath.join(pipeline_root, "metadata.sqlite"),
+        beam_pipeline_args=list(beam_args),
+        enable_cache=True,
+        profile=PROFILES[profile],
+        schema_file=IMAGE_SCHEMA_FILE)
 
 
 def gates(config: RunConfig) -> Dict[str, str]:

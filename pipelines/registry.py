@@ -1,7 +1,13 @@
 """The pipelines `python -m pipelines run NAME` knows, imported only when asked for.
 
-Each module exposes MODEL_NAME, PROFILES, build(RunConfig, log) -> Pipeline and
-gates(RunConfig) -> {metric: gate}.
+Each module exposes MODEL_NAME, TRAINER_MODULE, PROFILES and
+- build(RunConfig, log, lineage) -> Pipeline: the `run` pipeline;
+- gates(RunConfig) -> {metric: gate}, as the run summary shows them;
+- build_remote(pipeline_name=, pipeline_root=, data_root=, repository=, profile=, beam_args=)
+  -> Pipeline, for orchestrators that run elsewhere (`compile`);
+- retrain_parts(Profile, trainer_module) -> retraining.ModelParts, its part of the
+  retraining pipeline; smoke_check(eval_dir, RunConfig, examples) -> the post-push check;
+- write_spans(RunConfig, out_dir, span_numbers, kind) -> paths, for `make-spans`.
 """
 
 from __future__ import annotations

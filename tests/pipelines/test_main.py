@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,18 @@ def test_make_spans_numbers_after_the_existing_spans(tmp_path):
                                      str(tmp_path / "span-4"), "(label-shift)"]
     rows = (tmp_path / "span-3" / "eval" / "data.csv").read_text().splitlines()
     assert rows[0] == "x,y" and len(rows) == 101 and float(rows[1].split(",")[0]) >= 20
+
+
+def test_compile_writes_a_kubeflow_v2_spec(tmp_path):
+    from toolkit_testing import run_cli
+
+    output = tmp_path / "half_plus_two.json"
+    result = run_cli("pipelines", "compile", "half_plus_two", "--target", "kubeflow-v2",
+                     "--output", str(output), "--pipeline-root", str(tmp_path / "root"),
+                     "--data-root", "gs://bucket/half_plus_two", "--repository", "/models")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(output.read_text())["displayName"] == "half-plus-two"
+    refused = run_cli("pipelines", "compile", "half_plus_two", "--output", str(output),
+                      "--pipeline-root", str(tmp_path / "root"), "--data-root", "gs://b/d",
+                      "--repository", "gs://bucket/models")
+    assert refused.returncode == 2 and "absolute filesystem path" in refused.stderr

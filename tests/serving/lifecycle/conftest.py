@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import lc_support
+import toolkit_testing
 from serving import lifecycle
 from serving.lifecycle.config import UpConfig
 
@@ -35,7 +36,7 @@ def templates(tmp_path_factory):
 @pytest.fixture(params=["docker", "process"])
 def backend(request):
     if request.param == "docker":
-        lc_support.require_docker(request.config)
+        toolkit_testing.require_docker(request.config)
     return request.param
 
 
@@ -53,7 +54,7 @@ def serve(backend, repo, tmp_path):
 
     def start(**overrides):
         fields = dict(repository=repo, models=(lc_support.MODEL,), state_dir=state_dir,
-                      backend=backend, image=lc_support.test_image(), grpc_port=0,
+                      backend=backend, image=toolkit_testing.test_image(), grpc_port=0,
                       rest_port=0, file_system_poll_seconds=POLL_SECONDS,
                       config_poll_seconds=POLL_SECONDS, wait_seconds=180)
         fields.update(overrides)

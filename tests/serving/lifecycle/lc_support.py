@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-import pytest
 import requests
 
 from serving.lifecycle import config as C
@@ -35,45 +34,6 @@ def push_broken(repo_root: Path, model: str = MODEL) -> int:
         (pub.staging / "variables" / "variables.index").write_bytes(b"corrupt")
         (pub.staging / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     return pub.version
-
-
-def docker_unavailable_reason(image: str) -> Optional[str]:
-    """Why the docker backend cannot be tested here, or None when it can."""
-    try:
-        import docker
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - any failure means "no daemon"
-        return (f"no Docker daemon answers ({type(e).__name__}); .ci/run installs docker.io "
-                f"and starts dockerd")
-    try:
-        client.images.get(image)
-    except Exception:  # noqa: BLE001
-        return f"image {image} is not present; build it with `make serving-image`"
-    return None
-
-
-def require_docker(config, need_image: bool = True) -> None:
-    """Skip a docker test where no daemon (or image) is available, saying why; with
-    `--require-docker` (as .ci/run passes) fail instead, so CI cannot pass by skipping."""
-    reason = docker_unavailable_reason(test_image())
-    if reason and (need_image or reason.startswith("no Docker daemon")):
-        if config.getoption("require_docker"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def test_image() -> str:
-    """The official image when present, else the stand-in from `make serving-image`."""
-    try:
-        import docker
-        docker.from_env(timeout=10).images.get(C.DEFAULT_IMAGE)
-        return C.DEFAULT_IMAGE
-    except Exception:  # noqa: BLE001
-        return C.STANDIN_IMAGE
-
-
-test_image.__test__ = False  # not a test
 
 
 def labelled_containers(state_dir: Path) -> List[str]:

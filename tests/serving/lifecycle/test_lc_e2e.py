@@ -20,6 +20,7 @@ import lc_support
 from lc_support import EXPECTED_Y, MODEL, ContinuousClient, push, push_broken
 from serving import lifecycle
 from serving.lifecycle import health
+from toolkit_testing import test_image
 
 pytestmark = pytest.mark.e2e
 
@@ -152,7 +153,7 @@ def test_cli_round_trip(backend, repo, templates, tmp_path):
     cli = _cli(state_dir)
     try:
         r = cli("up", "--repository", str(repo), "--models", MODEL, "--backend", backend,
-                "--image", lc_support.test_image(), "--grpc-port", "0", "--rest-port", "0",
+                "--image", test_image(), "--grpc-port", "0", "--rest-port", "0",
                 "--json", "--", "--file_system_poll_wait_seconds=1")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["backend"] == backend
@@ -207,7 +208,8 @@ def test_fixture_cleans_up_after_a_test_that_fails_midway(backend, repo, templat
             Path({str(tmp_path / "inner_state.json")!r}).write_text(json.dumps(state.to_json()))
             assert False, "failing on purpose, midway"
     """))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(Path.cwd()),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1]),
+                                                       str(Path.cwd()),
                                                        os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(inner),

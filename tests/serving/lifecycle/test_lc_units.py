@@ -20,6 +20,7 @@ from serving.lifecycle.config import Addresses, UpConfig
 from serving.lifecycle.errors import EXIT_ENVIRONMENT, EXIT_NOT_RUNNING, EXIT_USAGE
 from serving.lifecycle.process_backend import ProcessBackend
 from serving.lifecycle.report import ModelReport
+from toolkit_testing import require_docker, test_image
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -182,16 +183,15 @@ def test_cli_nothing_running(tmp_path):
 @pytest.mark.parametrize("which", ["--rest-port", "--grpc-port"])
 @pytest.mark.parametrize("backend", ["process", "docker"])
 def test_cli_port_taken(tmp_path, which, backend, pytestconfig):
-    import lc_support
     if backend == "docker":
-        lc_support.require_docker(pytestconfig)
+        require_docker(pytestconfig)
     fake_model(tmp_path / "repo")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
-                "--backend", backend, "--image", lc_support.test_image(), which, str(port),
+                "--backend", backend, "--image", test_image(), which, str(port),
                 "--state-dir", str(tmp_path / "s"))
     assert r.returncode == EXIT_ENVIRONMENT, r.stderr
     assert f"port {port} is already in use" in r.stderr and f"{which} 0" in r.stderr
@@ -212,8 +212,7 @@ def test_cli_docker_daemon_not_answering(tmp_path):
 
 
 def test_cli_image_missing(tmp_path, pytestconfig):
-    import lc_support
-    lc_support.require_docker(pytestconfig, need_image=False)
+    require_docker(pytestconfig, need_image=False)
     fake_model(tmp_path / "repo")
     r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
             "--backend", "docker", "--image", "tfx-serving-toolkit/no-such-image:0",
