@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO
@@ -82,6 +83,8 @@ class ProgressReporter(logging.Handler):
     _FINISHED = "Component %s is finished."
     _CACHED = "A cached execution %d is used."
 
+    TICK_SECONDS = 1.0  # on a terminal, the running component's line counts its seconds
+
     def __init__(self, node_ids: List[str], out: TextIO):
         super().__init__(level=logging.INFO)
         self.runs = [ComponentRun(node_id) for node_id in node_ids]
@@ -90,7 +93,27 @@ class ProgressReporter(logging.Handler):
         self._tty = out.isatty()
         self._width = max(map(len, node_ids), default=0)
         self._started = 0.0
+        self._last_write = 0.0
+        self._write_lock = threading.RLock()
+        self._stop_ticking = threading.Event()
         self.current: Optional[ComponentRun] = None
+
+    def start_ticking(self) -> None:
+        """On a terminal, rewrite the running component's line with its elapsed time
+        every second (unless the Trainer's own progress is being shown)."""
+        if self._tty:
+            threading.Thread(target=self._tick, name="progress", daemon=True).start()
+
+    def stop_ticking(self) -> None:
+        self._stop_ticking.set()
+
+    def _tick(self) -> None:
+        while not self._stop_ticking.wait(self.TICK_SECONDS):
+            with self._write_lock:
+                run = self.current
+                if run is not None and time.monotonic() - self._last_write >= self.TICK_SECONDS:
+                    self._write(f"{self._prefix(run)} running... "
+                                f"{time.monotonic() - self._started:.0f}s\033[K\r")
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "progress", None)
@@ -127,8 +150,10 @@ class ProgressReporter(logging.Handler):
             self._write(f"{indent}{message}" + ("\033[K\n" if self._tty else "\n"))
 
     def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
+        with self._write_lock:
+            self._out.write(text)
+            self._out.flush()
+            self._last_write = time.monotonic()
 
     def _prefix(self, run: ComponentRun) -> str:
         counter = f"[{self.runs.index(run) + 1}/{len(self.runs)}]"
@@ -184,9 +209,11 @@ def _capture_progress(reporter: ProgressReporter) -> Iterator[None]:
     progress_logger.setLevel(logging.INFO)
     absl_logger.addHandler(reporter)
     progress_logger.addHandler(reporter)
+    reporter.start_ticking()
     try:
         yield
     finally:
+        reporter.stop_ticking()
         absl_logger.removeHandler(reporter)
         progress_logger.removeHandler(reporter)
         progress_logger.setLevel(saved_level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 
 from pipelines.local_runner import ComponentRun, ProgressReporter, RunResult, format_summary
@@ -102,3 +103,19 @@ def test_steps_within_an_epoch_are_shown_only_on_a_terminal():
     assert plain.getvalue() == ""
     assert "epoch 1/2 step 7/9: loss 0.5" in terminal.getvalue()
     assert terminal.getvalue().endswith("\r")
+
+
+def test_on_a_terminal_the_running_component_counts_its_seconds():
+    out = _Terminal()
+    reporter = ProgressReporter(["Transform"], out)
+    reporter.TICK_SECONDS = 0.05
+    reporter.emit(_record("Component %s is running.", "Transform"))
+    reporter.start_ticking()
+    try:
+        deadline = time.monotonic() + 5
+        while out.getvalue().count("running...") < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        reporter.stop_ticking()
+    assert out.getvalue().count("running...") >= 3
+    assert "running... 0s\033[K\r" in out.getvalue()
