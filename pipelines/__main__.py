@@ -18,7 +18,8 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
-from pipelines import outcomes
+from pipelines import interrupts, outcomes
+from pipelines.interrupts import RunAbandoned
 
 RUN_OUTCOMES = (outcomes.PUSHED, outcomes.ERROR, outcomes.USAGE, outcomes.NOT_BLESSED,
                 outcomes.NOT_SERVED, outcomes.LOCKED)
@@ -30,10 +31,6 @@ the Evaluator's gates and, when Docker and a serving image are there, TFX's
 InfraValidator; with a server up (`python -m serving up`), the new version is checked
 through it and rolled back when it does not serve well. Arguments after `--` go to Beam."""
 SCHEDULE_ONLY = {"--every": 1, "--max-runs": 1, "--on-stop": 1}
-
-
-class RunAbandoned(BaseException):
-    """SIGTERM/SIGINT during a run: unwinds it (staging removed, lock released)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -320,7 +317,11 @@ def retrain(args: argparse.Namespace) -> int:
         print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
         return outcomes.ERROR.exit_code
     if report.message:
-        print(report.message, file=sys.stderr if report.outcome.exit_code else sys.stdout)
+        print(report.message, file=sys.stderr if report.outcome.exit_code else sys.stdout,
+              flush=True)
+    if interrupts.pending():
+        print(f"{name}: {interrupts.pending()} arrived after the push; the run finished its "
+              f"post-push check first", flush=True)
     print(f"{name}: {report.outcome.name} (exit {report.outcome.exit_code})", flush=True)
     return report.outcome.exit_code
 
@@ -402,10 +403,6 @@ def _console(log_path: Path, verbose: bool):
     return contextlib.nullcontext(sys.stdout) if verbose else output_to_log(log_path)
 
 
-def _abandon(signum, frame):
-    raise RunAbandoned(signal.Signals(signum).name)
-
-
 COMMANDS = {"run": run, "retrain": retrain, "schedule": schedule, "make-spans": make_spans,
             "history": show_history, "compile": compile_pipeline}
 
@@ -424,7 +421,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "2" if args.command in ("run", "retrain") else "3")
         warnings.filterwarnings("ignore")
     if args.command in ("run", "retrain"):
-        signal.signal(signal.SIGTERM, _abandon)
+        interrupts.install()
     return COMMANDS[args.command](args)
 
 

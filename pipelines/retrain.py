@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from components import spans
-from pipelines import history, local_runner, metadata, outcomes, post_push, provenance, registry
+from pipelines import (history, interrupts, local_runner, metadata, outcomes, post_push,
+                       provenance, registry)
 from pipelines import retraining
 from pipelines.config import RetrainConfig
 from pipelines.outcomes import Outcome
@@ -105,6 +106,16 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
                            **span_facts)
         return Report(outcomes.UNCHANGED)
 
+    with interrupts.finish_first():  # a pushed version is verified or rolled back, whatever comes
+        return _verify(module, config, result, newest, repository, metadata_path,
+                       pipeline_name, span_facts, log)
+
+
+def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
+            newest: spans.NewestSpan, repository: ModelRepository, metadata_path: Path,
+            pipeline_name: str, span_facts, log) -> Report:
+    """The post-push check through the running server, the rollback, the run's record."""
+    run, model = config.run, module.MODEL_NAME
     eval_dir = spans.span_dir(run.data_dir, newest.span) / "eval"
     verification = post_push.verify_push(
         model, result.version, module.smoke_check(eval_dir, run, config.smoke_examples),
