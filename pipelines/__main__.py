@@ -206,14 +206,8 @@ def run(args: argparse.Namespace) -> int:
     commit, dirty = provenance.git_state()
     codes = []
     for name in args.names:
-        print(f"== {name}: pipeline root {config.pipeline_dir(name)}, "
-              f"repository {config.repository.absolute()}", flush=True)
-        log_path = config.pipeline_dir(name) / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
-        if not args.verbose:
-            print(f"   log: {log_path}", flush=True)
         try:
-            with run_lock.hold(config.pipeline_root, name, print), \
-                    _console(log_path, args.verbose) as console:
+            with _run_console(name, name, config, "run", args.verbose) as console:
                 module = registry.get(name)  # imports TensorFlow: its noise goes to the log
                 repository = ModelRepository(config.repository)
                 repository.check_writable(module.MODEL_NAME)  # before any data or training
@@ -291,16 +285,9 @@ def retrain(args: argparse.Namespace) -> int:
         print(f"python -m pipelines retrain: error: {e}", file=sys.stderr)
         return outcomes.USAGE.exit_code
     name = args.name
-    run = config.run
-    pipeline_name = config.pipeline_name(name)
-    print(f"== {name} retrain: pipeline root {run.pipeline_dir(pipeline_name)}, "
-          f"repository {run.repository.absolute()}", flush=True)
-    log_path = run.pipeline_dir(pipeline_name) / "logs" / time.strftime("retrain-%Y%m%d-%H%M%S.log")
-    if not args.verbose:
-        print(f"   log: {log_path}", flush=True)
     try:
-        with run_lock.hold(run.pipeline_root, name, print), \
-                _console(log_path, args.verbose) as console:
+        with _run_console(name, config.pipeline_name(name), config.run, "retrain",
+                          args.verbose) as console:
             from pipelines import retrain as retraining_run  # TensorFlow: its noise to the log
 
             report = retraining_run.retrain(
@@ -397,10 +384,22 @@ def compile_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console(log_path: Path, verbose: bool):
+@contextlib.contextmanager
+def _run_console(model: str, pipeline_name: str, config, command: str, verbose: bool):
+    """The model's run lock, then the console of one run: its header, and everything but
+    the progress lines sent to the run's log file (unless --verbose)."""
+    from pipelines import run_lock
     from pipelines.console import output_to_log
 
-    return contextlib.nullcontext(sys.stdout) if verbose else output_to_log(log_path)
+    pipeline_dir = config.pipeline_dir(pipeline_name)
+    print(f"== {model}{'' if command == 'run' else ' ' + command}: pipeline root "
+          f"{pipeline_dir}, repository {config.repository.absolute()}", flush=True)
+    log_path = pipeline_dir / "logs" / time.strftime(f"{command}-%Y%m%d-%H%M%S.log")
+    if not verbose:
+        print(f"   log: {log_path}", flush=True)
+    with run_lock.hold(config.pipeline_root, model, print):
+        with contextlib.nullcontext(sys.stdout) if verbose else output_to_log(log_path) as out:
+            yield out
 
 
 COMMANDS = {"run": run, "retrain": retrain, "schedule": schedule, "make-spans": make_spans,
