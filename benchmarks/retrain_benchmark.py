@@ -6,7 +6,8 @@ through the pushed model's `predict_images` signature, for both models:
 
 1. cold: `python -m pipelines run mnist` (all 60,000 training images, 6 epochs);
 2. setup (not the measured retrain): `make-spans` writes N spans of 10,000 training and
-   2,000 eval images; `retrain` on spans 1..N-1 trains from scratch (6 epochs);
+   2,000 eval images; the first `retrain` finds spans 1..N-1 waiting, ingests the older
+   ones into its window first, and trains from scratch (6 epochs);
 3. retrain: span N arrives; `retrain` ingests it and trains warm-started from the model
    of step 2 on the newest --window spans, for 2 epochs.
 
@@ -16,6 +17,7 @@ through the pushed model's `predict_images` signature, for both models:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from pathlib import Path
 from pipeline_benchmark import measure
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
 
 
 def test_set_accuracy(model_dir: Path, cache: Path) -> float:

@@ -86,6 +86,19 @@ def node_run(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, pipelin
     return result
 
 
+def node_outputs(store: mlmd.MetadataStore, pipeline_name: str, node_id: str,
+                 key: str) -> List[metadata_store_pb2.Artifact]:
+    """Every `key` artifact the node ever output, in any run and any state."""
+    node = store.get_context_by_type_and_name(NODE_CONTEXT_TYPE, f"{pipeline_name}.{node_id}")
+    if node is None:
+        return []
+    executions = store.get_executions_by_context(node.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    return store.get_artifacts_by_id([
+        e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT
+        and e.path.steps and e.path.steps[0].key == key])
+
+
 def record(store: mlmd.MetadataStore, context: metadata_store_pb2.Context,
            **properties: Optional[Value]) -> None:
     """Set custom properties on a context (a run's outcome); None values are skipped."""

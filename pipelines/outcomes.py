@@ -36,7 +36,9 @@ ABANDONED = Outcome("abandoned", 143, "stopped by SIGTERM or SIGINT; nothing pus
 
 ALL: Tuple[Outcome, ...] = (PUSHED, UNCHANGED, ERROR, ANOMALIES, USAGE, NOT_BLESSED,
                             NOT_SERVED, NOTHING_NEW, LOCKED, DRIFT, ABANDONED)
-BY_NAME = {o.name: o for o in ALL}
+# Not a command's outcome: how a run that only ingested an older span into the training
+# window ended, as `history` shows it.
+INGESTED = Outcome("ingested", 0, "an older span passed the data gates into the window")
 
 
 def exit_codes_help(outcomes=ALL) -> str:

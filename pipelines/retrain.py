@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from components import spans
 from pipelines import (history, interrupts, local_runner, metadata, outcomes, post_push,
@@ -61,12 +61,15 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     log(f"   newest span: {newest.span} in {Path(run.data_dir).absolute()}; window: "
         f"{config.window} span(s)")
 
+    parts = module.retrain_parts(module.PROFILES[run.profile],
+                                 trainer_module=config.trainer_module or module.TRAINER_MODULE)
+    for span in _spans_to_backfill(config, newest.span, metadata_path, pipeline_name):
+        _ingest(span, parts, config, pipeline_name, model, repository, out, log)
+
     infra_image, infra_note = _infra_validation(config)
     commit, dirty = provenance.git_state()
     lineage = {"pipeline": pipeline_name, "gates": module.gates(run), "git_commit": commit,
                "git_dirty": dirty, "infra_validation": infra_note}
-    parts = module.retrain_parts(module.PROFILES[run.profile],
-                                 trainer_module=config.trainer_module or module.TRAINER_MODULE)
     pipeline = retraining.create_pipeline(
         parts=parts, model_name=model, pipeline_name=pipeline_name,
         pipeline_root=str(run.pipeline_dir(pipeline_name)),
@@ -80,10 +83,7 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
         result = local_runner.run_pipeline(pipeline, model_name=model, repository=repository,
                                            metadata_path=metadata_path, out=out)
     except local_runner.PipelineFailed as e:
-        outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
-        if outcome is not outcomes.ERROR:
-            _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
-        history.record_run(metadata_path, e.run_id, outcome, str(e.cause), **span_facts)
+        outcome = _gate_failed(e, metadata_path, pipeline_name, span_facts)
         step = NEXT_STEP.get(outcome)
         return Report(outcome, f"error: {name}: {e}" + (f"\nNext step: {step}" if step else ""))
     except BaseException as e:  # SIGTERM/SIGINT: the run is abandoned, nothing was pushed
@@ -136,6 +136,54 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
         log("  serving: no server is up for this model (start one with `make serve`)")
     history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result, **span_facts)
     return Report(outcomes.PUSHED)
+
+
+def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_name: str,
+                 span_facts) -> Outcome:
+    """Record a failed run; a span a data gate stopped is abandoned in ML Metadata."""
+    outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
+    if outcome is not outcomes.ERROR:
+        _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
+    history.record_run(metadata_path, e.run_id, outcome, str(e.cause), **span_facts)
+    return outcome
+
+
+def _spans_to_backfill(config: RetrainConfig, newest: int, metadata_path: Path,
+                       pipeline_name: str) -> List[int]:
+    """Older spans the window should hold that no run has ingested yet (a first run finds
+    several spans waiting), oldest first."""
+    wanted = [s for s in spans.existing_spans(config.run.data_dir) if s < newest]
+    wanted = wanted[len(wanted) - (config.window - 1):] if config.window > 1 else []
+    if not wanted or not metadata_path.exists():
+        return wanted
+    store = metadata.open_store(metadata_path)
+    seen = {metadata.property_value(a, "span") for a in metadata.node_outputs(
+        store, pipeline_name, retraining.EXAMPLE_GEN_ID, "examples")}
+    return [s for s in wanted if s not in seen and str(s) not in seen]
+
+
+def _ingest(span: int, parts: retraining.ModelParts, config: RetrainConfig,
+            pipeline_name: str, model: str, repository: ModelRepository, out, log) -> None:
+    """Run the data gates on one older span; a span they stop is left out of the window."""
+    run = config.run
+    metadata_path = run.metadata_path(pipeline_name)
+    log(f"   span {span}: not ingested yet, and within the window: ingesting it first")
+    pipeline = retraining.create_ingest_pipeline(
+        parts=parts, pipeline_name=pipeline_name,
+        pipeline_root=str(run.pipeline_dir(pipeline_name)),
+        data_root=str(Path(run.data_dir).absolute()), metadata_path=str(metadata_path),
+        beam_pipeline_args=list(run.beam_args), enable_cache=run.enable_cache,
+        accept_drift=config.accept_drift, span=span)
+    try:
+        result = local_runner.run_pipeline(pipeline, model_name=model, repository=repository,
+                                           metadata_path=metadata_path, out=out)
+    except local_runner.PipelineFailed as e:
+        outcome = _gate_failed(e, metadata_path, pipeline_name, {"span": span})
+        if outcome is outcomes.ERROR:
+            raise
+        log(f"   span {span}: stopped by {e.component}; it stays out of the window")
+        return
+    history.record_run(metadata_path, result.run_id, outcomes.INGESTED, "", span=span)
 
 
 def _nothing_new(newest: spans.NewestSpan, previous: Optional[history.RunRecord],

@@ -49,15 +49,33 @@ class ModelParts:
     transform_module: Optional[str] = None
 
 
-def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
-                    pipeline_root: str,
-                    data_root: str, serving_model_dir: str, metadata_path: str,
-                    beam_pipeline_args: List[str], enable_cache: bool, window: int,
-                    accept_drift: bool, infra_image: Optional[str],
-                    lineage: Dict[str, Any]) -> tfx.dsl.Pipeline:
-    """Wire the retraining components; nothing else. `infra_image` None: no InfraValidator."""
-    example_gen = parts.example_gen(input_base=data_root,
-                                    input_config=spans.input_config()).with_id(EXAMPLE_GEN_ID)
+@dataclasses.dataclass
+class DataGates:
+    """The components that ingest one span and judge it, before anything trains on it."""
+
+    example_gen: Any
+    schema_gen: Any
+    previous_statistics: Any
+    statistics_gen: Any
+    example_validator: Any
+    anomalies: Any
+    distribution_validator: Any
+    drift: Any
+
+    def components(self) -> List[Any]:
+        return [self.example_gen, self.schema_gen, self.previous_statistics,
+                self.statistics_gen, self.example_validator, self.anomalies,
+                self.distribution_validator, self.drift]
+
+
+def create_data_gates(parts: ModelParts, data_root: str, accept_drift: bool,
+                      span: Optional[int] = None) -> DataGates:
+    """ExampleGen on the newest span (or on `span`), its statistics, the schema gate and
+    the drift gate against the previous accepted span."""
+    range_config = None if span is None else tfx.proto.RangeConfig(
+        static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
+    example_gen = parts.example_gen(input_base=data_root, input_config=spans.input_config(),
+                                    range_config=range_config).with_id(EXAMPLE_GEN_ID)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=parts.schema_file)
     # Before this run's StatisticsGen: the newest statistics still LIVE are the previous
     # accepted span's (a rejected span's are marked ABANDONED by the runner).
@@ -72,21 +90,49 @@ def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
     statistics_gen.add_upstream_node(previous_statistics)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    anomalies = anomalies_gate.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     distribution_validator = DistributionValidator(
         statistics=statistics_gen.outputs["statistics"],
         baseline_statistics=previous_statistics.outputs["statistics"].as_optional(),
         config=parts.drift_config)
-    drift = anomalies_gate.DriftGate(anomalies=distribution_validator.outputs["anomalies"],
-                                     accept_drift=accept_drift)
+    return DataGates(
+        example_gen=example_gen, schema_gen=schema_gen,
+        previous_statistics=previous_statistics, statistics_gen=statistics_gen,
+        example_validator=example_validator,
+        anomalies=anomalies_gate.AnomaliesGate(
+            anomalies=example_validator.outputs["anomalies"]),
+        distribution_validator=distribution_validator,
+        drift=anomalies_gate.DriftGate(anomalies=distribution_validator.outputs["anomalies"],
+                                       accept_drift=accept_drift))
+
+
+def create_ingest_pipeline(*, parts: ModelParts, pipeline_name: str, pipeline_root: str,
+                           data_root: str, metadata_path: str, beam_pipeline_args: List[str],
+                           enable_cache: bool, accept_drift: bool, span: int
+                           ) -> tfx.dsl.Pipeline:
+    """The data gates alone, on one older span: how a first run with several spans waiting
+    fills its window (ExampleGen ingests one span per run, the newest unless told)."""
+    gates = create_data_gates(parts, data_root, accept_drift, span)
+    return _pipeline(pipeline_name, pipeline_root, gates.components(), enable_cache,
+                     metadata_path, beam_pipeline_args)
+
+
+def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
+                    pipeline_root: str,
+                    data_root: str, serving_model_dir: str, metadata_path: str,
+                    beam_pipeline_args: List[str], enable_cache: bool, window: int,
+                    accept_drift: bool, infra_image: Optional[str],
+                    lineage: Dict[str, Any]) -> tfx.dsl.Pipeline:
+    """Wire the retraining components; nothing else. `infra_image` None: no InfraValidator."""
+    gates = create_data_gates(parts, data_root, accept_drift)
+    example_gen, schema_gen = gates.example_gen, gates.schema_gen
     span_window = tfx.dsl.Resolver(
         strategy_class=SpanWindowStrategy,
         config={"num_spans": window},
         examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
                                  producer_component_id=EXAMPLE_GEN_ID),
     ).with_id("span_window")
-    span_window.add_upstream_node(anomalies)  # only spans that passed both gates
-    span_window.add_upstream_node(drift)
+    span_window.add_upstream_node(gates.anomalies)  # only spans that passed both gates
+    span_window.add_upstream_node(gates.drift)
     examples = span_window.outputs["examples"]
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -127,13 +173,16 @@ def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
         serving_model_dir=serving_model_dir, examples=examples,
         evaluation=evaluator.outputs["evaluation"], base_model=latest_blessed.outputs["model"],
         lineage=lineage)
-    components = [example_gen, schema_gen, previous_statistics, statistics_gen,
-                  example_validator, anomalies, distribution_validator, drift, span_window,
-                  latest_blessed, transform, trainer, evaluator, infra_validator, pusher]
+    components = gates.components() + [span_window, latest_blessed, transform, trainer,
+                                       evaluator, infra_validator, pusher]
+    return _pipeline(pipeline_name, pipeline_root, [c for c in components if c is not None],
+                     enable_cache, metadata_path, beam_pipeline_args)
+
+
+def _pipeline(name: str, root: str, components: List[Any], enable_cache: bool,
+              metadata_path: str, beam_pipeline_args: List[str]) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
-        components=[c for c in components if c is not None],
+        pipeline_name=name, pipeline_root=root, components=components,
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),
