@@ -52,13 +52,17 @@ def scenario(tmp_path_factory):
 
 def test_the_schedule_runs_retrain_until_told_to_stop(scenario):
     scenario.add_span()
+    scenario.add_span()  # two spans waiting: the first run ingests span 1 into its window
     result = run_cli("pipelines", "schedule", *scenario.options(), "--every", "1s",
                      "--max-runs", "2", timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "span 1: not ingested yet, and within the window: ingesting it first" in result.stdout
     assert "half_plus_two: pushed version 1" in result.stdout
+    assert "trained on spans 1-2" in result.stdout
     assert "schedule: run 1 ended: pushed / unchanged (exit 0)" in result.stdout
     assert "schedule: run 2 ended: nothing new (exit 5)" in result.stdout
-    assert [r["outcome"] for r in scenario.history()] == ["pushed"]
+    assert [(r["span"], r["outcome"]) for r in scenario.history()] == [(1, "ingested"),
+                                                                       (2, "pushed")]
 
 
 def test_a_retrained_version_is_checked_through_the_server(scenario):
@@ -72,7 +76,7 @@ def test_a_retrained_version_is_checked_through_the_server(scenario):
     assert "smoke check regress mean_squared_error" in result.stdout
     assert "predict mean_squared_error" in result.stdout
     assert lifecycle.status(scenario.state).models[0].status.available() == [2]
-    assert lineage.read(scenario.repository / "half_plus_two" / "2").spans == [1, 2]
+    assert lineage.read(scenario.repository / "half_plus_two" / "2").spans == [1, 2, 3]
 
 
 def test_sigterm_abandons_a_run_cleanly(scenario):
@@ -93,7 +97,7 @@ def test_sigterm_abandons_a_run_cleanly(scenario):
     assert run.returncode == 143, out + err
     assert "half_plus_two: run abandoned (nothing was pushed" in out
     repository = ModelRepository(scenario.repository)
-    assert repository.versions("half_plus_two") == [1, 2]
+    assert repository.versions("half_plus_two") == [1, 2]  # nothing from span 4
     assert not list((scenario.repository / "half_plus_two").glob(".staging-*"))
     with run_lock.hold(scenario.runs, "half_plus_two") as stale:
         assert stale is None  # released on the way out, not left for the next run to take
