@@ -153,7 +153,7 @@ def _spans_to_backfill(config: RetrainConfig, newest: int, metadata_path: Path,
     """Older spans the window should hold that no run has ingested yet (a first run finds
     several spans waiting), oldest first."""
     wanted = [s for s in spans.existing_spans(config.run.data_dir) if s < newest]
-    wanted = wanted[len(wanted) - (config.window - 1):] if config.window > 1 else []
+    wanted = wanted[max(0, len(wanted) - (config.window - 1)):] if config.window > 1 else []
     if not wanted or not metadata_path.exists():
         return wanted
     store = metadata.open_store(metadata_path)

@@ -102,3 +102,14 @@ def test_compile_writes_a_kubeflow_v2_spec(tmp_path):
                       "--pipeline-root", str(tmp_path / "root"), "--data-root", "gs://b/d",
                       "--repository", "gs://bucket/models")
     assert refused.returncode == 2 and "absolute filesystem path" in refused.stderr
+
+
+@pytest.mark.parametrize("window,expected", [(1, []), (2, [4]), (3, [3, 4]), (9, [1, 2, 3, 4])])
+def test_a_first_retrain_ingests_the_older_spans_of_its_window(tmp_path, window, expected):
+    from pipelines.config import RetrainConfig
+    from pipelines.retrain import _spans_to_backfill
+
+    for span in (1, 2, 3, 4, 5):
+        (tmp_path / "spans" / f"span-{span}").mkdir(parents=True)
+    config = RetrainConfig(run=RunConfig(data_dir=tmp_path / "spans"), window=window)
+    assert _spans_to_backfill(config, 5, tmp_path / "none.sqlite", "mnist_retrain") == expected
