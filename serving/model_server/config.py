@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.model_server import protos
+from serving.model_server.protos import monitoring_config_pb2, session_bundle_config_pb2
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
@@ -200,7 +200,8 @@ def validate_model_server_config(cfg: model_server_config_pb2.ModelServerConfig)
 
 
 def load_batching_parameters(path: str) -> BatchingOptions:
-    proto = _parse_text(path, protos.BatchingParameters(), "batching parameters")
+    proto = _parse_text(path, session_bundle_config_pb2.BatchingParameters(),
+                        "batching parameters")
     try:
         return BatchingOptions.from_proto(proto)
     except ConfigError as e:
@@ -208,4 +209,4 @@ def load_batching_parameters(path: str) -> BatchingOptions:
 
 
 def load_monitoring_config(path: str):
-    return _parse_text(path, protos.MonitoringConfig(), "monitoring config")
+    return _parse_text(path, monitoring_config_pb2.MonitoringConfig(), "monitoring config")
