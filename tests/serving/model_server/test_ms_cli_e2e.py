@@ -12,7 +12,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from ms_support import ROOT, wait_until
+from toolkit_testing import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_sigterm_while_waiting_for_a_first_version_exits_0(tmp_path, start_serve
 
 
 def test_model_that_cannot_load_fails_startup(tmp_path, start_server):
-    from serving.model_server.testing import write_broken_version
+    from saved_models import write_broken_version
 
     write_broken_version(tmp_path / "1")
     server = start_server(f"--model_base_path={tmp_path}", wait=False)

@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc)
 
-from ms_support import wait_until
+from toolkit_testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +100,7 @@ def test_config_file_is_polled_and_a_bad_file_keeps_the_old_config(setup):
 
 def test_warmup_runs_before_a_version_serves_and_a_failing_warmup_fails_the_load(
         setup, make_version):
-    from serving.model_server.testing import write_warmup_requests
+    from saved_models import write_warmup_requests
 
     root, server, stub = setup
     v2 = make_version(root / "staging_a2", 2, "hp2_v2")
