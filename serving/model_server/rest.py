@@ -121,6 +121,9 @@ class RestApi:
         with self.core.servable(spec) as servable:
             _, sig = self.core.signature(servable, signature_name,
                                          missing="Serving signature name: ")
+            if not sig.inputs:  # nothing JSON could name
+                raise invalid_argument(f"Failed to get input map for signature: "
+                                       f"{signature_name or 'DEFAULT'}")
             budget = [self.core.max_elements, self.core.max_elements]
             if has_instances:
                 inputs = _row_inputs(request["instances"], sig, budget)
@@ -304,11 +307,15 @@ def _add_feature_value(feature, key: str, value) -> None:
         kind, data = "int64_list", int(value)
     elif isinstance(value, int) and 0 < value < 1 << 64:
         raise invalid_argument(f"Feature: {key} has uint64 element. Only int64 is supported.")
-    else:
-        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+    else:  # a float, or an integer beyond uint64 (a double to RapidJSON)
+        try:
+            data = float(value)
+        except OverflowError:
+            data = None
+        if data is None or (math.isfinite(data) and abs(data) > _FLOAT32_MAX):
             raise invalid_argument(f"Cannot convert JSON value: {tensors.json_text(value)} to "
                                    f"float without loss of precision.")
-        kind, data = "float_list", float(value)
+        kind = "float_list"
     current = feature.WhichOneof("kind")
     if current is not None and current != kind:
         raise invalid_argument(f"Unexpected element type in feature: {key} expecting type: "

@@ -232,9 +232,13 @@ def json_type(value) -> str:
 
 
 def json_text(value, limit: int = 100) -> str:
+    """A JSON value as text for an error message, cut at `limit` characters."""
     import json
 
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
