@@ -277,20 +277,24 @@ class ServingCore:
                 model_spec=self._model_spec(servable, name), result=result)
 
     def _classify(self, servable: Servable, signature_name: str, input_proto, timeout):
-        name, sig = signatures.find_signature(servable.signature_defs, signature_name,
-                                              "No signature was found with the name: ")
-        input_name, fetches = signatures.classification_tensors(sig, self.check_method)
-        examples = signatures.serialize_examples(input_proto)
-        outputs = servable.run({input_name: examples}, fetches, timeout)
-        return name, signatures.classification_result(sig, len(examples), outputs)
+        return self._run_examples(servable, signature_name, input_proto, timeout,
+                                  signatures.classification_tensors,
+                                  signatures.classification_result)
 
     def _regress(self, servable: Servable, signature_name: str, input_proto, timeout):
+        return self._run_examples(servable, signature_name, input_proto, timeout,
+                                  signatures.regression_tensors, signatures.regression_result)
+
+    def _run_examples(self, servable: Servable, signature_name: str, input_proto, timeout,
+                      tensors_of, result_of):
+        """Classify or Regress: the signature's tensors, one run on the serialized examples,
+        the result made from its outputs. (signature name, result)."""
         name, sig = signatures.find_signature(servable.signature_defs, signature_name,
                                               "No signature was found with the name: ")
-        input_name, fetches = signatures.regression_tensors(sig, self.check_method)
+        input_name, fetches = tensors_of(sig, self.check_method)
         examples = signatures.serialize_examples(input_proto)
         outputs = servable.run({input_name: examples}, fetches, timeout)
-        return name, signatures.regression_result(sig, len(examples), outputs)
+        return name, result_of(sig, len(examples), outputs)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest,
                         timeout: Optional[float] = None) -> inference_pb2.MultiInferenceResponse:
