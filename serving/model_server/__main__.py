@@ -166,18 +166,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     configure_logging()
     config = parse_config(sys.argv[1:] if argv is None else argv)
     try:  # bad flags and config files fail here, before the slow TensorFlow import
-        config.validate()
-        config.model_server_config()
-        config.batching()
-        config.prometheus_path()
-        config.grpc_options()
+        loaded = config.load()
     except ConfigError as e:
         log.error("Failed to start server. Error: %s", e)
         return 1
     from serving.model_server.errors import ServingError
     from serving.model_server.server import ModelServer
 
-    server = ModelServer(config)
+    server = ModelServer(config, loaded)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())
     try:

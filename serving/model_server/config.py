@@ -124,6 +124,13 @@ class ServerConfig:
             inter_op_parallelism_threads=self.tensorflow_inter_op_parallelism,
             allow_soft_placement=True)
 
+    def load(self) -> LoadedConfig:
+        """Check the flags and read every file they name, once; ConfigError says what is
+        wrong. Done before the slow TensorFlow import, so bad input fails fast."""
+        self.validate()
+        return LoadedConfig(self.model_server_config(), self.batching(),
+                            self.prometheus_path(), self.grpc_options())
+
     def validate(self) -> None:
         """Flag values the server cannot run with."""
         if self.max_request_tensor_elements <= 0:
@@ -158,6 +165,16 @@ class ServerConfig:
             except ValueError:
                 options.append((key, value))
         return options
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedConfig:
+    """The files the flags point at, each read and checked once (`ServerConfig.load`)."""
+
+    model_config: model_server_config_pb2.ModelServerConfig
+    batching: Optional[BatchingOptions]
+    prometheus_path: Optional[str]
+    grpc_options: list
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:

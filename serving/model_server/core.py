@@ -25,7 +25,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.model_server import signatures, tensors
-from serving.model_server.config import ConfigError, ServerConfig, validate_model_server_config
+from serving.model_server.config import (BatchingOptions, ConfigError, ServerConfig,
+                                         validate_model_server_config)
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.loader import Loader, Servable
 from serving.model_server.manager import Manager, State
@@ -43,10 +44,11 @@ EMPTY_CONFIG_TRANSITION = ("Cannot transition to requested config. It is only le
 class ServingCore:
     """Model lifecycle plus Predict/Classify/Regress/MultiInference/Metadata/Status/Reload."""
 
-    def __init__(self, config: ServerConfig, metrics: Optional[Metrics] = None):
+    def __init__(self, config: ServerConfig, batching: Optional[BatchingOptions] = None,
+                 metrics: Optional[Metrics] = None):
         self.config = config
         self.metrics = metrics or Metrics()
-        self.batching = config.batching()
+        self.batching = batching
         self.check_method = config.enable_signature_method_name_check
         self.max_elements = config.max_request_tensor_elements
         self.manager = Manager(self._make_loader, num_load_threads=1,

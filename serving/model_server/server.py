@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from serving.model_server.config import ConfigError, ServerConfig, parse_model_server_config
+from serving.model_server.config import (ConfigError, LoadedConfig, ServerConfig,
+                                         parse_model_server_config)
 from serving.model_server.core import ServingCore
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_service import GrpcServer
@@ -21,8 +22,9 @@ GRPC_WORKERS = 64  # blocking handlers wait on batches; enough for max_batch_siz
 class ModelServer:
     """One server instance; no global state, so tests may run several in one process."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, loaded: Optional[LoadedConfig] = None):
         self.config = config
+        self._loaded = loaded
         self.core: Optional[ServingCore] = None
         self.grpc_server: Optional[GrpcServer] = None
         self.rest_server: Optional[RestServer] = None
@@ -37,13 +39,12 @@ class ModelServer:
         Raises ConfigError for a bad flag/file and ServingError when a model cannot load.
         """
         cfg = self.config
-        cfg.validate()
-        model_config = cfg.model_server_config()
-        prometheus_path = cfg.prometheus_path()
-        self.core = ServingCore(cfg)
-        self.core.start(model_config, timeout=load_timeout, cancel=self._stop)
+        loaded = self._loaded or cfg.load()
+        prometheus_path = loaded.prometheus_path
+        self.core = ServingCore(cfg, loaded.batching)
+        self.core.start(loaded.model_config, timeout=load_timeout, cancel=self._stop)
 
-        self.grpc_server = GrpcServer(self.core, cfg.grpc_options(), max_workers=GRPC_WORKERS)
+        self.grpc_server = GrpcServer(self.core, loaded.grpc_options, max_workers=GRPC_WORKERS)
         try:
             if cfg.port:
                 self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
