@@ -237,8 +237,8 @@ def json_text(value, limit: int = 100) -> str:
 
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):  # deeply nested: name its type only
+        text = json_type(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

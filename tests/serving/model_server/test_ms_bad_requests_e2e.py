@@ -65,6 +65,13 @@ REST_CORPUS = [
     (f"{HP2}:predict", b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "JSON"),
     (f"{HP2}:predict", b'{"instances": [' + b"[" * 60 + b"1.0" + b"]" * 60 + b"]}", 400,
      "nested more than 32 deep"),
+    # deep objects, parsed or not, that error messages quote: 400 either way ("")
+    (f"{HP2}:predict", b'{"instances": [' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"]}", 400,
+     ""),
+    (f"{HP2}:predict", b'{"instances": [1.0, ' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"]}",
+     400, ""),
+    (f"{HP2}:regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": ' +
+     b'{"a":' * 900 + b"1" + b"}" * 900 + b"}]}", 400, ""),
     (f"{HP2}:predict", b'{"instances": [null]}', 400,
      "JSON Value: null Type: Null is not of expected type: float"),
     (f"{HP2}:predict", b'{"instances": [1' + b"0" * 400 + b"]}", 400,
