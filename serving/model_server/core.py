@@ -229,13 +229,13 @@ class ServingCore:
                     output_filter: Iterable[str] = (), timeout: Optional[float] = None
                     ) -> Dict[str, np.ndarray]:
         """Run a predict signature on `inputs` (by alias) -> outputs by alias. REST, warmup."""
-        plan = signatures.predict_plan(sig, servable.name, inputs, output_filter)
+        plan = signatures.predict_plan(sig, inputs, output_filter)
         return plan.response_tensors(servable.run(plan.feeds, plan.fetches, timeout))
 
     def _predict_plan(self, servable: Servable, request: predict_pb2.PredictRequest):
         name, sig = self.signature(servable, request.model_spec.signature_name)
         inputs = tensors.decode_request_tensors(request.inputs, self.max_elements)
-        return name, signatures.predict_plan(sig, servable.name, inputs, request.output_filter)
+        return name, signatures.predict_plan(sig, inputs, request.output_filter)
 
     def _predict_response(self, servable: Servable, name: str, plan, outputs
                           ) -> predict_pb2.PredictResponse:

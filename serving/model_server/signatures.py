@@ -57,7 +57,7 @@ def check_predict_method(signature, check_method: bool) -> None:
                            f"Was: {signature.method_name}")
 
 
-def predict_plan(signature, model_name: str, inputs: Mapping[str, np.ndarray],
+def predict_plan(signature, inputs: Mapping[str, np.ndarray],
                  output_filter: Iterable[str] = ()) -> PredictPlan:
     """PreProcessPrediction: the request's inputs must be exactly the signature's; each is
     fed at its TensorInfo's tensor, with TF's dtype check and no shape check (the graph
