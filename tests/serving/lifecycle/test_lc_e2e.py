@@ -225,7 +225,8 @@ def test_fixture_cleans_up_after_a_test_that_fails_midway(backend, repo, templat
             Path({str(tmp_path / "inner_state.json")!r}).write_text(json.dumps(state.to_json()))
             assert False, "failing on purpose, midway"
     """))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(Path.cwd()),
+    tests = here.parents[1]  # toolkit_testing, saved_models
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(tests), str(Path.cwd()),
                                                        os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(inner),
