@@ -5,7 +5,7 @@ it unloaded); `load()` does the expensive part. Like TF Serving's SavedModelBund
 the MetaGraphDef tagged `--saved_model_tags` into its own TensorFlow Session, restoring the
 variables and running the init op (main_op, legacy_init_op or TF2's __saved_model_init_op)
 with the asset files' paths fed in. Requests then run the signature's tensors by name
-(`Session.make_callable`), which is TF Serving's semantics for TF1 and TF2 exports alike:
+(Session::MakeCallable), which is TF Serving's semantics for TF1 and TF2 exports alike:
 an input is fed at the tensor its TensorInfo names, whatever static shape that tensor has,
 and the graph decides what it accepts. Then batching and warmup, so a version only becomes
 AVAILABLE once it has answered its warmup requests.
