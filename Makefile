@@ -51,7 +51,7 @@ PYTHON ?= $(shell \
   fi)
 
 .PHONY: help install lock pipeline retrain spans history test test-unit lint clean serving-image \
-        serve serve-status serve-down
+        serve serve-status serve-down protos
 
 help:
 	@echo "make pipeline   train, evaluate and push $(PIPELINES) into $(REPOSITORY)/"
@@ -66,6 +66,7 @@ help:
 	@echo "make test-unit  run the fast unit tests only"
 	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
+	@echo "make protos     regenerate the model server's *_pb2.py from its vendored .proto files"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
 	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
@@ -89,6 +90,11 @@ $(INSTALLED): requirements.lock setup.cfg pyproject.toml
 lock: $(INSTALLED)
 	$(UV) pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_36 \
 	  --generate-hashes requirements.in -o requirements.lock
+
+# The TF Serving config protos the tensorflow-serving-api wheel lacks, generated with the locked
+# grpcio-tools' protoc (tests/serving/model_server/test_ms_protos.py checks they are current).
+protos: $(INSTALLED)
+	$(PY) -m serving.model_server.protos.build
 
 pipeline: $(INSTALLED)
 	$(PY) -m pipelines run $(PIPELINES) --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \

@@ -41,12 +41,6 @@ BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 1000 } "
             "num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -336,20 +330,22 @@ def main(argv=None) -> int:
         flask_worker(args.flask_worker[0], args.flask_worker[1], int(args.flask_worker[2]))
         return 0
 
-    from serving.model_server import testing
+    sys.path.insert(0, str(ROOT / "tests"))  # the test support: SavedModels, free ports
+    import saved_models
+    from toolkit_testing import free_port
 
-    MODELS["mnist"] = MODELS["mnist"][:3] + ([0.5] * testing.MNIST_PIXELS,)
+    MODELS["mnist"] = MODELS["mnist"][:3] + ([0.5] * saved_models.MNIST_PIXELS,)
     clients = [int(c) for c in args.clients.split(",")]
     models = args.models.split(",")
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     results = []
     try:
         templates = work / "templates"
-        testing.export_half_plus_two(templates / "half_plus_two")
+        saved_models.export_half_plus_two(templates / "half_plus_two")
         mnist_model = find_mnist_model(args.mnist_model)
         if mnist_model is None:
-            testing.export_mnist_like(templates / "mnist")
-            print("MNIST model: the random-weight stand-in (serving.model_server.testing); "
+            saved_models.export_mnist_like(templates / "mnist")
+            print("MNIST model: the random-weight stand-in (tests/saved_models.py); "
                   "run `make pipeline` or pass --mnist-model for the trained CNN", flush=True)
         else:
             shutil.copytree(mnist_model, templates / "mnist")

@@ -1,18 +1,36 @@
-"""Helpers shared by test modules (conftest.py only holds fixtures: with several conftest
-files in the tree, `from conftest import ...` would pick whichever was imported first)."""
+"""The one test-support module: CLIs run as a user runs them, Docker tests' requirements,
+free ports, polling, model versions copied or published into a repository, and a real
+model server process.
+
+(conftest.py files only hold fixtures: with several conftest files in the tree,
+`from conftest import ...` would pick whichever was imported first.) SavedModels to serve
+are built by `saved_models`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
 from components.infra_validation import OFFICIAL_IMAGE, STANDIN_IMAGE, serving_image_status
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVER_ENV = {
+    # Bound the server's CPU use: the machine is shared with TFX training.
+    "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+}
 
 
 def write_fake_saved_model(path: Path, payload: bytes = b"graph", variables_size: int = 16) -> Path:
@@ -47,3 +65,141 @@ def test_image() -> str:
 
 
 test_image.__test__ = False  # not a test
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS's next ephemeral one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):
+    """Poll `predicate` until truthy; return its value or fail the test with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+# ---- model versions -------------------------------------------------------------------
+
+def copy_version(template: Path, base: Path, version) -> Path:
+    """Copy a SavedModel into base/<version> in place (version may be "00000123"), as a
+    user's `cp -r` does: not atomic, so only for a server that is not polling yet."""
+    target = Path(base) / str(version)
+    shutil.copytree(template, target)
+    return target
+
+
+def publish_copy(repo_root: Path, model: str, template: Path) -> Tuple[int, float]:
+    """Publish a copy of `template` as the model's next version the Pusher's way (staging
+    directory, then rename). Returns (version, monotonic time just after the rename)."""
+    from serving.repository import ModelRepository
+
+    with ModelRepository(repo_root).publish(model) as pub:
+        shutil.copytree(template, pub.staging, dirs_exist_ok=True)
+    return pub.version, time.monotonic()
+
+
+# ---- a real model server ----------------------------------------------------------------
+
+class ServerProcess:
+    """A `python -m serving.model_server` child process on free loopback ports.
+
+    It waits until its ports accept connections (the server opens them only once its models
+    are AVAILABLE, as tensorflow_model_server does: a readiness poll, not a sleep) and is
+    stopped with SIGTERM.
+    """
+
+    def __init__(self, *flags: str, rest: bool = True, env: Optional[dict] = None):
+        self.grpc_port = free_port()
+        self.rest_port = free_port() if rest else 0
+        self.flags = [f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
+                      "--host=127.0.0.1", "--tensorflow_intra_op_parallelism=1",
+                      "--tensorflow_inter_op_parallelism=1", *flags]
+        self.env = dict(os.environ, **SERVER_ENV, **(env or {}))
+        self.proc: Optional[subprocess.Popen] = None
+        self._lines: List[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> "ServerProcess":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.model_server", *self.flags], cwd=ROOT, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            with self._lock:
+                self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        wait_until(lambda: text in self.output or self.exited(), timeout, what=f"log {text!r}")
+        assert text in self.output, f"server exited before logging {text!r}:\n{self.output}"
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
+    def wait_ready(self, timeout: float = 60.0) -> "ServerProcess":
+        """Ready = the gRPC port accepts connections (opened only once models are loaded)."""
+        def ready():
+            if self.exited():
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.output}")
+            ports = [self.grpc_port] + ([self.rest_port] if self.rest_port else [])
+            try:
+                for port in ports:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        pass
+            except OSError:
+                return False
+            return True
+        wait_until(ready, timeout, interval=0.1, what="server ready")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"server did not exit on SIGTERM:\n{self.output}")
+
+
+@contextlib.contextmanager
+def running_servers() -> Iterator:
+    """Yields start(*flags, wait=True, rest=True, env=None) -> ServerProcess; stops every
+    server it started on exit. For fixtures of any scope."""
+    servers: List[ServerProcess] = []
+
+    def start(*flags: str, wait: bool = True, rest: bool = True, env=None) -> ServerProcess:
+        server = ServerProcess(*flags, rest=rest, env=env).start()
+        servers.append(server)
+        return server.wait_ready() if wait else server
+
+    try:
+        yield start
+    finally:
+        for s in servers:
+            s.stop()

@@ -11,9 +11,14 @@ HOST = "127.0.0.1"
 
 
 def ensure_free(port: int, flag: str) -> None:
+    """Raise unless a server could listen on `port` now. The probe binds the way servers
+    do, with SO_REUSEADDR (gRPC and the REST server set it, and so does TF Serving), so the
+    TIME_WAIT connections a stopped server leaves behind do not count as "in use"; a
+    socket that is listening there still does."""
     if port == 0:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError as e:

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # tensorflow_model_server flags whose behaviour this server does not provide.
 UNSUPPORTED = ("ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
                "tensorflow_session_config_file", "use_tflite_model", "prefer_tflite_model",
-               "xla_cpu_compilation_enabled", "enable_signature_method_name_check",
+               "xla_cpu_compilation_enabled",
                "remove_unused_fields_from_bundle_metagraph", "mixed_precision",
                "thread_pool_factory_config_file", "rest_api_enable_cors_support")
 # Accepted for command-line compatibility; they tune internals this server does not have.
@@ -55,11 +55,23 @@ FLAG_HELP = {
     "enable_model_warmup": "replay assets.extra/tf_serving_warmup_requests before serving",
     "num_request_iterations_for_warmup": "how many times each warmup request is replayed",
     "saved_model_tags": "comma-separated tags of the MetaGraph to load",
+    "enable_signature_method_name_check": "Classify/Regress/MultiInference only on "
+                                          "signatures whose method_name says so",
     "tensorflow_intra_op_parallelism": "threads within one op; 0: TensorFlow's choice",
     "tensorflow_inter_op_parallelism": "ops run in parallel; 0: TensorFlow's choice",
     "max_num_load_retries": "retries of a failed load before its error shows; "
                             "tensorflow_model_server's default is 5",
     "load_retry_interval_micros": "wait between load retries",
+}
+
+# Flags of this server only, with their help.
+EXTENSIONS = {
+    "host": "address to bind (tensorflow_model_server binds 0.0.0.0)",
+    "rest_api_max_body_bytes": "larger REST bodies are answered 400 without being read",
+    "max_request_tensor_elements": "most tensor elements one request may decode, all its "
+                                   "inputs together; larger requests are answered "
+                                   "INVALID_ARGUMENT / 400 before anything is allocated",
+    "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish",
 }
 
 
@@ -84,15 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = ServerConfig()
     for field in dataclasses.fields(ServerConfig):
         name, default = field.name, getattr(d, field.name)
-        if name in ("host", "rest_api_max_body_bytes", "drain_timeout_seconds"):
+        if name in EXTENSIONS:
             continue
         _add(p, name, default, FLAG_HELP.get(name))
     ext = p.add_argument_group("extensions (not tensorflow_model_server flags)")
-    _add(ext, "host", d.host, "address to bind (tensorflow_model_server binds 0.0.0.0)")
-    _add(ext, "rest_api_max_body_bytes", d.rest_api_max_body_bytes,
-         "larger REST bodies are answered 400 without being read")
-    _add(ext, "drain_timeout_seconds", d.drain_timeout_seconds,
-         "on SIGTERM, how long in-flight requests may take to finish")
+    for name, help_text in EXTENSIONS.items():
+        _add(ext, name, getattr(d, name), help_text)
     for name in UNSUPPORTED + IGNORED:
         p.add_argument(f"--{name}", nargs="?", const="true", default=None,
                        help=argparse.SUPPRESS)
@@ -156,18 +165,15 @@ def configure_logging() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     configure_logging()
     config = parse_config(sys.argv[1:] if argv is None else argv)
-    try:  # bad config files fail here, before the slow TensorFlow import
-        config.model_server_config()
-        config.batching()
-        config.prometheus_path()
-        config.grpc_options()
+    try:  # bad flags and config files fail here, before the slow TensorFlow import
+        loaded = config.load()
     except ConfigError as e:
         log.error("Failed to start server. Error: %s", e)
         return 1
     from serving.model_server.errors import ServingError
     from serving.model_server.server import ModelServer
 
-    server = ModelServer(config)
+    server = ModelServer(config, loaded)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())
     try:

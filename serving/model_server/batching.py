@@ -1,10 +1,12 @@
 """Server-side dynamic batching with TF Serving's BatchingParameters semantics.
 
-Requests for the same signature (and the same input names and, unless padding is on, the
-same per-example shapes) queue together. A batch thread takes a batch when the queue holds
-`max_batch_size` rows or its oldest task has waited `batch_timeout_micros`, concatenates the
-inputs along dimension 0, pads the batch up to the next `allowed_batch_sizes` entry by
-repeating the first row, runs it once, and splits the outputs back per request. With
+Requests for the same target (the tensors they fetch), with the same input names and
+dtypes and, unless padding is on, the same per-example shapes, queue together, as TF
+Serving's batching session keys its queues by tensor signature. A batch thread takes a
+batch when the queue holds `max_batch_size` rows or its oldest task has waited
+`batch_timeout_micros`, concatenates the inputs along dimension 0, pads the batch up to
+the next `allowed_batch_sizes` entry by repeating the first row, runs it once, and splits
+the outputs back per request. With
 `pad_variable_length_inputs`, inputs whose non-batch dimensions differ are padded to the
 largest with the tensor's first element, as TF Serving's batching session does.
 """
@@ -15,14 +17,14 @@ import collections
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Deque, Dict, List, Mapping, Tuple
+from typing import Callable, Deque, Dict, Hashable, List, Mapping, Tuple
 
 import numpy as np
 
 from serving.model_server.config import BatchingOptions
 from serving.model_server.errors import Code, ServingError
 
-RunFn = Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]
+RunFn = Callable[[Hashable, Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
 
 class _Task:
@@ -61,7 +63,7 @@ def batch_size_of(inputs: Mapping[str, np.ndarray]):
 
 
 class Batcher:
-    """Batches `run(signature, inputs)` calls of one servable over `num_batch_threads`."""
+    """Batches `run(target, inputs)` calls of one servable over `num_batch_threads`."""
 
     def __init__(self, options: BatchingOptions, run: RunFn, name: str = "batch"):
         self.options = options
@@ -75,13 +77,13 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def submit(self, signature: str, inputs: Dict[str, np.ndarray]) -> Future:
+    def submit(self, target: Hashable, inputs: Dict[str, np.ndarray]) -> Future:
         """Queue one request; the future resolves to its share of the batch's outputs.
         Inputs that cannot be batched (no common 0th dimension) run directly, here."""
-        future = self.try_submit(signature, inputs)
-        return self._direct(signature, inputs) if future is None else future
+        future = self.try_submit(target, inputs)
+        return self._direct(target, inputs) if future is None else future
 
-    def try_submit(self, signature: str, inputs: Dict[str, np.ndarray], loop=None):
+    def try_submit(self, target: Hashable, inputs: Dict[str, np.ndarray], loop=None):
         """Like submit, but None instead of running unbatchable inputs on this thread. With
         `loop` (the running event loop; call from its thread) the result is an asyncio
         future: a batch thread settles all of a batch's futures with one wake-up of the loop
@@ -95,7 +97,7 @@ class Batcher:
                                f"{self.options.max_batch_size}")
         shapes = () if self.options.pad_variable_length_inputs else tuple(
             (k, a.shape[1:]) for k, a in sorted(inputs.items()))
-        key = (signature, tuple(sorted((k, str(a.dtype)) for k, a in inputs.items())), shapes)
+        key = (target, tuple(sorted((k, str(a.dtype)) for k, a in inputs.items())), shapes)
         task = _Task(inputs, size, loop)
         with self._cond:
             if self._closed:
@@ -116,10 +118,10 @@ class Batcher:
                 self._cond.notify()
         return task.future
 
-    def _direct(self, signature, inputs) -> Future:
+    def _direct(self, target, inputs) -> Future:
         f: Future = Future()
         try:
-            f.set_result(self._run(signature, inputs))
+            f.set_result(self._run(target, inputs))
         except BaseException as e:  # delivered to the caller through the future
             f.set_exception(e)
         return f
@@ -169,9 +171,9 @@ class Batcher:
                     self._cond.wait(tasks)
             self._process(key[0], tasks)
 
-    def _process(self, signature: str, tasks: List[_Task]) -> None:
+    def _process(self, target, tasks: List[_Task]) -> None:
         try:
-            outputs = self._run(signature, self._merge(tasks))
+            outputs = self._run(target, self._merge(tasks))
             total = sum(t.size for t in tasks)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] < total:

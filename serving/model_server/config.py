@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.model_server import protos
+from serving.model_server.protos import monitoring_config_pb2, session_bundle_config_pb2
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
@@ -86,6 +86,7 @@ class ServerConfig:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     saved_model_tags: str = "serve"
+    enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     # tensorflow_model_server retries a failed load 5 times a minute apart, so a broken
@@ -95,6 +96,7 @@ class ServerConfig:
     # Extensions (not tensorflow_model_server flags).
     host: str = "0.0.0.0"
     rest_api_max_body_bytes: int = 64 << 20
+    max_request_tensor_elements: int = 1 << 24
     drain_timeout_seconds: float = 30.0
 
     def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
@@ -108,6 +110,33 @@ class ServerConfig:
         if not self.model_base_path:
             raise ConfigError("either --model_base_path or --model_config_file must be set")
         return single_model_config(self.model_name, self.model_base_path)
+
+    def tags(self) -> Tuple[str, ...]:
+        """--saved_model_tags: the tag-set of the MetaGraphDef to load."""
+        return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
+
+    def session_config(self):
+        """The ConfigProto every version's Session runs with (the parallelism flags)."""
+        from tensorflow.core.protobuf import config_pb2
+
+        return config_pb2.ConfigProto(
+            intra_op_parallelism_threads=self.tensorflow_intra_op_parallelism,
+            inter_op_parallelism_threads=self.tensorflow_inter_op_parallelism,
+            allow_soft_placement=True)
+
+    def load(self) -> LoadedConfig:
+        """Check the flags and read every file they name, once; ConfigError says what is
+        wrong. Done before the slow TensorFlow import, so bad input fails fast."""
+        self.validate()
+        return LoadedConfig(self.model_server_config(), self.batching(),
+                            self.prometheus_path(), self.grpc_options())
+
+    def validate(self) -> None:
+        """Flag values the server cannot run with."""
+        if self.max_request_tensor_elements <= 0:
+            raise ConfigError("--max_request_tensor_elements must be positive")
+        if not self.tags():
+            raise ConfigError("--saved_model_tags names no tag")
 
     def batching(self) -> Optional[BatchingOptions]:
         if not self.enable_batching:
@@ -138,6 +167,16 @@ class ServerConfig:
         return options
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedConfig:
+    """The files the flags point at, each read and checked once (`ServerConfig.load`)."""
+
+    model_config: model_server_config_pb2.ModelServerConfig
+    batching: Optional[BatchingOptions]
+    prometheus_path: Optional[str]
+    grpc_options: list
+
+
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
     cfg = model_server_config_pb2.ModelServerConfig()
     model = cfg.model_config_list.config.add()
@@ -148,11 +187,21 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return cfg
 
 
-def _parse_text(path: str, message, what: str):
+def read_config_file(path: str, what: str) -> bytes:
     try:
-        text = Path(path).read_text()
+        return Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+
+
+def parse_text(data: bytes, message, path: str):
+    """Text-format `data` (read from `path`) into `message`; ConfigError names the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Error parsing text-format {message.DESCRIPTOR.full_name} in "
+                          f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})"
+                          ) from e
     try:
         return text_format.Parse(text, message)
     except text_format.ParseError as e:
@@ -160,13 +209,23 @@ def _parse_text(path: str, message, what: str):
             f"Error parsing text-format {message.DESCRIPTOR.full_name} in {path}: {e}") from e
 
 
-def load_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-    cfg = _parse_text(path, model_server_config_pb2.ModelServerConfig(), "model config")
+def _parse_text(path: str, message, what: str):
+    return parse_text(read_config_file(path, what), message, path)
+
+
+def parse_model_server_config(data: bytes, path: str
+                              ) -> model_server_config_pb2.ModelServerConfig:
+    """A model config file's contents, parsed and validated as TF Serving does."""
+    cfg = parse_text(data, model_server_config_pb2.ModelServerConfig(), path)
     try:
         validate_model_server_config(cfg)
     except ConfigError as e:
         raise ConfigError(f"invalid model config file {path}: {e}") from e
     return cfg
+
+
+def load_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    return parse_model_server_config(read_config_file(path, "model config"), path)
 
 
 def validate_model_server_config(cfg: model_server_config_pb2.ModelServerConfig) -> None:
@@ -200,7 +259,8 @@ def validate_model_server_config(cfg: model_server_config_pb2.ModelServerConfig)
 
 
 def load_batching_parameters(path: str) -> BatchingOptions:
-    proto = _parse_text(path, protos.BatchingParameters(), "batching parameters")
+    proto = _parse_text(path, session_bundle_config_pb2.BatchingParameters(),
+                        "batching parameters")
     try:
         return BatchingOptions.from_proto(proto)
     except ConfigError as e:
@@ -208,4 +268,4 @@ def load_batching_parameters(path: str) -> BatchingOptions:
 
 
 def load_monitoring_config(path: str):
-    return _parse_text(path, protos.MonitoringConfig(), "monitoring config")
+    return _parse_text(path, monitoring_config_pb2.MonitoringConfig(), "monitoring config")

@@ -3,7 +3,9 @@
 Both front ends (REST and gRPC) call these methods, so they validate and answer the same
 way; a failure is always a `ServingError`, whose code the front end maps through
 `errors.STATUS_TABLE`. The core owns the Source and the Manager and applies model configs
-(at startup, on HandleReloadConfigRequest and when the config file changes).
+(at startup, on HandleReloadConfigRequest and when the config file changes). Each request
+holds the version it runs on (`servable`), and runs it by TF Serving's rules
+(`signatures`).
 """
 
 from __future__ import annotations
@@ -13,19 +15,18 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.example import example_pb2
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
                                      model_pb2, predict_pb2, prediction_log_pb2, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.model_server import tensors
-from serving.model_server.config import ConfigError, ServerConfig, validate_model_server_config
+from serving.model_server import signatures, tensors
+from serving.model_server.config import (BatchingOptions, ConfigError, ServerConfig,
+                                         validate_model_server_config)
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.loader import Loader, Servable
 from serving.model_server.manager import Manager, State
@@ -34,21 +35,22 @@ from serving.model_server.source import FileSystemSource, default_policy
 
 log = logging.getLogger("serving.model_server")
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
+EMPTY_CONFIG_TRANSITION = ("Cannot transition to requested config. It is only legal to "
+                           "transition from one ModelConfigList to another.")
 
 
 class ServingCore:
     """Model lifecycle plus Predict/Classify/Regress/MultiInference/Metadata/Status/Reload."""
 
-    def __init__(self, config: ServerConfig, metrics: Optional[Metrics] = None):
+    def __init__(self, config: ServerConfig, batching: Optional[BatchingOptions] = None,
+                 metrics: Optional[Metrics] = None):
         self.config = config
         self.metrics = metrics or Metrics()
-        self.batching = config.batching()
+        self.batching = batching
+        self.check_method = config.enable_signature_method_name_check
+        self.max_elements = config.max_request_tensor_elements
         self.manager = Manager(self._make_loader, num_load_threads=1,
                                listener=self.metrics.on_state,
                                max_load_retries=config.max_num_load_retries,
@@ -65,8 +67,8 @@ class ServingCore:
     # ---- lifecycle -----------------------------------------------------------------
     def _make_loader(self, name: str, version: int, path: str) -> Loader:
         warmup = self._warmup if self.config.enable_model_warmup else None
-        return Loader(name, version, path, tags=self.config.saved_model_tags.split(","),
-                      batching=self.batching, warmup=warmup)
+        return Loader(name, version, path, tags=self.config.tags(), batching=self.batching,
+                      warmup=warmup, session_config=self.config.session_config())
 
     def start(self, model_config: model_server_config_pb2.ModelServerConfig,
               timeout: Optional[float] = None, cancel: Optional[threading.Event] = None) -> None:
@@ -83,6 +85,11 @@ class ServingCore:
             validate_model_server_config(model_config)
         except ConfigError as e:
             raise ServingError(Code.INVALID_ARGUMENT, str(e)) from e
+        if model_config.WhichOneof("config") is None:  # ServerCore::ReloadConfig's rule
+            if self.model_config is None:
+                log.info("Taking no action for empty config.")
+                return
+            raise ServingError(Code.FAILED_PRECONDITION, EMPTY_CONFIG_TRANSITION)
         with self._config_lock:
             models = {}
             for m in model_config.model_config_list.config:
@@ -171,7 +178,7 @@ class ServingCore:
         with self._inflight_cond:
             return self._inflight_cond.wait_for(lambda: self._inflight == 0, timeout)
 
-    # ---- lookup --------------------------------------------------------------------
+    # ---- lookup: a request holds the version it runs on -----------------------------
     def lookup(self, model_spec: model_pb2.ModelSpec) -> Servable:
         if not model_spec.name:
             raise invalid_argument("Missing ModelSpec")
@@ -182,191 +189,138 @@ class ServingCore:
             return self.manager.resolve(model_spec.name, label=model_spec.version_label)
         return self.manager.resolve(model_spec.name)
 
-    @staticmethod
-    def signature(servable: Servable, name: str, methods: Optional[Iterable[str]] = None,
-                  kind: str = "prediction"):
-        name = name or DEFAULT_SIGNATURE
+    @contextlib.contextmanager
+    def servable(self, model_spec: model_pb2.ModelSpec) -> Iterator[Servable]:
+        """The version `model_spec` asks for, held until the block ends (TF Serving's
+        ServableHandle): it is not unloaded under the request."""
+        for _ in range(3):
+            found = self.lookup(model_spec)
+            if found.acquire():
+                break
+        else:  # unloaded three times between lookup and hold: the model is churning
+            raise ServingError(Code.UNAVAILABLE, f"{model_spec.name} is being unloaded")
+        try:
+            yield found
+        finally:
+            found.release()
+
+    def signature(self, servable: Servable, name: str, missing: Optional[str] = None):
+        """(name, SignatureDef) for Predict; `missing` is the message prefix of a REST
+        lookup, which TF Serving answers INVALID_ARGUMENT."""
+        name = name or signatures.DEFAULT_SIGNATURE
         sig = servable.signature_defs.get(name)
-        if sig is None or not servable.can_run(name):
+        if sig is None or not signatures.runnable(sig):
+            if missing is not None:
+                raise invalid_argument(f'{missing}"{name}" not found in signature def')
             raise ServingError(Code.FAILED_PRECONDITION,
                                f'Serving signature key "{name}" not found.')
-        if methods is not None and sig.method_name not in methods:
-            raise invalid_argument(
-                f"Expected {kind} signature method_name to be "
-                f"{' or '.join(methods)}. Was: {sig.method_name}")
+        signatures.check_predict_method(sig, self.check_method)
         return name, sig
 
     @staticmethod
     def _model_spec(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=servable.name, signature_name=signature_name)
+        spec = model_pb2.ModelSpec(name=servable.name,
+                                   signature_name=signature_name or signatures.DEFAULT_SIGNATURE)
         spec.version.value = servable.version
         return spec
 
-    def _run(self, servable: Servable, signature_name: str, inputs, timeout=None):
-        return servable.run(signature_name, inputs, timeout=timeout)
-
     # ---- Predict -------------------------------------------------------------------
-    def check_predict(self, servable: Servable, sig, inputs: Dict[str, np.ndarray],
-                      output_filter: Iterable[str] = ()) -> List[str]:
-        """Validate `inputs` and `output_filter` against the signature; the outputs to keep."""
-        expected = set(sig.inputs)
-        for alias in inputs:
-            if alias not in expected:
-                raise invalid_argument(
-                    f"input tensor alias not found in signature: {alias}. Inputs expected to "
-                    f"be in the set {{{','.join(sorted(expected))}}}.")
-        missing = expected - set(inputs)
-        if missing:
-            raise invalid_argument(
-                f"Request inputs do not match required inputs for model `{servable.name}`. "
-                f"Send extra: {{}}. Missing but required: {{{','.join(sorted(missing))}}}.")
-        for position, (alias, value) in enumerate(sorted(inputs.items())):
-            _check_tensor(alias, value, sig.inputs[alias], position)
-        filtered = list(output_filter)
-        for alias in filtered:
-            if alias not in sig.outputs:
-                raise invalid_argument(
-                    f"output tensor alias not found in signature: {alias} Outputs expected to "
-                    f"be in the set {{{','.join(sorted(sig.outputs))}}}.")
-        return filtered or list(sig.outputs)
+    def run_predict(self, servable: Servable, sig, inputs: Mapping[str, np.ndarray],
+                    output_filter: Iterable[str] = (), timeout: Optional[float] = None
+                    ) -> Dict[str, np.ndarray]:
+        """Run a predict signature on `inputs` (by alias) -> outputs by alias. REST, warmup."""
+        plan = signatures.predict_plan(sig, inputs, output_filter)
+        return plan.response_tensors(servable.run(plan.feeds, plan.fetches, timeout))
 
-    def run_predict(self, servable: Servable, signature_name: str, sig,
-                    inputs: Dict[str, np.ndarray], output_filter: Iterable[str] = (),
-                    timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
-        """Validate `inputs` against the signature and run it; shared by REST and gRPC."""
-        keep = self.check_predict(servable, sig, inputs, output_filter)
-        return _select(self._run(servable, signature_name, inputs, timeout), keep)
+    def _predict_plan(self, servable: Servable, request: predict_pb2.PredictRequest):
+        name, sig = self.signature(servable, request.model_spec.signature_name)
+        inputs = tensors.decode_request_tensors(request.inputs, self.max_elements)
+        return name, signatures.predict_plan(sig, inputs, request.output_filter)
 
-    def _prepare_predict(self, request: predict_pb2.PredictRequest):
-        servable = self.lookup(request.model_spec)
-        name, sig = self.signature(servable, request.model_spec.signature_name,
-                                   (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD))
-        inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
-        keep = self.check_predict(servable, sig, inputs, request.output_filter)
-        return servable, name, inputs, keep
-
-    def _predict_response(self, servable: Servable, name: str,
-                          outputs: Dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
+    def _predict_response(self, servable: Servable, name: str, plan, outputs
+                          ) -> predict_pb2.PredictResponse:
         response = predict_pb2.PredictResponse(model_spec=self._model_spec(servable, name))
-        for k, v in outputs.items():
-            response.outputs[k].CopyFrom(tensors.to_tensor_proto(v))
+        for alias, value in plan.response_tensors(outputs).items():
+            response.outputs[alias].CopyFrom(tensors.to_tensor_proto(value))
         return response
 
     def predict(self, request: predict_pb2.PredictRequest,
                 timeout: Optional[float] = None) -> predict_pb2.PredictResponse:
-        servable, name, inputs, keep = self._prepare_predict(request)
-        outputs = self._run(servable, name, inputs, timeout)
-        return self._predict_response(servable, name, _select(outputs, keep))
+        with self.servable(request.model_spec) as servable:
+            name, plan = self._predict_plan(servable, request)
+            outputs = servable.run(plan.feeds, plan.fetches, timeout)
+            return self._predict_response(servable, name, plan, outputs)
 
     async def predict_async(self, request: predict_pb2.PredictRequest,
                             executor) -> predict_pb2.PredictResponse:
         """`predict` for an event-loop front end: the same checks and answer, but a batched
         request waits for its batch without holding a thread (the gRPC hot path). Deadlines
         are the caller's: cancelling this coroutine withdraws a request still queued."""
-        servable, name, inputs, keep = self._prepare_predict(request)
-        outputs = await servable.run_async(name, inputs, executor)
-        return self._predict_response(servable, name, _select(outputs, keep))
+        with self.servable(request.model_spec) as servable:
+            name, plan = self._predict_plan(servable, request)
+            outputs = await servable.run_async(plan.feeds, plan.fetches, executor)
+            return self._predict_response(servable, name, plan, outputs)
 
     # ---- Classify / Regress / MultiInference --------------------------------------
     def classify(self, request: classification_pb2.ClassificationRequest,
                  timeout: Optional[float] = None) -> classification_pb2.ClassificationResponse:
-        servable = self.lookup(request.model_spec)
-        name, sig = self.signature(servable, request.model_spec.signature_name,
-                                   (CLASSIFY_METHOD,), "classification")
-        response = classification_pb2.ClassificationResponse(
-            model_spec=self._model_spec(servable, name))
-        response.result.CopyFrom(self._classify(servable, name, sig, request.input, timeout))
-        return response
+        with self.servable(request.model_spec) as servable:
+            name, result = self._classify(servable, request.model_spec.signature_name,
+                                          request.input, timeout)
+            return classification_pb2.ClassificationResponse(
+                model_spec=self._model_spec(servable, name), result=result)
 
     def regress(self, request: regression_pb2.RegressionRequest,
                 timeout: Optional[float] = None) -> regression_pb2.RegressionResponse:
-        servable = self.lookup(request.model_spec)
-        name, sig = self.signature(servable, request.model_spec.signature_name,
-                                   (REGRESS_METHOD,), "regression")
-        response = regression_pb2.RegressionResponse(model_spec=self._model_spec(servable, name))
-        response.result.CopyFrom(self._regress(servable, name, sig, request.input, timeout))
-        return response
+        with self.servable(request.model_spec) as servable:
+            name, result = self._regress(servable, request.model_spec.signature_name,
+                                         request.input, timeout)
+            return regression_pb2.RegressionResponse(
+                model_spec=self._model_spec(servable, name), result=result)
 
-    def _examples_input(self, sig, input_proto) -> Dict[str, np.ndarray]:
-        if len(sig.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        serialized = serialize_examples(input_proto)
-        alias = next(iter(sig.inputs))
-        return {alias: np.array(serialized, dtype=object)}
+    def _classify(self, servable: Servable, signature_name: str, input_proto, timeout):
+        return self._run_examples(servable, signature_name, input_proto, timeout,
+                                  signatures.classification_tensors,
+                                  signatures.classification_result)
 
-    def _classify(self, servable, name, sig, input_proto, timeout):
-        if "classes" not in sig.outputs and "scores" not in sig.outputs:
-            raise invalid_argument("Expected classification signature outputs to contain at "
-                                   "least one of classes, scores.")
-        inputs = self._examples_input(sig, input_proto)
-        n = len(next(iter(inputs.values())))
-        outputs = self._run(servable, name, inputs, timeout)
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for label, t in (("classes", classes), ("scores", scores)):
-            if t is not None and (t.ndim != 2 or t.shape[0] != n):
-                raise invalid_argument(
-                    f"Expected Tensor shape: [batch_size num_classes] but got "
-                    f"{list(t.shape)} for output {label}")
-        if classes is not None and scores is not None and classes.shape != scores.shape:
-            raise invalid_argument("Tensors class and score should match in shape")
-        result = classification_pb2.ClassificationResult()
-        width = (classes if classes is not None else scores).shape[1]
-        for i in range(n):
-            c = result.classifications.add()
-            for j in range(width):
-                cls = c.classes.add()
-                if classes is not None:
-                    label = classes[i][j]
-                    cls.label = label.decode("utf-8", "replace") if isinstance(label, bytes) \
-                        else str(label)
-                if scores is not None:
-                    cls.score = float(scores[i][j])
-        return result
+    def _regress(self, servable: Servable, signature_name: str, input_proto, timeout):
+        return self._run_examples(servable, signature_name, input_proto, timeout,
+                                  signatures.regression_tensors, signatures.regression_result)
 
-    def _regress(self, servable, name, sig, input_proto, timeout):
-        if "outputs" not in sig.outputs:
-            raise invalid_argument('Expected output Tensor "outputs" in regression signature.')
-        inputs = self._examples_input(sig, input_proto)
-        n = len(next(iter(inputs.values())))
-        values = self._run(servable, name, inputs, timeout)["outputs"]
-        if not (values.shape == (n,) or values.shape == (n, 1)):
-            raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or "
-                                   f"[batch_size, 1] but got {list(values.shape)}")
-        result = regression_pb2.RegressionResult()
-        for v in values.reshape(-1):
-            result.regressions.add().value = float(v)
-        return result
+    def _run_examples(self, servable: Servable, signature_name: str, input_proto, timeout,
+                      tensors_of, result_of):
+        """Classify or Regress: the signature's tensors, one run on the serialized examples,
+        the result made from its outputs. (signature name, result)."""
+        name, sig = signatures.find_signature(servable.signature_defs, signature_name,
+                                              "No signature was found with the name: ")
+        input_name, fetches = tensors_of(sig, self.check_method)
+        examples = signatures.serialize_examples(input_proto)
+        outputs = servable.run({input_name: examples}, fetches, timeout)
+        return name, result_of(sig, len(examples), outputs)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest,
                         timeout: Optional[float] = None) -> inference_pb2.MultiInferenceResponse:
         if not request.tasks:
             raise invalid_argument("Expected at least one task")
-        model_name = request.tasks[0].model_spec.name
-        seen = set()
-        for task in request.tasks:
-            if task.model_spec.name != model_name:
-                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access "
-                                       "the same model name.")
-            sig_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if sig_name in seen:
-                raise invalid_argument(f"Duplicate evaluation of signature: {sig_name}")
-            seen.add(sig_name)
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise invalid_argument(f"Unsupported signature method_name: {task.method_name}")
-        servable = self.lookup(request.tasks[0].model_spec)
+        with self.servable(request.tasks[0].model_spec) as servable:
+            return self._multi_inference(servable, request, timeout)
+
+    def _multi_inference(self, servable: Servable, request, timeout):
+        """All tasks in one Session run (TensorFlowMultiInferenceRunner)."""
+        input_names, fetches, resolved = signatures.multi_inference_tensors(
+            servable.signature_defs, request.tasks, self.check_method)
+        examples = signatures.serialize_examples(request.input)
+        outputs = servable.run(dict.fromkeys(input_names, examples), fetches, timeout)
         response = inference_pb2.MultiInferenceResponse()
-        for task in request.tasks:
-            kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-            name, sig = self.signature(servable, task.model_spec.signature_name,
-                                       (task.method_name,), kind)
+        for task, (name, sig) in zip(request.tasks, resolved):
             result = response.results.add()
-            result.model_spec.CopyFrom(self._model_spec(servable, name))
-            if task.method_name == CLASSIFY_METHOD:
+            if task.method_name == signatures.CLASSIFY_METHOD:
                 result.classification_result.CopyFrom(
-                    self._classify(servable, name, sig, request.input, timeout))
+                    signatures.classification_result(sig, len(examples), outputs))
             else:
                 result.regression_result.CopyFrom(
-                    self._regress(servable, name, sig, request.input, timeout))
+                    signatures.regression_result(sig, len(examples), outputs))
+            result.model_spec.CopyFrom(self._model_spec(servable, name))
         return response
 
     # ---- Metadata / Status ---------------------------------------------------------
@@ -378,7 +332,7 @@ class ServingCore:
         for field in request.metadata_field:
             if field != "signature_def":
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        servable = self.lookup(request.model_spec)
+        servable = self.lookup(request.model_spec)  # reads only what loading set
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -451,76 +405,17 @@ class ServingCore:
         kind = entry.WhichOneof("log_type")
         if kind == "predict_log":
             req = entry.predict_log.request
-            name, sig = self.signature(servable, req.model_spec.signature_name)
-            inputs = {k: tensors.to_ndarray(v) for k, v in req.inputs.items()}
-            self.run_predict(servable, name, sig, inputs, req.output_filter)
+            _, sig = self.signature(servable, req.model_spec.signature_name)
+            inputs = tensors.decode_request_tensors(req.inputs, self.max_elements)
+            self.run_predict(servable, sig, inputs, req.output_filter)
         elif kind == "classify_log":
             req = entry.classify_log.request
-            name, sig = self.signature(servable, req.model_spec.signature_name,
-                                       (CLASSIFY_METHOD,), "classification")
-            self._classify(servable, name, sig, req.input, None)
+            self._classify(servable, req.model_spec.signature_name, req.input, None)
         elif kind == "regress_log":
             req = entry.regress_log.request
-            name, sig = self.signature(servable, req.model_spec.signature_name,
-                                       (REGRESS_METHOD,), "regression")
-            self._regress(servable, name, sig, req.input, None)
+            self._regress(servable, req.model_spec.signature_name, req.input, None)
         elif kind == "multi_inference_log":
-            for task in entry.multi_inference_log.request.tasks:
-                method = task.method_name
-                name, sig = self.signature(servable, task.model_spec.signature_name, (method,))
-                fn = self._classify if method == CLASSIFY_METHOD else self._regress
-                fn(servable, name, sig, entry.multi_inference_log.request.input, None)
+            self._multi_inference(servable, entry.multi_inference_log.request, None)
         else:
             raise ServingError(Code.UNIMPLEMENTED,
                                f"Unsupported log_type for warmup: {kind}")
-
-
-def _select(outputs: Dict[str, np.ndarray], keep: Iterable[str]) -> Dict[str, np.ndarray]:
-    return {k: outputs[k] for k in keep if k in outputs}
-
-
-def serialize_examples(input_proto) -> List[bytes]:
-    """tensorflow.serving.Input -> serialized tf.Examples (context merged into each)."""
-    kind = input_proto.WhichOneof("kind")
-    if kind == "example_list":
-        examples = [e.SerializeToString() for e in input_proto.example_list.examples]
-    elif kind == "example_list_with_context":
-        ctx = input_proto.example_list_with_context.context
-        examples = []
-        for e in input_proto.example_list_with_context.examples:
-            merged = example_pb2.Example()
-            merged.CopyFrom(ctx)
-            merged.MergeFrom(e)
-            examples.append(merged.SerializeToString())
-    else:
-        raise invalid_argument("Input is empty.")
-    if not examples:
-        raise invalid_argument("Input is empty.")
-    return examples
-
-
-def _check_tensor(alias: str, value: np.ndarray, info, position: int) -> None:
-    """dtype and shape against the signature's TensorInfo, with TF's error wording."""
-    expected = tf.as_dtype(info.dtype)
-    got = tf.string if value.dtype == object or value.dtype.kind in "SU" else \
-        tf.as_dtype(value.dtype)
-    if got != expected:
-        raise invalid_argument(f"Expects arg[{position}] to be {_dtype_name(expected)} but "
-                               f"{_dtype_name(got)} is provided (input {alias})")
-    shape = info.tensor_shape
-    if shape.unknown_rank:
-        return
-    dims = [d.size for d in shape.dim]
-    if len(dims) != value.ndim or any(d >= 0 and d != s for d, s in zip(dims, value.shape)):
-        raise invalid_argument(
-            f"input {alias}: shape {list(value.shape)} is incompatible with the signature's "
-            f"shape {[d if d >= 0 else None for d in dims]}")
-
-
-def _dtype_name(dtype: tf.DType) -> str:
-    """TensorFlow's DataTypeString: DT_FLOAT -> 'float', DT_INT64 -> 'int64'."""
-    return types_pb2.DataType.Name(dtype.as_datatype_enum)[3:].lower()
-
-
-def model_config_names(cfg) -> Tuple[str, ...]:
-    return tuple(m.name for m in cfg.model_config_list.config)

@@ -12,33 +12,32 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2, regression_pb2)
 
 from serving.model_server import tensors
-from serving.model_server.core import (CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD,
-                                       ServingCore)
-from serving.model_server.errors import Code, ServingError, invalid_argument
+from serving.model_server.core import ServingCore
+from serving.model_server.errors import ServingError, invalid_argument
 
 log = logging.getLogger("serving.model_server")
 
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
 
 
-def _json_dumps(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+_json_dumps = tensors.dumps
+INT64_MAX = (1 << 63) - 1
 
 
 class RestApi:
@@ -63,6 +62,9 @@ class RestApi:
                 raise invalid_argument(f"Malformed request: {method} {path}")
             spec = model_pb2.ModelSpec(name=m["name"])
             if m["version"] is not None:
+                if int(m["version"]) > INT64_MAX:
+                    raise invalid_argument(f"Failed to convert version: {m['version']} to "
+                                           f"numeric.")
                 spec.version.value = int(m["version"])
             elif m["label"] is not None:
                 spec.version_label = m["label"]
@@ -108,23 +110,26 @@ class RestApi:
 
     # ---- predict -------------------------------------------------------------------
     def _predict(self, spec, request: Dict[str, Any]) -> Dict[str, Any]:
+        """FillPredictRequestFromJson, then Predict, then MakeJsonFromTensors."""
         signature_name = _signature_name(request)
         has_instances, has_inputs = "instances" in request, "inputs" in request
-        if has_instances == has_inputs:
-            raise invalid_argument(
-                "Missing 'instances' or 'inputs' key" if not has_instances else
-                "Only one of 'instances' or 'inputs' key may be specified")
-        extra = set(request) - {"instances", "inputs", "signature_name"}
-        if extra:
-            raise invalid_argument(f"Unexpected key(s) in request: {', '.join(sorted(extra))}")
-        servable = self.core.lookup(spec)
-        name, sig = self.core.signature(servable, signature_name,
-                                        (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD))
-        if has_instances:
-            inputs = _row_inputs(request["instances"], sig)
-        else:
-            inputs = _columnar_inputs(request["inputs"], sig)
-        outputs = self.core.run_predict(servable, name, sig, inputs, timeout=self.timeout)
+        if has_instances and has_inputs:
+            raise invalid_argument("JSON Value: Not formatted correctly expecting only one of "
+                                   "'inputs' or 'instances' keys to exist")
+        if not (has_instances or has_inputs):
+            raise invalid_argument("Missing 'inputs' or 'instances' key")
+        with self.core.servable(spec) as servable:
+            _, sig = self.core.signature(servable, signature_name,
+                                         missing="Serving signature name: ")
+            if not sig.inputs:  # nothing JSON could name
+                raise invalid_argument(f"Failed to get input map for signature: "
+                                       f"{signature_name or 'DEFAULT'}")
+            budget = [self.core.max_elements, self.core.max_elements]
+            if has_instances:
+                inputs = _row_inputs(request["instances"], sig, budget)
+            else:
+                inputs = _columnar_inputs(request["inputs"], sig, budget)
+            outputs = self.core.run_predict(servable, sig, inputs, timeout=self.timeout)
         if has_instances:
             return {"predictions": _row_outputs(outputs)}
         if len(outputs) == 1:
@@ -134,22 +139,24 @@ class RestApi:
 
     # ---- classify / regress --------------------------------------------------------
     def _examples_request(self, spec, request, message):
-        signature_name = _signature_name(request)
-        extra = set(request) - {"examples", "context", "signature_name"}
-        if extra:
-            raise invalid_argument(f"Unexpected key(s) in request: {', '.join(sorted(extra))}")
-        examples = request.get("examples")
-        if not isinstance(examples, list):
-            raise invalid_argument("'examples' must be a JSON list of objects")
+        """FillClassifyRegressRequestFromJson."""
         msg = message(model_spec=spec)
-        msg.model_spec.signature_name = signature_name
+        msg.model_spec.signature_name = _signature_name(request)
         if "context" in request:
             target = msg.input.example_list_with_context
-            _fill_example(target.context, request["context"], "context")
+            _fill_example(target.context, request["context"])
         else:
             target = msg.input.example_list
-        for i, ex in enumerate(examples):
-            _fill_example(target.examples.add(), ex, f"examples[{i}]")
+        examples = request.get("examples")
+        if examples is None:
+            raise invalid_argument("JSON Value: When method is classify, key 'examples' is "
+                                   "expected and was not found")
+        if not isinstance(examples, list):
+            raise invalid_argument("JSON Value: Expecting 'examples' value to be an list/array")
+        if not examples:
+            raise invalid_argument("JSON Value: 'examples' value is an empty array")
+        for ex in examples:
+            _fill_example(target.examples.add(), ex)
         return msg
 
     def _classify(self, spec, request) -> Dict[str, Any]:
@@ -169,85 +176,100 @@ def _f32(v: float) -> float:
 
 
 def _parse_json(body: bytes) -> Dict[str, Any]:
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         request = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise invalid_argument(f"JSON Parse error: {e}") from e
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: the document nests too deeply") from None
     if not isinstance(request, dict):
-        raise invalid_argument("JSON Value: request body must be a JSON object")
+        raise invalid_argument(f"JSON Value: {tensors.json_text(request)} Is not object")
     return request
 
 
 def _signature_name(request) -> str:
     name = request.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid_argument("'signature_name' must be a string")
+        raise invalid_argument("JSON Value: not formatted correctly. 'signature_name' key "
+                               "must be a string value.")
     return name
 
 
-def _is_b64(value) -> bool:
-    return isinstance(value, dict) and set(value) == {"b64"}
+def _is_named(value) -> bool:
+    return isinstance(value, dict) and not tensors.is_b64(value)
 
 
-def _row_inputs(instances, sig) -> Dict[str, np.ndarray]:
+def _row_inputs(instances, sig, budget) -> Dict[str, np.ndarray]:
+    """FillTensorMapFromInstancesList: a list of values (one input) or of objects naming
+    every input; each instance adds one row to each input."""
     if not isinstance(instances, list):
-        raise invalid_argument("'instances' must be a JSON list")
+        raise invalid_argument("JSON Value: Excepting 'instances' to be an list/array")
     if not instances:
-        raise invalid_argument("'instances' is empty")
-    named = isinstance(instances[0], dict) and not _is_b64(instances[0])
-    if not named:
-        if len(sig.inputs) != 1:
-            raise invalid_argument(
-                f"The signature has {len(sig.inputs)} inputs "
-                f"({', '.join(sorted(sig.inputs))}): each instance must be a JSON object "
-                f"naming them")
-        alias = next(iter(sig.inputs))
-        return {alias: _json_input(alias, instances, sig)}
-    columns: Dict[str, list] = {}
-    for i, inst in enumerate(instances):
-        if not isinstance(inst, dict) or _is_b64(inst):
-            raise invalid_argument(f"instances[{i}]: expected an object like instances[0]")
-        if i and set(inst) != set(columns):
-            raise invalid_argument(
-                f"instances[{i}] has keys {sorted(inst)}, expected {sorted(columns)} "
-                f"(every instance must name the same inputs)")
-        for key, value in inst.items():
-            columns.setdefault(key, []).append(value)
-    return {key: _json_input(key, values, sig) for key, values in columns.items()}
+        raise invalid_argument("JSON Value: No values in 'instances' array")
+    names = sorted(sig.inputs)
+    if not _is_named(instances[0]):
+        if len(names) != 1:
+            raise invalid_argument("instances is a plain list, but expecting list of objects "
+                                   "as multiple input tensors required as per tensorinfo_map")
+        for i, item in enumerate(instances):
+            if _is_named(item):
+                raise invalid_argument(f"Expecting value/list but got object at item {i} of "
+                                       f"input list")
+        return {names[0]: _json_input(names[0], instances, sig, budget)}
+    columns: Dict[str, list] = {name: [] for name in names}
+    for i, item in enumerate(instances):
+        if not _is_named(item):
+            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
+        for key in item:
+            if key not in columns:
+                raise invalid_argument(f"Failed to process element: {i} key: {key} of "
+                                       f"'instances' list. Error: JSON object: does not have "
+                                       f"named input: {key}")
+        if len(item) != len(names):
+            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON "
+                                   f"object: {tensors.json_text(item)} must only have keys: "
+                                   f"{','.join(names)}")
+        for key, value in item.items():
+            columns[key].append(value)
+    return {key: _json_input(key, values, sig, budget) for key, values in columns.items()}
 
 
-def _columnar_inputs(inputs, sig) -> Dict[str, np.ndarray]:
-    if isinstance(inputs, dict) and not _is_b64(inputs):
-        return {key: _json_input(key, value, sig) for key, value in inputs.items()}
-    if len(sig.inputs) != 1:
-        raise invalid_argument(f"The signature has {len(sig.inputs)} inputs: 'inputs' must be "
-                               f"a JSON object naming them")
-    alias = next(iter(sig.inputs))
-    return {alias: _json_input(alias, inputs, sig)}
+def _columnar_inputs(inputs, sig, budget) -> Dict[str, np.ndarray]:
+    """FillTensorMapFromInputsMap: a value (one input) or an object naming every input."""
+    names = sorted(sig.inputs)
+    if not _is_named(inputs):
+        if len(names) != 1:
+            raise invalid_argument("inputs is a plain value/list, but expecting an object as "
+                                   "multiple input tensors required as per tensorinfo_map")
+        return {names[0]: _json_input(names[0], inputs, sig, budget)}
+    out = {}
+    for name in names:
+        if name not in inputs:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        out[name] = _json_input(name, inputs[name], sig, budget)
+    return out
 
 
-def _json_input(key: str, value, sig) -> np.ndarray:
+def _json_input(key: str, value, sig, budget) -> np.ndarray:
     """One named input's JSON value as an array of the signature's dtype."""
-    if key not in sig.inputs:
-        raise invalid_argument(
-            f"input tensor alias not found in signature: {key}. Inputs expected to be in "
-            f"the set {{{','.join(sorted(sig.inputs))}}}.")
-    return tensors.json_to_ndarray(value, tf.as_dtype(sig.inputs[key].dtype), key)
+    return tensors.json_to_ndarray(value, sig.inputs[key].dtype, key, budget)
 
 
 def _row_outputs(outputs: Dict[str, np.ndarray]):
-    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in outputs.items()}
+    """MakeRowFormatJsonFromTensors: every output batched alike; one output is a list of
+    its rows, several are a list of objects."""
     batch = None
-    for k, size in sizes.items():
-        if size is None:
-            raise ServingError(Code.INVALID_ARGUMENT,
-                               f"Tensor name: {k} has no shape information ")
-        if batch is None:
-            batch = size
-        elif size != batch:
-            raise ServingError(Code.INVALID_ARGUMENT,
-                               f"Tensor name: {k} has inconsistent batch size: {size} "
-                               f"expecting: {batch}")
+    for k, v in outputs.items():
+        if v.ndim == 0:
+            raise invalid_argument(f"Tensor name: {k} has no shape information ")
+        if v.shape[0] < 1:
+            raise invalid_argument(f"Tensor name: {k} has invalid batch size: {v.shape[0]}")
+        if batch is not None and v.shape[0] != batch:
+            raise invalid_argument(f"Tensor name: {k} has inconsistent batch size: "
+                                   f"{v.shape[0]} expecting: {batch}")
+        batch = v.shape[0]
     if len(outputs) == 1:
         (key, value), = outputs.items()
         return tensors.ndarray_to_json(value, key)
@@ -255,25 +277,50 @@ def _row_outputs(outputs: Dict[str, np.ndarray]):
     return [{k: columns[k][i] for k in columns} for i in range(batch or 0)]
 
 
-def _fill_example(example: example_pb2.Example, obj, where: str) -> None:
-    """A JSON object of features -> tf.Example, typed as TF Serving's REST API does."""
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fill_example(example: example_pb2.Example, obj) -> None:
+    """MakeExampleFromJsonObject: each feature a value or a list of values; strings and
+    {"b64"} are bytes, JSON integers and booleans int64, other numbers float."""
     if not isinstance(obj, dict):
-        raise invalid_argument(f"{where}: expected a JSON object of features")
-    for key, value in obj.items():
-        values = value if isinstance(value, list) else [value]
+        raise invalid_argument(f"Example must be JSON object but got JSON "
+                               f"{tensors.json_type(obj)}")
+    for key, content in obj.items():
         feature: feature_pb2.Feature = example.features.feature[key]
-        if not values:
-            feature.float_list.SetInParent()
-        elif all(isinstance(v, str) or _is_b64(v) for v in values):
-            feature.bytes_list.value.extend(
-                tensors._decode_strings(v, f"{where}.{key}") for v in values)
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            feature.int64_list.value.extend(values)
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            feature.float_list.value.extend(float(v) for v in values)
-        else:
-            raise invalid_argument(f"{where}.{key}: feature values must be all numbers or all "
-                                   f"strings")
+        feature.Clear()
+        for value in content if isinstance(content, list) else [content]:
+            _add_feature_value(feature, key, value)
+
+
+def _add_feature_value(feature, key: str, value) -> None:
+    unexpected = value is None or isinstance(value, list) or _is_named(value)
+    if unexpected:
+        raise invalid_argument(f"Feature: {key} has element with unexpected JSON type: "
+                               f"{tensors.json_type(value)}")
+    if isinstance(value, (str, dict)):
+        kind, data = "bytes_list", (value.encode("utf-8") if isinstance(value, str)
+                                    else tensors.decode_b64(value))
+    elif isinstance(value, bool) or (isinstance(value, int) and
+                                     _INT64[0] <= value <= _INT64[1]):
+        kind, data = "int64_list", int(value)
+    elif isinstance(value, int) and 0 < value < 1 << 64:
+        raise invalid_argument(f"Feature: {key} has uint64 element. Only int64 is supported.")
+    else:  # a float, or an integer beyond uint64 (a double to RapidJSON)
+        try:
+            data = float(value)
+        except OverflowError:
+            data = None
+        if data is None or (math.isfinite(data) and abs(data) > _FLOAT32_MAX):
+            raise invalid_argument(f"Cannot convert JSON value: {tensors.json_text(value)} to "
+                                   f"float without loss of precision.")
+        kind = "float_list"
+    current = feature.WhichOneof("kind")
+    if current is not None and current != kind:
+        raise invalid_argument(f"Unexpected element type in feature: {key} expecting type: "
+                               f"{current.split('_')[0]}")
+    getattr(feature, kind).value.append(data)
 
 
 class _BadBody(Exception):

@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from serving.model_server.config import ConfigError, ServerConfig, load_model_server_config
+from serving.model_server.config import (ConfigError, LoadedConfig, ServerConfig,
+                                         parse_model_server_config)
 from serving.model_server.core import ServingCore
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_service import GrpcServer
@@ -21,8 +22,9 @@ GRPC_WORKERS = 64  # blocking handlers wait on batches; enough for max_batch_siz
 class ModelServer:
     """One server instance; no global state, so tests may run several in one process."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, loaded: Optional[LoadedConfig] = None):
         self.config = config
+        self._loaded = loaded
         self.core: Optional[ServingCore] = None
         self.grpc_server: Optional[GrpcServer] = None
         self.rest_server: Optional[RestServer] = None
@@ -37,13 +39,12 @@ class ModelServer:
         Raises ConfigError for a bad flag/file and ServingError when a model cannot load.
         """
         cfg = self.config
-        _configure_tensorflow(cfg)
-        model_config = cfg.model_server_config()
-        prometheus_path = cfg.prometheus_path()
-        self.core = ServingCore(cfg)
-        self.core.start(model_config, timeout=load_timeout, cancel=self._stop)
+        loaded = self._loaded or cfg.load()
+        prometheus_path = loaded.prometheus_path
+        self.core = ServingCore(cfg, loaded.batching)
+        self.core.start(loaded.model_config, timeout=load_timeout, cancel=self._stop)
 
-        self.grpc_server = GrpcServer(self.core, cfg.grpc_options(), max_workers=GRPC_WORKERS)
+        self.grpc_server = GrpcServer(self.core, loaded.grpc_options, max_workers=GRPC_WORKERS)
         try:
             if cfg.port:
                 self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
@@ -80,24 +81,31 @@ class ModelServer:
             self._config_poller.start()
 
     def _poll_config(self) -> None:
-        """Re-read --model_config_file on its poll interval; a bad file keeps the old config."""
+        """Re-read --model_config_file on its poll interval. A file that cannot be read or
+        applied is logged and the config in force stays; nothing stops the polling."""
         path = self.config.model_config_file
-        last = Path(path).read_text() if Path(path).is_file() else None
+        last = self._read_config_bytes(path)
         while not self._stop.wait(self.config.model_config_file_poll_wait_seconds):
             try:
-                text = Path(path).read_text()
-            except OSError as e:
-                log.error("Cannot read model config file %s: %s", path, e)
-                continue
-            if text == last:
-                continue
-            last = text
-            try:
-                new_config = load_model_server_config(path)
+                data = self._read_config_bytes(path)
+                if data is None or data == last:
+                    continue
+                last = data
+                new_config = parse_model_server_config(data, path)
                 log.info("Model config file %s changed; reloading", path)
                 self.core.apply_config(new_config, timeout=60.0)
             except (ConfigError, ServingError) as e:
                 log.error("Not applying model config file %s: %s", path, e)
+            except Exception:  # noqa: BLE001 - the poller must outlive any one bad file
+                log.exception("Not applying model config file %s", path)
+
+    @staticmethod
+    def _read_config_bytes(path: str) -> Optional[bytes]:
+        try:
+            return Path(path).read_bytes()
+        except OSError as e:
+            log.error("Cannot read model config file %s: %s", path, e)
+            return None
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._stop.wait(timeout)
@@ -121,17 +129,3 @@ class ModelServer:
             self.core.stop()
         log.info("Server stopped%s", "" if idle else " (some requests did not finish)")
         return idle
-
-
-def _configure_tensorflow(cfg: ServerConfig) -> None:
-    import tensorflow as tf
-
-    try:
-        if cfg.tensorflow_intra_op_parallelism:
-            tf.config.threading.set_intra_op_parallelism_threads(
-                cfg.tensorflow_intra_op_parallelism)
-        if cfg.tensorflow_inter_op_parallelism:
-            tf.config.threading.set_inter_op_parallelism_threads(
-                cfg.tensorflow_inter_op_parallelism)
-    except RuntimeError as e:  # the runtime was already initialised (in-process tests)
-        log.debug("TensorFlow threading left as is: %s", e)

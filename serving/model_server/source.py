@@ -2,8 +2,11 @@
 
 Like TF Serving's FileSystemStoragePathSource, every integer-named directory under a base
 path is a version. Unlike it, a directory that is not yet a complete SavedModel (a copy in
-progress, no saved_model.pb + variables/) is not aspired until it is complete, so a
+progress, no saved_model.pb + variables/) is not aspired while it is still changing, so a
 half-written version can neither fail a load nor displace the served one from `latest`.
+One that stays as it is for INCOMPLETE_SETTLE_SECONDS (and two polls) is aspired as it is:
+the loader then says what is wrong with it (or loads it, if its graph has no variables),
+instead of the server waiting for it forever.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -21,6 +25,7 @@ from serving.repository import is_complete_saved_model
 log = logging.getLogger("serving.model_server")
 
 VersionPolicy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
+INCOMPLETE_SETTLE_SECONDS = 3.0
 
 
 class VersionDir(NamedTuple):
@@ -99,6 +104,7 @@ class FileSystemSource:
         self._models: Dict[str, Tuple[Path, VersionPolicy]] = {}
         self._last: Dict[str, Optional[Dict[int, VersionDir]]] = {}
         self._warned: Dict[str, str] = {}
+        self._unchanged: Dict[str, Tuple[int, float, int]] = {}  # path -> (print, since, polls)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -147,16 +153,27 @@ class FileSystemSource:
             self._warn_once(name, "error", f"Could not list base path {base_path} for "
                                            f"servable {name}: {e}")
             return {}
-        if not complete:
+        prefix = str(base_path) + os.sep
+        for path in [p for p in self._unchanged if p.startswith(prefix) and
+                     p not in incomplete]:
+            del self._unchanged[path]  # completed or removed
+        waiting = []
+        for path in sorted(incomplete):
+            if self._settled(path):
+                complete[int(Path(path).name)] = path
+            else:
+                waiting.append(path)
+        if waiting:
+            self._warn_once(name, "incomplete:" + ",".join(waiting),
+                            f"Not loading {', '.join(waiting)} of servable {name} yet: no "
+                            f"complete saved_model.pb and variables/ (still being written?). "
+                            f"Loading it as it is if it stays unchanged for "
+                            f"{INCOMPLETE_SETTLE_SECONDS:g} s")
+        elif not complete:
             self._warn_once(name, "empty",
                             f"No versions of servable {name} found under base path {base_path}. "
                             f"Did you forget to name your leaf directory as a number "
                             f"(eg. '/1/')? Waiting for the first version of model {name}")
-        elif incomplete:
-            self._warn_once(name, "incomplete:" + ",".join(sorted(incomplete)),
-                            f"Not loading {', '.join(sorted(incomplete))} of servable {name} "
-                            f"yet: no complete saved_model.pb and variables/ (still being "
-                            f"written?)")
         else:
             self._warned.pop(name, None)
         selected = select_versions(policy, list(complete))
@@ -167,6 +184,21 @@ class FileSystemSource:
                                 f"Versions {missing} of servable {name} requested by the "
                                 f"specific version policy are not under {base_path}")
         return {v: VersionDir(complete[v], fingerprint(complete[v])) for v in selected}
+
+    def _settled(self, path: str) -> bool:
+        """True once an incomplete version directory has stopped changing: the same files,
+        sizes and mtimes for INCOMPLETE_SETTLE_SECONDS and two polls (at once when the
+        source polls only once)."""
+        if self._poll_wait <= 0:
+            return True
+        now, print_ = time.monotonic(), fingerprint(path)
+        seen = self._unchanged.get(path)
+        if seen is None or seen[0] != print_:
+            self._unchanged[path] = (print_, now, 0)
+            return False
+        polls = seen[2] + 1
+        self._unchanged[path] = (print_, seen[1], polls)
+        return polls >= 2 and now - seen[1] >= INCOMPLETE_SETTLE_SECONDS
 
     def _warn_once(self, name: str, kind: str, message: str) -> None:
         if self._warned.get(name) != kind:

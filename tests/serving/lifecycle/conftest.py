@@ -23,13 +23,12 @@ POLL_SECONDS = 1.0
 def templates(tmp_path_factory):
     """Exported once: half_plus_two versions 1 (b=2) and 2 (b=3), and an MNIST-shaped
     model (the model server's stand-in for the trained one) under "mnist"."""
-    from components.half_plus_two_trainer import export
-    from serving.model_server.testing import export_mnist_like
+    import saved_models
 
     root = tmp_path_factory.mktemp("lc_templates")
-    export(0.5, 2.0, str(root / "v1"))
-    export(0.5, 3.0, str(root / "v2"))
-    export_mnist_like(root / "mnist")
+    saved_models.export_half_plus_two(root / "v1", 0.5, 2.0)
+    saved_models.export_half_plus_two(root / "v2", 0.5, 3.0)
+    saved_models.export_mnist_like(root / "mnist")
     return {1: root / "v1", 2: root / "v2", "mnist": root / "mnist"}
 
 

@@ -1,9 +1,9 @@
 """Helpers for the lifecycle tests: versions pushed the Pusher's way, a client that sends
-requests continuously, and checks that nothing is left behind."""
+requests continuously, and checks that nothing is left behind. Ports, polling, copies and
+server processes come from `toolkit_testing`, SavedModels from `saved_models`."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -11,8 +11,10 @@ from typing import List, Optional, Tuple
 
 import requests
 
+from saved_models import write_broken_version
 from serving.lifecycle import config as C
 from serving.repository import ModelRepository
+from toolkit_testing import publish_copy
 
 MODEL = "half_plus_two"
 # y = 0.5 * x + bias; x = 1.0 tells the versions apart.
@@ -22,17 +24,14 @@ EXPECTED_Y = {1: 2.5, 2: 3.5}
 def push(repo_root: Path, template: Path, model: str = MODEL) -> Tuple[int, float]:
     """Publish `template` as the next version, like the Pusher (staging dir + rename).
     Returns (version, monotonic time just after the rename)."""
-    with ModelRepository(repo_root).publish(model) as pub:
-        shutil.copytree(template, pub.staging, dirs_exist_ok=True)
-    return pub.version, time.monotonic()
+    return publish_copy(repo_root, model, template)
 
 
 def push_broken(repo_root: Path, model: str = MODEL) -> int:
     """A version that looks complete (saved_model.pb + variables/) but cannot load."""
     with ModelRepository(repo_root).publish(model) as pub:
-        (pub.staging / "variables").mkdir()
+        write_broken_version(pub.staging)
         (pub.staging / "variables" / "variables.index").write_bytes(b"corrupt")
-        (pub.staging / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     return pub.version
 
 

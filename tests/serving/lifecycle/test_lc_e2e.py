@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 import lc_support
 from lc_support import EXPECTED_Y, MODEL, ContinuousClient, push, push_broken
 from serving import lifecycle
 from serving.lifecycle import health
-from toolkit_testing import test_image
+from toolkit_testing import free_port, test_image
 
 pytestmark = pytest.mark.e2e
 
@@ -190,6 +191,22 @@ def test_down_leaves_nothing_behind(serve, repo, templates):
     assert lifecycle.down(serve.state_dir) is False  # idempotent
 
 
+def test_up_again_at_once_on_the_same_ports_after_traffic(serve, repo, templates):
+    """serve, a few hundred requests, down, up at once: the stopped server's connections
+    in TIME_WAIT must not make `up` say the port is in use."""
+    push(repo, templates[1])
+    ports = dict(grpc_port=free_port(), rest_port=free_port())
+    state = serve(**ports)
+    with requests.Session() as session:
+        url = f"{state.addresses.rest_url}/v1/models/{MODEL}:predict"
+        for _ in range(300):
+            assert session.post(url, json={"instances": [1.0]}, timeout=30).status_code == 200
+    assert lifecycle.down(serve.state_dir) is True
+    again = serve(**ports)
+    assert (again.addresses.grpc_port, again.addresses.rest_port) == \
+        (ports["grpc_port"], ports["rest_port"])
+
+
 def test_fixture_cleans_up_after_a_test_that_fails_midway(backend, repo, templates, tmp_path):
     """A test that fails after `up` must still leave no server behind."""
     inner = tmp_path / "inner"
@@ -208,8 +225,8 @@ def test_fixture_cleans_up_after_a_test_that_fails_midway(backend, repo, templat
             Path({str(tmp_path / "inner_state.json")!r}).write_text(json.dumps(state.to_json()))
             assert False, "failing on purpose, midway"
     """))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1]),
-                                                       str(Path.cwd()),
+    tests = here.parents[1]  # toolkit_testing, saved_models
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(tests), str(Path.cwd()),
                                                        os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(inner),

@@ -180,6 +180,32 @@ def test_cli_nothing_running(tmp_path):
     assert r.returncode == 0 and "nothing was running" in r.stdout
 
 
+def test_port_with_only_time_wait_connections_is_free_but_a_listener_is_not():
+    """A stopped server leaves its accepted connections in TIME_WAIT (it closed them first);
+    `up` at once on the same port must not call that port "in use"."""
+    from serving.lifecycle.errors import EnvironmentProblem
+    from serving.lifecycle.ports import HOST, ensure_free
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    clients = [socket.create_connection((HOST, port)) for _ in range(3)]
+    with pytest.raises(EnvironmentProblem, match=f"port {port} is already in use"):
+        ensure_free(port, "--rest-port")
+    for _ in clients:
+        conn, _ = listener.accept()
+        conn.close()  # the server side closes first: its end goes to TIME_WAIT
+    listener.close()
+    for c in clients:
+        c.close()
+    local_states = [line.split()[3] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                    if int(line.split()[1].split(":")[1], 16) == port]
+    assert "06" in local_states  # TCP_TIME_WAIT: what made the old check say "in use"
+    ensure_free(port, "--rest-port")
+
+
 @pytest.mark.parametrize("which", ["--rest-port", "--grpc-port"])
 @pytest.mark.parametrize("backend", ["process", "docker"])
 def test_cli_port_taken(tmp_path, which, backend, pytestconfig):

@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from ms_support import copy_version, running_servers, wait_until
+from toolkit_testing import copy_version, running_servers, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,6 @@ model_config_list {
     version_labels { key: "canary" value: 2 }
   }
   config { name: "mnist" base_path: "%(root)s/mnist" model_platform: "tensorflow" }
-  config { name: "default" base_path: "%(root)s/tf1" model_platform: "tensorflow" }
 }
 """
 
@@ -41,10 +40,9 @@ model_config_list {
 @pytest.fixture(scope="module")
 def servers(model_templates, tmp_path_factory):
     root = tmp_path_factory.mktemp("api_repo")
-    copy_version(model_templates, root / "half_plus_two", 1, "hp2_v1")
-    copy_version(model_templates, root / "half_plus_two", 2, "hp2_v2")
-    copy_version(model_templates, root / "mnist", 1, "mnist")
-    copy_version(model_templates, root / "tf1", "00000123", "tf1_hp2")
+    copy_version(model_templates / "hp2_v1", root / "half_plus_two", 1)
+    copy_version(model_templates / "hp2_v2", root / "half_plus_two", 2)
+    copy_version(model_templates / "mnist", root / "mnist", 1)
     (root / "models.config").write_text(CONFIG % {"root": root})
     (root / "monitoring.config").write_text(
         'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
@@ -156,12 +154,13 @@ def test_grpc_predict_output_filter(stub):
      "input tensor alias not found in signature: z"),
     (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto(["a"])),
      grpc.StatusCode.INVALID_ARGUMENT, "to be float but string is provided"),
-    (lambda r: r.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32)),
-     grpc.StatusCode.INVALID_ARGUMENT, "is incompatible with the signature's shape"),
+    (lambda r: (setattr(r.model_spec, "name", "mnist"), r.inputs.pop("x"),
+                r.inputs["images"].CopyFrom(tf.make_tensor_proto([[1.0, 2.0]]))),
+     grpc.StatusCode.INVALID_ARGUMENT, "Matrix size-incompatible"),  # the graph says so
     (lambda r: r.inputs.pop("x"), grpc.StatusCode.INVALID_ARGUMENT,
      "Missing but required: {x}"),
     (lambda r: setattr(r.inputs["x"], "tensor_content", b"\0" * 8),  # 2 floats for shape [3]
-     grpc.StatusCode.INVALID_ARGUMENT, "invalid tensor proto"),
+     grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: x"),
     (lambda r: r.output_filter.append("w"), grpc.StatusCode.INVALID_ARGUMENT,
      "output tensor alias not found in signature: w"),
 ])
@@ -207,7 +206,7 @@ def test_grpc_classify_with_context_and_wrong_method(stub):
     with pytest.raises(grpc.RpcError) as e:
         stub.Regress(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "Expected regression signature method_name" in e.value.details()
+    assert "No regression inputs found in SignatureDef" in e.value.details()
 
 
 def regress_and_classify_request(name: str, version=None):
@@ -394,21 +393,24 @@ def test_rest_metadata_routes(server):
 
 @pytest.mark.parametrize("path,body,status,text", [
     ("/v1/models/half_plus_two:predict", "{not json", 400, "JSON Parse error"),
-    ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400, "could not convert"),
-    ("/v1/models/half_plus_two:predict", {"instances": [[1.0, 2.0]]}, 400, "incompatible"),
+    ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400,
+     'JSON Value: "a" Type: String is not of expected type: float'),
     ("/v1/models/half_plus_two:predict", {"instances": [{"z": 1.0}]}, 400,
-     "input tensor alias not found in signature: z"),
+     "does not have named input: z"),
     ("/v1/models/half_plus_two:predict", {"signature_name": "x"}, 400,
-     "Missing 'instances' or 'inputs' key"),
-    ("/v1/models/mnist:predict", {"instances": [[1.0, 2.0], [1.0]]}, 400, "rectangular"),
-    ("/v1/models/mnist:predict", {"instances": [[1.0] * 3]}, 400, "incompatible"),
+     "Missing 'inputs' or 'instances' key"),
+    ("/v1/models/half_plus_two:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
+     'Serving signature name: "nope" not found in signature def'),
+    ("/v1/models/mnist:predict", {"instances": [[1.0, 2.0], [1.0]]}, 400,
+     "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+    ("/v1/models/mnist:predict", {"instances": [[1.0] * 3]}, 400, "Matrix size-incompatible"),
     ("/v1/models/nope:predict", {"instances": [1.0]}, 404,
      "Servable not found for request: Latest(nope)"),
     ("/v1/models/half_plus_two/versions/9:predict", {"instances": [1.0]}, 404,
      "Servable not found for request: Specific(half_plus_two, 9)"),
     ("/v1/models/half_plus_two:frobnicate", {"instances": [1.0]}, 400, "Malformed request"),
     ("/v1/models/half_plus_two:regress", {"examples": [{"x": 1.0}]}, 400,
-     "Expected regression signature method_name"),
+     "No regression inputs found in SignatureDef"),
 ])
 def test_rest_errors(server, path, body, status, text):
     r = post(server, path, body)
@@ -515,7 +517,7 @@ def test_grpc_batching_on_and_off_give_identical_answers(servers):
 def test_grpc_deadline_withdraws_a_queued_request(model_templates, tmp_path):
     """A client deadline that passes while its request waits for a batch: the client gets
     DEADLINE_EXCEEDED, the server counts it CANCELLED, and keeps serving."""
-    copy_version(model_templates, tmp_path / "half_plus_two", 1, "hp2_v1")
+    copy_version(model_templates / "hp2_v1", tmp_path / "half_plus_two", 1)
     (tmp_path / "batching.config").write_text(
         "max_batch_size { value: 64 } batch_timeout_micros { value: 2000000 } "
         "num_batch_threads { value: 1 }")
@@ -553,33 +555,3 @@ def test_batching_server_grpc_and_classify(servers):
     r = post(servers["batching"], "/v1/models/half_plus_two/versions/1:classify",
              {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
     assert r.json() == {"results": [[["", 3.0]]]}
-
-
-# ---- TF Serving's own expectations, on a TF1-style half_plus_two at version 00000123 ----
-
-def test_tf1_model_rest_expectations_of_tf_serving(server):
-    url = f"{server.rest_url}/v1/models/default"
-    assert requests.post(url + ":predict", json={"instances": [2.0, 3.0, 4.0]},
-                         timeout=10).json() == {"predictions": [3.0, 3.5, 4.0]}
-    assert requests.post(url + ":predict", json={"inputs": [2.0, 3.0, 4.0]},
-                         timeout=10).json() == {"outputs": [3.0, 3.5, 4.0]}
-    assert requests.get(url, timeout=10).json() == {"model_version_status": [
-        {"version": "123", "state": "AVAILABLE",
-         "status": {"error_code": "OK", "error_message": ""}}]}
-    assert requests.post(url + ":classify", json={
-        "signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
-        timeout=10).json() == {"results": [[["", 3.0]]]}
-    assert requests.post(url + ":regress", json={
-        "signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]},
-        timeout=10).json() == {"results": [3.0]}
-
-
-def test_tf1_model_grpc_expectations_of_tf_serving(stub):
-    req = predict_request(name="default", x=[2.0])
-    resp = stub.Predict(req, timeout=10)
-    assert resp.outputs["y"].float_val[0] == 3.0
-    assert resp.model_spec.version.value == 123
-    req = regress_and_classify_request("default")
-    resp = stub.MultiInference(req, timeout=10)
-    assert resp.results[0].regression_result.regressions[0].value == 3.0
-    assert resp.results[1].classification_result.classifications[0].classes[0].score == 3.0

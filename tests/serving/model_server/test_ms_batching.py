@@ -147,14 +147,17 @@ def test_request_deadline_while_waiting_in_the_batch_queue():
 
     from serving.model_server.loader import Servable
 
-    servable = Servable("m", 1, "/nowhere", {}, {"sig": lambda x: {"y": tf.identity(x)}},
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.identity(tf.compat.v1.placeholder(tf.float32, name="x"), name="y")
+    servable = Servable("m", 1, "/nowhere", {}, tf.compat.v1.Session(graph=graph),
                         batching=BatchingOptions(max_batch_size=8, num_batch_threads=1,
                                                  batch_timeout_micros=2_000_000))
     try:
         with pytest.raises(ServingError) as e:
-            servable.run("sig", {"x": np.ones((1,), np.float32)}, timeout=0.05)
+            servable.run({"x:0": np.ones((1,), np.float32)}, ("y:0",), timeout=0.05)
         assert e.value.code == Code.DEADLINE_EXCEEDED
-        y = servable.run("sig", {"x": np.ones((2,), np.float32)}, timeout=10)["y"]
+        y = servable.run({"x:0": np.ones((2,), np.float32)}, ("y:0",), timeout=10)["y:0"]
         assert y.tolist() == [1.0, 1.0]
     finally:
         servable.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from ms_support import ROOT, wait_until
+from toolkit_testing import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +43,11 @@ def test_flag_defaults_match_tensorflow_model_server():
         (8500, 0, 30000, "default")
     assert (c.file_system_poll_wait_seconds, c.model_config_file_poll_wait_seconds) == (1, 0)
     assert (c.enable_batching, c.enable_model_warmup) == (False, True)
-    c = parse_config(["--enable_batching", "--enable_model_warmup=false", "--port", "9000"])
+    assert (c.saved_model_tags, c.enable_signature_method_name_check) == ("serve", False)
+    c = parse_config(["--enable_batching", "--enable_model_warmup=false", "--port", "9000",
+                      "--enable_signature_method_name_check"])
     assert (c.enable_batching, c.enable_model_warmup, c.port) == (True, False, 9000)
+    assert c.enable_signature_method_name_check
 
 
 @pytest.mark.parametrize("text,message", [
@@ -96,13 +100,37 @@ def test_sigterm_while_waiting_for_a_first_version_exits_0(tmp_path, start_serve
 
 
 def test_model_that_cannot_load_fails_startup(tmp_path, start_server):
-    from serving.model_server.testing import write_broken_version
+    from saved_models import write_broken_version
 
     write_broken_version(tmp_path / "1")
     server = start_server(f"--model_base_path={tmp_path}", wait=False)
     assert server.proc.wait(60) == 1
     assert "Failed to start server" in server.output
     assert "{name: default version: 1}" in server.output
+
+
+def test_only_version_without_variables_fails_startup_saying_so(tmp_path, start_server,
+                                                                model_templates):
+    """saved_model.pb and no variables/: not a wait forever with a hint about naming the
+    version directory, but the loader's account of what is missing, and exit 1."""
+    (tmp_path / "1").mkdir()
+    shutil.copy(model_templates / "hp2_v1" / "saved_model.pb", tmp_path / "1")
+    server = start_server(f"--model_base_path={tmp_path}", "--file_system_poll_wait_seconds=0.2",
+                          wait=False)
+    assert server.proc.wait(90) == 1
+    assert "has no variables/ directory, but its graph has variables to restore" in \
+        server.output
+    assert "Did you forget to name your leaf directory" not in server.output
+
+
+def test_saved_model_tags_that_match_no_meta_graph_fail_startup(tmp_path, start_server,
+                                                                make_version):
+    make_version(tmp_path, 1)
+    server = start_server(f"--model_base_path={tmp_path}", "--saved_model_tags=serve,gpu",
+                          wait=False)
+    assert server.proc.wait(90) == 1
+    assert "Could not find meta graph def matching supplied tags: { gpu serve }" in \
+        server.output
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path, start_server, make_version):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ class Harness:
         self.manager = Manager(loader_factory,
                                listener=lambda m, v, s, e, path: self.events.append((v, s)),
                                **manager_options)
-        self.source = FileSystemSource(self.manager.set_aspired_versions, poll_wait_seconds=0)
+        # a periodic source's rules, but never started: this harness polls it by hand
+        self.source = FileSystemSource(self.manager.set_aspired_versions,
+                                       poll_wait_seconds=3600)
         self.source.set_models({name: (str(base), pol or default_policy())})
 
     def poll(self):
@@ -47,9 +50,12 @@ class Harness:
         return {s.version: s.state for s in self.manager.version_states(self.name)}
 
     def predict(self, **kw):
+        """(version, y) of serving_default at x = 1.0 on the version `kw` resolves to."""
         servable = self.manager.resolve(self.name, **kw)
-        return servable.version, float(servable.run("serving_default",
-                                                    {"x": np.array([1.0], np.float32)})["y"][0])
+        sig = servable.signature_defs["serving_default"]
+        y = sig.outputs["y"].name
+        outputs = servable.run({sig.inputs["x"].name: np.array([1.0], np.float32)}, (y,))
+        return servable.version, float(outputs[y][0])
 
 
 @pytest.fixture
@@ -119,7 +125,7 @@ def test_new_version_is_available_before_the_old_one_unloads(tmp_path, publish, 
 
 def test_failing_version_reports_error_and_keeps_serving_the_old_one(tmp_path, make_version,
                                                                      harnesses):
-    from serving.model_server.testing import write_broken_version
+    from saved_models import write_broken_version
 
     make_version(tmp_path, 1)
     h = harnesses(tmp_path)
@@ -151,6 +157,27 @@ def test_half_written_version_is_not_loaded_until_complete(
     h.poll()
     assert h.states() == {2: State.AVAILABLE, 1: State.END}
     assert h.predict() == (2, 3.5)
+
+
+def test_incomplete_version_that_stops_changing_is_loaded_and_says_what_is_wrong(
+        tmp_path, make_version, harnesses, model_templates, monkeypatch):
+    """saved_model.pb with no variables/ that nobody completes: after the settle time the
+    loader tries it, and its error says what is missing (a startup fails on it)."""
+    from serving.model_server import source
+
+    monkeypatch.setattr(source, "INCOMPLETE_SETTLE_SECONDS", 0.3)
+    h = harnesses(tmp_path)
+    (tmp_path / "1").mkdir()
+    shutil.copy(model_templates / "hp2_v1" / "saved_model.pb", tmp_path / "1")
+    h.poll()
+    h.poll()
+    assert h.states() == {}  # not settled yet: it may still be being copied
+    time.sleep(0.35)
+    h.poll()
+    (status,) = h.manager.version_states("m")
+    assert status.state == State.END and status.error.code == Code.FAILED_PRECONDITION
+    assert "has no variables/ directory" in status.error.message
+    assert h.manager.initial_load_settled("m")[1]  # what fails a startup
 
 
 def test_failed_version_is_retried_when_its_files_change(

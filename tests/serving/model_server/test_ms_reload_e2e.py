@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc)
 
-from ms_support import wait_until
+from toolkit_testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +100,7 @@ def test_config_file_is_polled_and_a_bad_file_keeps_the_old_config(setup):
 
 def test_warmup_runs_before_a_version_serves_and_a_failing_warmup_fails_the_load(
         setup, make_version):
-    from serving.model_server.testing import write_warmup_requests
+    from saved_models import write_warmup_requests
 
     root, server, stub = setup
     v2 = make_version(root / "staging_a2", 2, "hp2_v2")
@@ -126,3 +126,29 @@ def test_warmup_runs_before_a_version_serves_and_a_failing_warmup_fails_the_load
     r = requests.get(f"{server.rest_url}/v1/models/a/versions/3", timeout=10).json()
     assert r["model_version_status"][0]["state"] == "END"
     assert r["model_version_status"][0]["status"]["error_code"] == "INVALID_ARGUMENT"
+
+
+def test_a_config_file_that_is_not_utf8_never_stops_the_poller(setup):
+    """Non-UTF-8 bytes used to kill the poller thread: later valid changes never applied."""
+    root, server, stub = setup
+    (root / "models.config").write_bytes(b"model_config_list { config { name: '\xff\xfe' } }")
+    server.wait_for_log("not UTF-8 text")
+    assert predict(server, "a") == (200, {"predictions": [2.5]})
+    (root / "models.config").write_text(model_config(root, ("a", ""), ("b", "")))
+    wait_until(lambda: predict(server, "b")[0] == 200, 20, what="b served after a valid file")
+
+
+def test_an_empty_config_file_keeps_the_models_as_tf_serving_does(setup):
+    """TF Serving refuses to go from a model list to no config; `model_config_list {}`,
+    an explicit empty list, does unload every model."""
+    root, server, stub = setup
+    (root / "models.config").write_text("")
+    server.wait_for_log("Cannot transition to requested config. It is only legal to "
+                        "transition from one ModelConfigList to another.")
+    assert predict(server, "a") == (200, {"predictions": [2.5]})
+    with pytest.raises(grpc.RpcError) as e:
+        stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=60)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Cannot transition to requested config" in e.value.details()
+    (root / "models.config").write_text("model_config_list {}")
+    wait_until(lambda: predict(server, "a")[0] == 404, 20, what="a unloaded by an empty list")

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from ms_support import wait_until
+from toolkit_testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ def test_zero_failed_requests_across_new_and_broken_versions(tmp_path, start_ser
                                                              batching):
     """With batching on, gRPC requests wait for their batch on the event loop while the
     version they looked up unloads: they must still be answered."""
-    from serving.model_server.testing import write_broken_version
+    from saved_models import write_broken_version
     from serving.repository import ModelRepository
 
     assert publish(tmp_path, "hp2", "hp2_v1") == 1
