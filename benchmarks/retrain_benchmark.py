@@ -11,7 +11,9 @@ through the pushed model's `predict_images` signature, for both models:
 3. retrain: span N arrives; `retrain` ingests it and trains warm-started from the model
    of step 2 on the newest --window spans, for 2 epochs.
 
-    .venv/bin/python benchmarks/retrain_benchmark.py [--spans 6] [--window 6] [--workdir DIR]
+    .venv/bin/python benchmarks/retrain_benchmark.py [--spans 6] [--window 3] [--workdir DIR]
+
+Each command's console output (its per-component times) is kept in WORKDIR/*.out.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def test_set_accuracy(model_dir: Path, cache: Path) -> float:
     return float((scores.argmax(axis=1) == arrays["y_test"]).mean())
 
 
+def keep(work: Path, name: str, result: dict) -> dict:
+    (work / f"{name}.out").write_text(result["output"])
+    return result
+
+
 def row(label: str, result: dict, accuracy: float) -> str:
     return (f"| {label} | {result['exit']} | {result['pipeline']:.1f} s | {result['wall']:.1f} s "
             f"| {result['rss_kib'] / 1024 ** 2:.2f} GiB | {result['metric']} "
@@ -53,7 +60,7 @@ def row(label: str, result: dict, accuracy: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=6)
-    parser.add_argument("--window", type=int, default=6)
+    parser.add_argument("--window", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -64,8 +71,10 @@ def main() -> int:
           "| official test set |")
     print("|---|---|---|---|---|---|---|")
 
+    work.mkdir(parents=True, exist_ok=True)
     cold = measure(python + ["run", "mnist", "--pipeline-root", str(work / "cold" / "runs"),
                              "--repository", str(work / "cold" / "repo")] + common)
+    keep(work, "cold", cold)
     print(row("cold full run (60k, 6 epochs)", cold,
               test_set_accuracy(work / "cold" / "repo" / "mnist" / "1", args.cache_dir)),
           flush=True)
@@ -79,12 +88,12 @@ def main() -> int:
     retrain = python + ["retrain", "mnist", "--data", str(spans), "--window", str(args.window),
                         "--pipeline-root", str(work / "retrain" / "runs"),
                         "--repository", str(work / "retrain" / "repo")] + common
-    setup = measure(retrain)
+    setup = keep(work, "setup", measure(retrain))
     print(row(f"setup: retrain from scratch on spans 1-{args.spans - 1}", setup,
               test_set_accuracy(work / "retrain" / "repo" / "mnist" / "1", args.cache_dir)),
           flush=True)
     shutil.move(str(held_back), str(newest))
-    warm = measure(retrain)
+    warm = keep(work, "retrain", measure(retrain))
     print(row(f"retrain on new span {args.spans}, warm-started, window {args.window}", warm,
               test_set_accuracy(work / "retrain" / "repo" / "mnist" / "2", args.cache_dir)),
           flush=True)

@@ -80,7 +80,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
     gate = anomalies_gate.AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        module_file=TRANSFORM_MODULE, materialize=False)
+        module_file=TRANSFORM_MODULE, materialize=False,
+        disable_statistics=True)  # StatisticsGen describes the data; no second pass
     transform.add_upstream_node(gate)
     trainer = tfx.components.Trainer(
         module_file=TRAINER_MODULE,

@@ -143,7 +143,8 @@ def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
     if parts.transform_module:
         transform = tfx.components.Transform(
             examples=examples, schema=schema_gen.outputs["schema"],
-            module_file=parts.transform_module, materialize=False)
+            module_file=parts.transform_module, materialize=False,
+            disable_statistics=True)  # StatisticsGen describes the data; no second pass
     trainer = tfx.components.Trainer(
         module_file=parts.trainer_module,
         examples=examples,
