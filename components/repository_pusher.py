@@ -166,7 +166,7 @@ class RepositoryPusher(base_component.BaseComponent):
     SPEC_CLASS = RepositoryPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
+    def __init__(self, model: types.BaseChannel, model_blessing: Optional[types.BaseChannel],
                  serving_model_dir: str, infra_blessing: Optional[types.BaseChannel] = None,
                  examples: Optional[types.BaseChannel] = None,
                  evaluation: Optional[types.BaseChannel] = None,

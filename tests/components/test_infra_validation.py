@@ -51,11 +51,10 @@ def _validate_and_push(root: Path, example_gen, candidates: Dict[str, Path], mod
             model=model.outputs["result"], examples=example_gen.outputs["examples"],
             image=test_image(), signature_names=signature_names, model_name=model_name,
             **validation).with_id(f"validate_{name}")
-        destination = tfx.proto.PushDestination.Filesystem(base_directory=str(root / "repo" / name))
-        pusher = tfx.components.Pusher(
-            model=model.outputs["result"], infra_blessing=validator.outputs["blessing"],
-            push_destination=tfx.proto.PushDestination(filesystem=destination),
-            custom_executor_spec=repository_pusher.EXECUTOR_SPEC).with_id(f"push_{name}")
+        pusher = repository_pusher.RepositoryPusher(
+            model=model.outputs["result"], model_blessing=None,
+            infra_blessing=validator.outputs["blessing"],
+            serving_model_dir=str(root / "repo" / name)).with_id(f"push_{name}")
         components += [model, validator, pusher]
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="infra_validation", pipeline_root=str(root / "pipeline"),
