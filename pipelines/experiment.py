@@ -151,8 +151,7 @@ class Served:
     """Predictions the running server made with one version."""
 
     version: int
-    classes: np.ndarray
-    scores: np.ndarray
+    classes: np.ndarray            # the predicted digit of each image
     rest_url: str
 
 
@@ -260,8 +259,8 @@ class Experiment:
         pixels = images.reshape(len(images), mnist_data.PIXELS) / 255.0
         answer = lifecycle.sample_prediction(MODEL, pixels.tolist(), self.serving_state_dir,
                                              version=version)
-        scores = np.asarray(answer["predictions"])
-        return Served(version, scores.argmax(axis=1), scores, state.addresses.rest_url)
+        classes = np.asarray(answer["predictions"]).argmax(axis=1)
+        return Served(version, classes, state.addresses.rest_url)
 
 
 def start(config: RunConfig, hyperparameters: Dict[str, Any],
