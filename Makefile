@@ -36,9 +36,14 @@ SERVING_IMAGE   ?= $(shell docker image inspect tensorflow/serving:2.16.1 >/dev/
 # Extra `python -m serving up` flags; server flags after `--`, e.g. SERVE_ARGS="-- --enable_batching".
 SERVE_ARGS      ?=
 
+# Notebooks (make notebook): Jupyter on 127.0.0.1 only, with the venv as a named kernel.
+NOTEBOOK_PORT ?= 8888
+KERNEL_NAME   := tfx-serving-toolkit
+
 PY          := $(VENV)/bin/python
 UV          := $(VENV)/bin/uv
 INSTALLED   := $(VENV)/.installed
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL_NAME)/kernel.json
 
 # A real Python 3.10: $(PYTHON) if given, then python3.10 if it runs, then pyenv's 3.10.
 PYTHON ?= $(shell \
@@ -51,7 +56,7 @@ PYTHON ?= $(shell \
   fi)
 
 .PHONY: help install lock pipeline retrain spans history test test-unit lint clean serving-image \
-        serve serve-status serve-down protos
+        serve serve-status serve-down protos notebook kernel
 
 help:
 	@echo "make pipeline   train, evaluate and push $(PIPELINES) into $(REPOSITORY)/"
@@ -62,6 +67,8 @@ help:
 	@echo "make serve      serve $(REPOSITORY)/ (docker if a daemon and image are there, else a process)"
 	@echo "make serve-status / serve-down   health of the running server / stop it"
 	@echo "make serving-image  build the stand-in TF Serving image (no registry needed; cached)"
+	@echo "make notebook   Jupyter on 127.0.0.1:$(NOTEBOOK_PORT) with notebooks/mnist_experiment.ipynb"
+	@echo "make kernel     register $(VENV) as the Jupyter kernel '$(KERNEL_NAME)' (done by notebook, test)"
 	@echo "make test       run the whole test suite (unit + e2e)"
 	@echo "make test-unit  run the fast unit tests only"
 	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
@@ -71,6 +78,7 @@ help:
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
 	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
 	@echo "           SERVING_STATE SERVING_BACKEND SERVING_MODELS SERVING_IMAGE SERVE_ARGS"
+	@echo "           NOTEBOOK_PORT"
 
 install: $(INSTALLED)
 
@@ -128,7 +136,21 @@ serve-status: $(INSTALLED)
 serve-down: $(INSTALLED)
 	$(PY) -m serving down --state-dir $(SERVING_STATE)
 
-test: $(INSTALLED)
+kernel: $(KERNEL_SPEC)
+
+# Inside the venv (--prefix): its own Jupyter finds it, nothing outside it changes.
+$(KERNEL_SPEC): $(INSTALLED)
+	$(PY) -m ipykernel install --prefix $(VENV) --name $(KERNEL_NAME) \
+	  --display-name "Python 3.10 ($(KERNEL_NAME))" --env TF_CPP_MIN_LOG_LEVEL 2 \
+	  --env PYTHONWARNINGS "ignore::DeprecationWarning,ignore::FutureWarning"
+
+notebook: $(KERNEL_SPEC)
+	@echo "Jupyter on http://127.0.0.1:$(NOTEBOOK_PORT)/ (this machine only); the URL with its token follows."
+	$(PY) -m jupyter lab --no-browser --ip=127.0.0.1 --port=$(NOTEBOOK_PORT) \
+	  --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root) \
+	  notebooks/mnist_experiment.ipynb
+
+test: $(INSTALLED) $(KERNEL_SPEC)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)

@@ -108,9 +108,11 @@ class Executor(pusher_executor.Executor):
     def _lineage(self, input_dict, static: Dict[str, Any], repository: ModelRepository,
                  model_name: str) -> lineage_record.Lineage:
         record = lineage_record.Lineage.from_json(static)
+        # The orchestrator's run; TFX's InteractiveContext has none, and a notebook
+        # experiment names its run in the static fields.
         run_id = self._context.pipeline_run_id if self._context else None
-        record.run_id = run_id or ""
-        record.run_started_at = _run_started_at(run_id)
+        record.run_id = run_id or record.run_id
+        record.run_started_at = _run_started_at(record.run_id)
         models = input_dict.get(standard_component_specs.MODEL_KEY)
         if models:
             record.model_uri = artifact_utils.get_single_instance(models).uri

@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
     hist = commands.add_parser(
         "history", parents=[paths], help="past runs of a model, from ML Metadata",
-        description="Every run of the model's pipelines (`run` and `retrain`) under the "
+        description="Every run of the model's pipelines (`run`, `retrain`, notebook experiments) under the "
                     "pipeline root: start time, spans, metrics, blessed, pushed version, outcome.")
     hist.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
     hist.add_argument("--json", action="store_true", help="machine-readable output")

@@ -70,3 +70,5 @@ class RetrainConfig:
 
 
 RETRAIN_SUFFIX = "_retrain"
+# Notebook experiments (pipelines/experiment.py) keep their own artifacts and ML Metadata.
+NOTEBOOK_SUFFIX = "_notebook"

@@ -2,9 +2,10 @@
 
 At the end of every run (`run`, `retrain`, the notebook's push) the runner records on the
 run's `pipeline_run` context how it ended and a compact summary (spans, metrics, pushed
-version, warm start). `python -m pipelines history NAME` lists those runs from every
-pipeline of the model under the pipeline root (`NAME` and `NAME_retrain`); the
-retraining command reads the newest of them to decide whether a span is new.
+version, warm start; a notebook experiment's hyperparameters). `python -m pipelines
+history NAME` lists those runs from every pipeline of the model under the pipeline root
+(`NAME`, `NAME_retrain` and the notebook's `NAME_notebook`); the retraining command reads
+the newest of them to decide whether a span is new.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pipelines import metadata
-from pipelines.config import RETRAIN_SUFFIX, RunConfig
+from pipelines.config import NOTEBOOK_SUFFIX, RETRAIN_SUFFIX, RunConfig
 from pipelines.local_runner import RunResult
 from pipelines.outcomes import ABANDONED, ERROR, Outcome
 
@@ -42,14 +43,21 @@ class RunRecord:
     infra_validation: str = ""
     span: Optional[int] = None     # the newest span this run ingested (retraining)
     span_fingerprint: str = ""
+    # What a notebook experiment changed from the Trainer's defaults ({} for the pipelines).
+    hyperparameters: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def shown_spans(self) -> List[int]:
+        """The spans trained on, else the span ingested; [] for a run without spans."""
+        return self.spans if self.spans and self.spans != [0] else [self.span] if self.span else []
+
 
 def record_run(metadata_path: Path, run_id: Optional[str], outcome: Outcome, reason: str = "",
                result: Optional[RunResult] = None, span: Optional[int] = None,
-               span_fingerprint: str = "") -> None:
+               span_fingerprint: str = "",
+               hyperparameters: Optional[Dict[str, Any]] = None) -> None:
     """Write how run `run_id` ended onto its context (no-op for a run that never started)."""
     if not run_id or not Path(metadata_path).exists():
         return
@@ -62,6 +70,8 @@ def record_run(metadata_path: Path, run_id: Optional[str], outcome: Outcome, rea
         summary = {"spans": result.spans, "metrics": result.metrics, "blessed": result.blessed,
                    "warm_start_version": result.warm_start_version,
                    "infra_validation": result.infra_validation}
+    if hyperparameters:
+        summary["hyperparameters"] = hyperparameters
     metadata.record(store, context, **{
         metadata.OUTCOME: outcome.name, metadata.REASON: reason[:2000],
         metadata.PUSHED_VERSION: result.version if result and result.pushed else None,
@@ -72,7 +82,7 @@ def record_run(metadata_path: Path, run_id: Optional[str], outcome: Outcome, rea
 def runs(config: RunConfig, model: str) -> List[RunRecord]:
     """Every run of `model`'s pipelines under the pipeline root, oldest first."""
     records = []
-    for pipeline in (model, f"{model}{RETRAIN_SUFFIX}"):
+    for pipeline in (model, f"{model}{RETRAIN_SUFFIX}", f"{model}{NOTEBOOK_SUFFIX}"):
         path = config.metadata_path(pipeline)
         if path.exists():
             records += _read_runs(path, pipeline)
@@ -104,7 +114,8 @@ def _read_runs(path: Path, pipeline: str) -> List[RunRecord]:
             blessed=summary.get("blessed"), pushed_version=int(pushed) if pushed else None,
             warm_start_version=summary.get("warm_start_version"),
             infra_validation=summary.get("infra_validation", ""),
-            span=value(SPAN), span_fingerprint=value(SPAN_FINGERPRINT) or ""))
+            span=value(SPAN), span_fingerprint=value(SPAN_FINGERPRINT) or "",
+            hyperparameters=summary.get("hyperparameters", {})))
     return records
 
 
@@ -126,7 +137,7 @@ def format_table(records: List[RunRecord], repository: Optional[Path] = None,
     rows = [header]
     for r in records:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.metrics.items())) or "-"
-        spans = r.spans if r.spans and r.spans != [0] else [r.span] if r.span else []
+        spans = r.shown_spans()
         rows.append((r.started.replace("T", " "), r.pipeline,
                      span_ranges(spans) if spans else "-", metrics,
                      {True: "yes", False: "no", None: "-"}[r.blessed],

@@ -222,7 +222,6 @@ def _capture_progress(reporter: ProgressReporter) -> Iterator[None]:
 
 def _read_outcome(result: RunResult, metadata_path: Path, before,
                   repository: ModelRepository) -> None:
-    from components.evaluation_results import read_evaluation
     from components.span_window import span_of
     from pipelines import metadata
     from tfx.types import artifact_utils
@@ -248,23 +247,38 @@ def _read_outcome(result: RunResult, metadata_path: Path, before,
                                                                       base[0].uri)
     evaluator = node(EVALUATOR)
     if evaluator is not None and evaluator.outputs.get("evaluation"):
-        evaluation = read_evaluation(evaluator.outputs["evaluation"][0].uri)
-        result.blessed, result.metrics = evaluation.blessed, evaluation.metrics
-        result.validation_failures = evaluation.failures
+        add_evaluation(result, evaluator.outputs["evaluation"][0].uri)
     infra = node(INFRA_VALIDATOR)
     if infra is not None and infra.outputs.get("blessing"):
         blessed = metadata.property_value(infra.outputs["blessing"][0], "blessed")
         result.infra_validation = "passed" if blessed == 1 else "FAILED"
     pusher = node(PUSHER)
     if pusher is not None and pusher.outputs.get("pushed_model"):
-        pushed = pusher.outputs["pushed_model"][0]
-        result.pushed = metadata.property_value(pushed, "pushed") == 1
-        if result.pushed:
-            result.version = int(metadata.property_value(pushed, "pushed_version"))
-            result.model_path = Path(metadata.property_value(pushed, "pushed_destination"))
-        reused = metadata.property_value(pushed, "reused_version") == 1
         pusher_run = next((r for r in result.components if r.node_id == PUSHER), None)
-        result.push_cached = bool(pusher_run and pusher_run.cached) or reused
+        add_push(result, pusher.outputs["pushed_model"][0],
+                 cached=bool(pusher_run and pusher_run.cached))
+
+
+def add_evaluation(result: RunResult, evaluation_uri: str) -> None:
+    """What the Evaluator decided (its `evaluation` artifact at `evaluation_uri`)."""
+    from components.evaluation_results import read_evaluation
+
+    evaluation = read_evaluation(evaluation_uri)
+    result.blessed, result.metrics = evaluation.blessed, evaluation.metrics
+    result.validation_failures = evaluation.failures
+
+
+def add_push(result: RunResult, pushed, cached: bool = False) -> None:
+    """What the Pusher did, from its PushedModel (an MLMD artifact); `cached`: the Pusher's
+    execution was reused from an earlier run."""
+    from pipelines import metadata
+
+    result.pushed = metadata.property_value(pushed, "pushed") == 1
+    if result.pushed:
+        result.version = int(metadata.property_value(pushed, "pushed_version"))
+        result.model_path = Path(metadata.property_value(pushed, "pushed_destination"))
+    reused = metadata.property_value(pushed, "reused_version") == 1
+    result.push_cached = cached or reused
 
 
 def _type(store, artifact):

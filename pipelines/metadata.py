@@ -29,12 +29,13 @@ ABANDONED_REASON = "toolkit_abandoned_reason"
 Value = Union[str, int, float]
 
 
-def open_store(path: Path, readonly: bool = True) -> mlmd.MetadataStore:
+def open_store(path: Path, readonly: bool = True, create: bool = False) -> mlmd.MetadataStore:
+    """`create`: a new, empty store when there is none at `path` (read-write)."""
+    modes = metadata_store_pb2.SqliteMetadataSourceConfig
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(path)
-    config.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY if readonly
-        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE)
+    config.sqlite.connection_mode = (modes.READWRITE_OPENCREATE if create
+                                     else modes.READONLY if readonly else modes.READWRITE)
     return mlmd.MetadataStore(config)
 
 
@@ -45,6 +46,23 @@ def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
 
 def run_context_ids(store: mlmd.MetadataStore) -> Set[int]:
     return {c.id for c in run_contexts(store)}
+
+
+def create_run(store: mlmd.MetadataStore, run_id: str) -> metadata_store_pb2.Context:
+    """A `pipeline_run` context for a run that no TFX orchestrator records as one (a
+    notebook experiment: InteractiveContext gives every component run a run of its own)."""
+    type_id = store.put_context_type(metadata_store_pb2.ContextType(name=RUN_CONTEXT_TYPE))
+    [context_id] = store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=run_id)])
+    return store.get_contexts_by_id([context_id])[0]
+
+
+def add_to_run(store: mlmd.MetadataStore, run: metadata_store_pb2.Context,
+               execution_ids: Iterable[int]) -> None:
+    """Make executions part of a run (as the orchestrators associate theirs)."""
+    associations = [metadata_store_pb2.Association(execution_id=i, context_id=run.id)
+                    for i in execution_ids]
+    if associations:
+        store.put_attributions_and_associations([], associations)
 
 
 def new_run(store: mlmd.MetadataStore, before: Set[int]) -> Optional[metadata_store_pb2.Context]:

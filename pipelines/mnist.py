@@ -13,7 +13,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import anomalies_gate, mnist_data, repository_pusher
-from pipelines import post_push, retraining
+from pipelines import post_push, resolvers, retraining
 from pipelines.config import RunConfig
 from serving.lifecycle import health
 
@@ -27,6 +27,7 @@ DRIFT_CONFIG_FILE = str(COMPONENTS_DIR / "mnist_drift.pbtxt")
 IMAGE_SCHEMA_FILE = "/opt/tfx-serving-toolkit/components/mnist_schema.pbtxt"
 EVAL_SIGNATURE = "classification"
 METRIC = "sparse_categorical_accuracy"
+CONFUSION_MATRIX_PLOT = "MultiClassConfusionMatrixPlot"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +62,41 @@ PROFILES = {
 }
 
 
-def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str,
-                    serving_model_dir: str, metadata_path: str,
-                    beam_pipeline_args: List[str], enable_cache: bool,
-                    profile: Profile, schema_file: str = SCHEMA_FILE,
-                    lineage: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
-    """Wire the components; nothing else."""
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """The MNIST pipeline's components, wired. `create_pipeline` runs them all; a notebook
+    runs them one by one with TFX's InteractiveContext."""
+
+    example_gen: Any
+    statistics_gen: Any
+    schema_gen: Any
+    example_validator: Any
+    anomalies_gate: Any
+    transform: Any
+    trainer: Any
+    baseline: Optional[Any]  # a node with a `model` output: the model the Evaluator compares with
+    evaluator: Any
+    pusher: Any
+
+    @property
+    def nodes(self) -> List[Any]:
+        """In pipeline order (the baseline, when there is one, before the Evaluator)."""
+        nodes = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [node for node in nodes if node is not None]
+
+
+def create_components(*, examples_dir: str, serving_model_dir: str, profile: Profile,
+                      baseline: Optional[Any], lineage: Optional[Dict[str, Any]] = None,
+                      hyperparameters: Optional[Dict[str, Any]] = None,
+                      schema_file: str = SCHEMA_FILE) -> Components:
+    """Wire the components; nothing else. `baseline`: the node whose `model` output the
+    no-regression gate compares with (None: the absolute gate only). `hyperparameters`
+    override components/mnist_trainer.py's DEFAULTS (the schedule ones through the profile,
+    so the step count follows, e.g. epochs=4 trains four epochs)."""
+    hyperparameters = dict(hyperparameters or {})
+    profile = dataclasses.replace(profile, **{name: hyperparameters.pop(name)
+                                              for name in list(hyperparameters)
+                                              if name in SCHEDULE})
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
         input_config=tfx.proto.Input(splits=[
@@ -90,40 +120,50 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=profile.train_steps()),
         eval_args=tfx.proto.EvalArgs(num_steps=profile.eval_steps()),
-        custom_config=trainer_config(profile))
+        custom_config=trainer_config(profile, **hyperparameters))
     trainer.add_upstream_node(gate)
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline.outputs["model"] if baseline is not None else None,
         schema=schema_gen.outputs["schema"],
         eval_config=eval_config(profile))
     pusher = repository_pusher.RepositoryPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         serving_model_dir=serving_model_dir, examples=example_gen.outputs["examples"],
         evaluation=evaluator.outputs["evaluation"], lineage=lineage)
+    return Components(example_gen, statistics_gen, schema_gen, example_validator, gate,
+                      transform, trainer, baseline, evaluator, pusher)
+
+
+def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str,
+                    serving_model_dir: str, metadata_path: str,
+                    beam_pipeline_args: List[str], enable_cache: bool,
+                    profile: Profile, schema_file: str = SCHEMA_FILE,
+                    lineage: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
+    """The components, compared with the latest blessed model, as one pipeline."""
+    components = create_components(examples_dir=examples_dir,
+                                   serving_model_dir=serving_model_dir, profile=profile,
+                                   baseline=resolvers.latest_blessed_model(), lineage=lineage,
+                                   schema_file=schema_file)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-                    trainer, baseline, evaluator, pusher],
+        components=components.nodes,
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),
         beam_pipeline_args=beam_pipeline_args)
 
 
+# The Trainer's schedule: Profile fields that trainer_config passes on.
+SCHEDULE = ("epochs", "warm_start_epochs", "batch_size", "learning_rate")
+
+
 def trainer_config(profile: Profile, **hyperparameters) -> Dict[str, Any]:
     """The Trainer's custom_config: the profile's schedule, and any hyperparameter of
     components/mnist_trainer.py's DEFAULTS to try (e.g. conv1_filters=16)."""
-    return {"epochs": profile.epochs, "warm_start_epochs": profile.warm_start_epochs,
-            "batch_size": profile.batch_size, "learning_rate": profile.learning_rate,
-            **hyperparameters}
+    return {**{name: getattr(profile, name) for name in SCHEDULE}, **hyperparameters}
 
 
 def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
@@ -142,19 +182,22 @@ def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
 
 
 def eval_config(profile: Profile) -> tfma.EvalConfig:
-    """An absolute accuracy gate, and a no-regression gate against the latest blessed model."""
+    """An absolute accuracy gate, and a no-regression gate against the latest blessed model;
+    and the confusion matrix (a plot: no gate), from which accuracy per digit follows."""
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=EVAL_SIGNATURE, label_key="label",
                                     prediction_key="scores")],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(
-            class_name="SparseCategoricalAccuracy",
-            threshold=tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(
-                    lower_bound={"value": profile.accuracy_gate}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                    absolute={"value": -profile.max_regression})))])])
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(
+                class_name="SparseCategoricalAccuracy",
+                threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={"value": profile.accuracy_gate}),
+                    change_threshold=tfma.GenericChangeThreshold(
+                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                        absolute={"value": -profile.max_regression}))),
+            tfma.MetricConfig(class_name=CONFUSION_MATRIX_PLOT)])])
 
 
 def prepare_data(config: RunConfig, profile: Profile, log=print) -> Path:

@@ -27,6 +27,7 @@ from tfx.proto import distribution_validator_pb2
 
 from components import anomalies_gate, repository_pusher, spans
 from components.span_window import SpanWindowStrategy
+from pipelines import resolvers
 
 EXAMPLE_GEN_ID = "ExampleGen"
 STATISTICS_GEN_ID = "StatisticsGen"
@@ -134,11 +135,7 @@ def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
     span_window.add_upstream_node(gates.anomalies)  # only spans that passed both gates
     span_window.add_upstream_node(gates.drift)
     examples = span_window.outputs["examples"]
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    latest_blessed = resolvers.latest_blessed_model()
     transform = None
     if parts.transform_module:
         transform = tfx.components.Transform(

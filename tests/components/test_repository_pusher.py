@@ -110,3 +110,24 @@ def test_the_data_checksum_changes_with_the_data_only(tmp_path):
     renamed = examples_sha256([_examples(tmp_path / "b", 1, b"rows")])
     changed = examples_sha256([_examples(tmp_path / "c", 1, b"other rows")])
     assert one == renamed != changed
+
+
+def test_a_run_id_in_the_lineage_config_stands_when_the_orchestrator_gives_none(
+        tmp_path, make_fake_saved_model):
+    """TFX's InteractiveContext gives executors no run id; a notebook experiment names its
+    run in the lineage config, and the version's record keeps it."""
+    from serving import lineage
+
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed")
+    config = {"lineage": {"pipeline": "mnist_notebook", "run_id": "2026-11-25T10:24:14.788774"}}
+    Executor().Do(_inputs(_serving_model_dir(tmp_path, make_fake_saved_model), True),
+                  {"pushed_model": [pushed]}, {
+        "push_destination": json.dumps({"filesystem": {
+            "base_directory": str(tmp_path / "repo" / "mnist")}}),
+        "custom_config": json.dumps(config)})
+
+    record = lineage.read(tmp_path / "repo" / "mnist" / "1")
+    assert (record.pipeline, record.run_id) == ("mnist_notebook", "2026-11-25T10:24:14.788774")
+    assert record.run_started_at.startswith("2026-11-25T") and record.run_started_at.endswith(
+        "+00:00")

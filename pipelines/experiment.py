@@ -1,0 +1,376 @@
+"""Notebook experiments with the MNIST pipeline: what `notebooks/mnist_experiment.ipynb` calls.
+
+An experiment runs the MNIST pipeline's own components (`mnist.create_components`, the same
+module files as `make pipeline`) one by one in TFX's InteractiveContext, with one or more
+of the Trainer's hyperparameters changed; the Evaluator compares that variant with the
+repository's current version (the latest published one: every published version was
+blessed), imported with TFX's Importer; the RepositoryPusher publishes it when blessed,
+with its lineage record, exactly as the pipelines do.
+
+Where it is recorded: the pipeline `mnist_notebook`, with its artifacts and ML Metadata
+under `<pipeline root>/mnist_notebook/` (as `run` uses `mnist/` and `retrain`
+`mnist_retrain/`). InteractiveContext gives each component run a run of its own, so the
+experiment records itself as one `pipeline_run` context, named by its start time as
+LocalDagRunner names runs; the executions it ran are added to that run when its outcome is
+recorded (`push_if_blessed`), and `python -m pipelines history mnist` lists it beside the
+pipelines' runs, with the hyperparameters it tried. The version it pushes names that run in
+its `lineage.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from components import mnist_data
+from pipelines import history, local_runner, metadata, mnist, outcomes, provenance
+from pipelines.config import NOTEBOOK_SUFFIX, RunConfig
+from serving import lifecycle
+from serving.lifecycle.state import ServerState
+from serving.repository import ModelRepository, tree_digest
+
+MODEL = mnist.MODEL_NAME
+PIPELINE = f"{MODEL}{NOTEBOOK_SUFFIX}"
+BASELINE_ID = "repository_model"  # the Importer of the repository's current version
+# Where the imported versions are laid out as Model artifacts (<uri>/Format-Serving/).
+SERVING_MODEL_DIR = "Format-Serving"
+CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA's model names in a comparison
+
+
+def project_config(profile: str = "default", repository: str = "model_repository",
+                   pipeline_root: str = "tfx_runs", cache_dir: str = ".cache") -> RunConfig:
+    """A RunConfig whose relative paths start at the project root, as `make`'s do, wherever
+    the notebook's kernel runs."""
+    if profile not in mnist.PROFILES:
+        raise ValueError(f"profile must be one of {sorted(mnist.PROFILES)}, got {profile!r}")
+    return RunConfig(pipeline_root=project_path(pipeline_root),
+                     repository=project_path(repository), cache_dir=project_path(cache_dir),
+                     profile=profile)
+
+
+def project_path(path: os.PathLike | str) -> Path:
+    """`path` as is when absolute, else under the project root."""
+    return Path(provenance.PROJECT_ROOT, path).absolute()
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The Evaluator's verdict on the variant, beside the baseline's metrics."""
+
+    blessed: bool
+    failures: List[str]
+    baseline_version: Optional[int]          # None: no version to compare with
+    metrics: Dict[str, Dict[str, float]]     # metric -> {candidate, baseline, change}
+    gates: Dict[str, str]
+    # model ("candidate", "baseline") -> counts [true digit, predicted digit]
+    confusion: Dict[str, np.ndarray]
+
+    def table(self) -> pd.DataFrame:
+        """One row per metric: the variant, the baseline, the change, the gate."""
+        rows = {}
+        for name, values in sorted(self.metrics.items()):
+            row = {"variant": values.get(CANDIDATE)}
+            if self.baseline_version is not None:
+                row[f"version {self.baseline_version}"] = values.get(BASELINE)
+                row["change"] = values.get("change")
+            rows[name] = {**row, "gate": self.gates.get(name, "")}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def per_class_accuracy(self) -> pd.DataFrame:
+        """Accuracy on each digit (the diagonal of the confusion matrix over its rows), per
+        model: columns "variant" and, with a baseline, "version N"."""
+        names = {CANDIDATE: "variant", BASELINE: f"version {self.baseline_version}"}
+        return pd.DataFrame({names[model]: class_accuracy(matrix)
+                             for model, matrix in self.confusion.items()})
+
+    def summary(self) -> str:
+        verdict = "blessed" if self.blessed else "NOT blessed: " + "; ".join(self.failures)
+        if self.baseline_version is None:
+            return (f"{verdict}. The repository has no {MODEL} version yet: the variant was "
+                    f"compared with nothing, so only the absolute gate applied.")
+        return f"{verdict} (compared with version {self.baseline_version}, the current one)."
+
+
+def class_accuracy(confusion: np.ndarray) -> np.ndarray:
+    """Per true class: the share of its examples predicted as that class."""
+    totals = confusion.sum(axis=1)
+    return np.divide(np.diag(confusion), totals, out=np.zeros(len(totals)), where=totals > 0)
+
+
+def read_comparison(evaluation_uri: str, baseline_version: Optional[int],
+                    gates: Dict[str, str]) -> Comparison:
+    """The Evaluator's `evaluation` artifact (TFMA's files) as a Comparison."""
+    import tensorflow_model_analysis as tfma  # heavy; only once an evaluation exists
+
+    from components.evaluation_results import read_evaluation
+
+    evaluation = read_evaluation(evaluation_uri)
+    metrics: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.ByteSize():  # overall slice only
+            continue
+        for entry in slice_metrics.metric_keys_and_values:
+            if not entry.value.HasField("double_value"):
+                continue
+            column = "change" if entry.key.is_diff else entry.key.model_name or CANDIDATE
+            metrics.setdefault(entry.key.name, {})[column] = entry.value.double_value.value
+    confusion = {}
+    for slice_plots in tfma.load_plots(evaluation_uri):
+        if slice_plots.slice_key.ByteSize():
+            continue
+        for entry in slice_plots.plot_keys_and_values:
+            if entry.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                confusion[entry.key.model_name or CANDIDATE] = confusion_counts(
+                    entry.value.multi_class_confusion_matrix_at_thresholds)
+    return Comparison(blessed=bool(evaluation.blessed), failures=evaluation.failures,
+                      baseline_version=baseline_version, metrics=metrics, gates=gates,
+                      confusion=dict(sorted(confusion.items(), key=lambda kv: kv[0] != CANDIDATE)))
+
+
+def confusion_counts(plot, classes: int = 10) -> np.ndarray:
+    """TFMA's MultiClassConfusionMatrixPlot (its first threshold: the top class, as
+    accuracy counts it) as counts [true class, predicted class]."""
+    counts = np.zeros((classes, classes))
+    for entry in plot.matrices[0].entries:
+        if 0 <= entry.predicted_class_id < classes:  # not "no prediction above threshold"
+            counts[entry.actual_class_id, entry.predicted_class_id] += entry.num_weighted_examples
+    return counts
+
+
+@dataclasses.dataclass
+class Served:
+    """Predictions the running server made with one version."""
+
+    version: int
+    classes: np.ndarray            # the predicted digit of each image
+    rest_url: str
+
+
+@dataclasses.dataclass
+class Experiment:
+    """One notebook experiment: `start` makes it; a cell per step uses it."""
+
+    config: RunConfig
+    hyperparameters: Dict[str, Any]
+    run_id: str
+    context: Any                           # TFX's InteractiveContext
+    components: mnist.Components
+    baseline_version: Optional[int]
+    serving_state_dir: Path
+    log: Callable[[str], None]
+    started: float
+    last_execution_id: int                 # the store's newest execution before this experiment
+    result: Optional[local_runner.RunResult] = None
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.config.metadata_path(PIPELINE)
+
+    def variant(self) -> pd.DataFrame:
+        """What this variant changes: each hyperparameter, the pipeline's value and this one."""
+        profile = mnist.PROFILES[self.config.profile]
+        defaults = mnist.trainer_config(profile)
+        return pd.DataFrame(
+            {"pipeline": [defaults.get(name, _trainer_defaults()[name])
+                          for name in self.hyperparameters],
+             "variant": list(self.hyperparameters.values())},
+            index=pd.Index(list(self.hyperparameters), name="hyperparameter"))
+
+    def evaluate(self) -> Comparison:
+        """Import the repository's current version (when there is one) and run the
+        Evaluator: TFMA, the pipeline's gates, the variant against that version."""
+        if self.components.baseline is not None:
+            self.context.run(self.components.baseline)
+            self._hand_over()
+        self.context.run(self.components.evaluator)
+        return read_comparison(_uri(self.components.evaluator, "evaluation"),
+                               self.baseline_version, mnist.gates(self.config))
+
+    def _hand_over(self) -> None:
+        """In an InteractiveContext, TFX 1.16's ImporterDriver puts the imported artifact
+        in a new output channel of the Importer; the Evaluator keeps the old, unresolved
+        one, and would refuse it: resolve that one too."""
+        [imported] = self.components.baseline.outputs["model"].get()
+        [placeholder] = self.components.evaluator.inputs["baseline_model"].get()
+        placeholder.set_mlmd_artifact(imported.mlmd_artifact)
+
+    def push_if_blessed(self) -> local_runner.RunResult:
+        """Run the Pusher: a blessed variant becomes the next version of the repository
+        (atomic publish, lineage.json), an unblessed one is not pushed. Records the outcome
+        in ML Metadata, for `history`. The summary is `local_runner.format_summary`'s."""
+        self.context.run(self.components.pusher)
+        result = local_runner.RunResult(
+            pipeline_name=PIPELINE, model_name=MODEL, components=[], run_id=self.run_id,
+            wall_seconds=time.monotonic() - self.started)
+        local_runner.add_evaluation(result, _uri(self.components.evaluator, "evaluation"))
+        local_runner.add_push(result, _artifact(self.components.pusher, "pushed_model"))
+        outcome = (outcomes.NOT_BLESSED if not result.pushed else
+                   outcomes.UNCHANGED if result.push_cached else outcomes.PUSHED)
+        store = metadata.open_store(self.metadata_path, readonly=False)
+        run = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, self.run_id)
+        metadata.add_to_run(store, run, [e.id for e in store.get_executions()
+                                         if e.id > self.last_execution_id])
+        history.record_run(self.metadata_path, self.run_id, outcome,
+                           "; ".join(result.validation_failures), result,
+                           hyperparameters=self.hyperparameters)
+        self.result = result
+        return result
+
+    def summary(self) -> str:
+        """The run summary, as `python -m pipelines run` prints it."""
+        if self.result is None:
+            raise RuntimeError("nothing to summarise yet: push_if_blessed() first")
+        return local_runner.format_summary(self.result, mnist.gates(self.config))
+
+    def serve(self, timeout: float = 300.0) -> ServerState:
+        """The server recorded in the serving state dir; when none is up, start the
+        embedded one (process backend, ephemeral ports) over the repository."""
+        state = lifecycle.running_server_for(MODEL, self.serving_state_dir)
+        if state is None:
+            self.log(f"no server for {MODEL} in {self.serving_state_dir}: starting one "
+                     f"(process backend)")
+            state = lifecycle.up(lifecycle.UpConfig(
+                repository=self.config.repository, models=(MODEL,),
+                state_dir=self.serving_state_dir, backend="process", grpc_port=0,
+                rest_port=0, wait_seconds=timeout))
+        check_serves(state, self.config.repository)
+        return state
+
+    def served_predictions(self, images: np.ndarray, timeout: float = 120.0) -> Served:
+        """Ask the running server, over REST, for the digits in `images` (uint8
+        [N, 28, 28]) from the version this experiment pushed, else the current one;
+        waits until that version is AVAILABLE."""
+        version = self.result.version if self.result and self.result.pushed else \
+            ModelRepository(self.config.repository).latest_version(MODEL)
+        if version is None:
+            raise RuntimeError(f"nothing to serve: {self.config.repository} has no {MODEL} "
+                               f"version (the variant was not blessed)")
+        state = self.serve()
+        lifecycle.wait_for_version(MODEL, version, timeout, self.serving_state_dir)
+        pixels = images.reshape(len(images), mnist_data.PIXELS) / 255.0
+        answer = lifecycle.sample_prediction(MODEL, pixels.tolist(), self.serving_state_dir,
+                                             version=version)
+        classes = np.asarray(answer["predictions"]).argmax(axis=1)
+        return Served(version, classes, state.addresses.rest_url)
+
+
+def start(config: RunConfig, hyperparameters: Dict[str, Any],
+          serving_state_dir: os.PathLike | str = lifecycle.DEFAULT_STATE_DIR,
+          log: Callable[[str], None] = print) -> Experiment:
+    """Begin an experiment: check the hyperparameters, prepare the data (the verified
+    loader's TFRecords), record the run, import the repository's current version as the
+    baseline, and wire the pipeline's components with the variant's Trainer."""
+    from tfx import v1 as tfx
+    from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext
+
+    unknown = sorted(set(hyperparameters) - set(_trainer_defaults()))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; the Trainer takes "
+                         f"{', '.join(sorted(_trainer_defaults()))}")
+    repository = ModelRepository(config.repository)
+    repository.check_writable(MODEL)
+    profile = mnist.PROFILES[config.profile]
+    examples_dir = mnist.prepare_data(config, profile, log)
+    pipeline_dir = config.pipeline_dir(PIPELINE)
+    pipeline_dir.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.datetime.now().isoformat()
+    store = metadata.open_store(config.metadata_path(PIPELINE), create=True)
+    last_execution_id = max((e.id for e in store.get_executions()), default=0)
+    metadata.create_run(store, run_id)
+
+    baseline_version = repository.latest_version(MODEL)
+    baseline = None
+    if baseline_version is not None:
+        baseline = tfx.dsl.Importer(
+            source_uri=str(import_version(repository, baseline_version, pipeline_dir)),
+            artifact_type=tfx.types.standard_artifacts.Model, output_key="model",
+            custom_properties={"repository_version": baseline_version}).with_id(BASELINE_ID)
+    commit, dirty = provenance.git_state()
+    lineage = {"pipeline": PIPELINE, "run_id": run_id, "gates": mnist.gates(config),
+               "git_commit": commit, "git_dirty": dirty}
+    components = mnist.create_components(
+        examples_dir=str(examples_dir), serving_model_dir=str(config.model_destination(MODEL)),
+        profile=profile, baseline=baseline, lineage=lineage, hyperparameters=hyperparameters)
+    context = InteractiveContext(
+        pipeline_name=PIPELINE, pipeline_root=str(pipeline_dir),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(config.metadata_path(PIPELINE))),
+        beam_pipeline_args=list(config.beam_args))
+    log(f"experiment {run_id}: pipeline {PIPELINE} under {pipeline_dir}; baseline: "
+        + (f"version {baseline_version} of {repository.model_dir(MODEL)}"
+           if baseline_version is not None else f"none ({repository.root} has no {MODEL})"))
+    return Experiment(config=config, hyperparameters=dict(hyperparameters), run_id=run_id,
+                      context=context, components=components, baseline_version=baseline_version,
+                      serving_state_dir=Path(serving_state_dir), log=log,
+                      started=time.monotonic(), last_execution_id=last_execution_id)
+
+
+def import_version(repository: ModelRepository, version: int, pipeline_dir: Path) -> Path:
+    """A copy of a published version laid out as a TFX Model artifact (the SavedModel under
+    Format-Serving/), for the Importer; one per distinct model, made once."""
+    source = repository.version_path(MODEL, version)
+    target = pipeline_dir / BASELINE_ID / f"{version}-{tree_digest(source)[:16]}"
+    if not (target / SERVING_MODEL_DIR).is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(source, staging / SERVING_MODEL_DIR)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def check_serves(state: ServerState, repository: Path) -> None:
+    """A server over another repository would never see what this experiment pushes."""
+    if Path(state.repository).resolve() != Path(repository).resolve():
+        raise lifecycle.LifecycleError(
+            f"the server recorded in {state.state_dir} serves {state.repository}, "
+            f"not {repository}",
+            next_step="give the notebook the serving state dir of a server over this "
+                      "repository, or one where none is up")
+
+
+def history_frame(config: RunConfig, model: str = MODEL) -> pd.DataFrame:
+    """`python -m pipelines history` as a DataFrame: every run of the model's pipelines
+    (`run`, `retrain`, notebook experiments), oldest first, one column per metric."""
+    from serving.lineage import span_ranges
+
+    rows = []
+    for r in history.runs(config, model):
+        spans = r.shown_spans()
+        rows.append({
+            "started": pd.Timestamp(r.started), "pipeline": r.pipeline,
+            "hyperparameters": ", ".join(f"{k}={v}" for k, v in sorted(r.hyperparameters.items())),
+            "spans": span_ranges(spans) if spans else "",
+            **r.metrics,
+            "blessed": r.blessed, "version": r.pushed_version, "outcome": r.outcome,
+            "reason": history.headline(r.reason) if r.reason else "", "run_id": r.run_id})
+    frame = pd.DataFrame(rows)
+    if "version" in frame:
+        frame["version"] = frame["version"].astype("Int64")  # no version: <NA>, not NaN
+    return frame
+
+
+def _trainer_defaults() -> Dict[str, Any]:
+    from components.mnist_trainer import DEFAULTS  # imports TensorFlow
+
+    return DEFAULTS
+
+
+def _artifact(node, key: str):
+    """The MLMD artifact a component run in the InteractiveContext produced."""
+    return node.outputs[key].get()[0].mlmd_artifact
+
+
+def _uri(node, key: str) -> str:
+    return node.outputs[key].get()[0].uri
