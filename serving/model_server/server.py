@@ -1,22 +1,28 @@
-"""ModelServer: wires config, core, gRPC and REST together; start, run, drain, stop."""
+"""ModelServer: wires config, server core, APIs, gRPC and REST together; start, run, drain,
+stop."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+from serving.model_server.apis import Apis
 from serving.model_server.config import (ConfigError, LoadedConfig, ServerConfig,
                                          parse_model_server_config)
-from serving.model_server.core import ServingCore
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_service import GrpcServer
-from serving.model_server.rest import RestApi, RestServer
+from serving.model_server.rest import HttpLimits, RestApp, RestServer
+from serving.model_server.server_core import ServerCore
 
 log = logging.getLogger("serving.model_server")
 
-GRPC_WORKERS = 64  # blocking handlers wait on batches; enough for max_batch_size*2 clients
+# Threads for blocking API work (Classify, Regress, metadata, unbatched runs, large bodies):
+# each may wait on a batch, so enough for max_batch_size * 2 waiting clients.
+API_WORKERS = 64
 
 
 class ModelServer:
@@ -25,7 +31,8 @@ class ModelServer:
     def __init__(self, config: ServerConfig, loaded: Optional[LoadedConfig] = None):
         self.config = config
         self._loaded = loaded
-        self.core: Optional[ServingCore] = None
+        self.core: Optional[ServerCore] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
         self.grpc_server: Optional[GrpcServer] = None
         self.rest_server: Optional[RestServer] = None
         self.grpc_port: Optional[int] = None
@@ -41,10 +48,12 @@ class ModelServer:
         cfg = self.config
         loaded = self._loaded or cfg.load()
         prometheus_path = loaded.prometheus_path
-        self.core = ServingCore(cfg, loaded.batching)
+        self.core = ServerCore(cfg, loaded.batching)
         self.core.start(loaded.model_config, timeout=load_timeout, cancel=self._stop)
 
-        self.grpc_server = GrpcServer(self.core, loaded.grpc_options, max_workers=GRPC_WORKERS)
+        self._executor = ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="api")
+        apis = Apis(self.core, self._executor)
+        self.grpc_server = GrpcServer(apis, loaded.grpc_options)
         try:
             if cfg.port:
                 self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
@@ -62,14 +71,14 @@ class ModelServer:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", cfg.grpc_socket_path)
 
         if cfg.rest_api_port:
-            api = RestApi(self.core, cfg.rest_api_timeout_in_ms, prometheus_path)
+            app = RestApp(apis, HttpLimits.of(cfg), prometheus_path)
             try:
-                self.rest_server = RestServer((cfg.host, cfg.rest_api_port), api,
-                                              cfg.rest_api_max_body_bytes)
+                self.rest_server = RestServer(app, cfg.host, cfg.rest_api_port,
+                                              cfg.drain_timeout_seconds)
             except OSError as e:
                 raise ConfigError(f"cannot bind REST port {cfg.rest_api_port}: {e}") from e
-            self.rest_port = self.rest_server.server_address[1]
-            self.rest_server.serve_in_thread()
+            self.rest_port = self.rest_server.port
+            self.rest_server.start()
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
         elif prometheus_path:
             log.warning("--monitoring_config_file is set but --rest_api_port is 0: metrics "
@@ -114,18 +123,25 @@ class ModelServer:
         self._stop.set()
 
     def shutdown(self, grace: Optional[float] = None) -> bool:
-        """Stop accepting, let in-flight requests finish (up to `grace` s), release models."""
+        """Stop accepting, let in-flight requests finish (up to `grace` s), release models.
+        True when every request in flight was answered (the drain completed)."""
         grace = self.config.drain_timeout_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         self._stop.set()
         log.info("Shutting down: draining in-flight requests (up to %.0f s)", grace)
         if self.rest_server is not None:
-            self.rest_server.draining = True
-            self.rest_server.shutdown()
-            self.rest_server.server_close()
+            self.rest_server.server.should_exit = True  # stops accepting at its next tick
         if self.grpc_server is not None:
             self.grpc_server.stop(grace)  # returns once its in-flight RPCs are done
-        idle = self.core.wait_idle(grace) if self.core is not None else True
+        idle = True
+        if self.core is not None:
+            idle = self.core.wait_idle(max(0.0, deadline - time.monotonic()))
+        if self.rest_server is not None:
+            idle = self.rest_server.stop(max(0.0, deadline - time.monotonic()) + 1.0) and idle
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         if self.core is not None:
             self.core.stop()
-        log.info("Server stopped%s", "" if idle else " (some requests did not finish)")
+        log.info("Server stopped%s", "" if idle else
+                 " (some requests did not finish: drain incomplete)")
         return idle
