@@ -79,6 +79,9 @@ EXTENSIONS = {
     "max_request_tensor_elements": "most tensor elements one request may decode, all its "
                                    "inputs together; larger requests are answered "
                                    "INVALID_ARGUMENT / 400 before anything is allocated",
+    "front_end_workers": "processes that run the gRPC and REST front ends (HTTP, JSON, gRPC "
+                         "framing) and pass each call to this process, which loads the "
+                         "models and runs the APIs; 0: the front ends run in this process",
     "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish; "
                              "the exit code is 0 when they all did, 3 when some were cut off",
 }

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Dict, Optional, Protocol, Sequence, Tuple
 import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     model_pb2, regression_pb2)
+                                     model_pb2, predict_pb2, regression_pb2)
 
 from serving.model_server import signatures
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.loader import Servable
+from serving.model_server.tensors import to_tensor_proto
 
 if TYPE_CHECKING:  # server_core loads versions with warmup, which replays through here
     from serving.model_server.server_core import ServerCore
@@ -66,6 +67,12 @@ class PredictResult:
     model_spec: model_pb2.ModelSpec
     outputs: Dict[str, np.ndarray]
 
+    def to_proto(self) -> predict_pb2.PredictResponse:
+        response = predict_pb2.PredictResponse(model_spec=self.model_spec)
+        for alias, value in self.outputs.items():
+            response.outputs[alias].CopyFrom(to_tensor_proto(value))
+        return response
+
 
 def answered_by(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=servable.name,
@@ -82,6 +89,15 @@ class Apis:
         self.executor = executor
         self.check_method = core.config.enable_signature_method_name_check
         self.max_elements = core.config.max_request_tensor_elements
+
+    def count_failures(self, api: str, model_name: str, entrypoint: str):
+        """A context manager for a front end's decoding: a request it refuses is counted as
+        that API's, with its status."""
+        return self.core.metrics.count_failures(api, model_name, entrypoint)
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this server's metrics."""
+        return self.core.metrics.exposition()
 
     def _blocking(self, fn, *args):
         return asyncio.get_running_loop().run_in_executor(self.executor,

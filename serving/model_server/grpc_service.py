@@ -9,18 +9,15 @@ withdraws a request still queued. benchmarks/README.md has what these choices me
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from typing import Optional
 
 import grpc
-from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving.model_server.apis import Apis, PredictCall, PredictResult
+from serving.model_server.apis import Apis, PredictCall
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.tensors import ProtoInputs, to_tensor_proto
+from serving.model_server.loop_thread import LoopThread
+from serving.model_server.tensors import ProtoInputs
 
 log = logging.getLogger("serving.model_server")
 ENTRYPOINT = "GRPC"  # the metrics' entrypoint label
@@ -38,13 +35,6 @@ async def _answer(api: str, context, awaitable):
     await context.abort(error.grpc_status, error.message)
 
 
-def predict_response(result: PredictResult) -> predict_pb2.PredictResponse:
-    response = predict_pb2.PredictResponse(model_spec=result.model_spec)
-    for alias, value in result.outputs.items():
-        response.outputs[alias].CopyFrom(to_tensor_proto(value))
-    return response
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, apis: Apis):
         self.apis = apis
@@ -55,7 +45,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _predict(self, request):
         call = PredictCall(request.model_spec, ProtoInputs(request.inputs, request.ByteSize()),
                            request.output_filter)
-        return predict_response(await self.apis.predict(call, ENTRYPOINT))
+        return (await self.apis.predict(call, ENTRYPOINT)).to_proto()
 
     async def Classify(self, request, context):
         return await _answer("Classify", context, self.apis.classify(
@@ -87,38 +77,40 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             request, ENTRYPOINT, context.time_remaining()))
 
 
-class GrpcServer:
-    """A grpc.aio server on its own event-loop thread, driven from synchronous code."""
-
-    def __init__(self, apis: Apis, options):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop",
-                                        daemon=True)
-        self._thread.start()
-        self._server: Optional[grpc.aio.Server] = self._run(self._create(apis, options))
-
-    def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _create(self, apis, options):
-        server = grpc.aio.server(options=options)
+def add_servicers(apis: Apis):
+    """`register` for a GrpcServer over the APIs of this process."""
+    async def register(server) -> None:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(apis), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(apis), server)
+    return register
+
+
+class GrpcServer:
+    """A grpc.aio server on its own event-loop thread, driven from synchronous code;
+    `register(server)`, a coroutine function run on that loop, adds its services."""
+
+    def __init__(self, options, register):
+        self._loop = LoopThread("grpc-loop")
+        self._server: grpc.aio.Server = self._loop.run(self._create(options, register))
+
+    @staticmethod
+    async def _create(options, register):
+        server = grpc.aio.server(options=options)
+        await register(server)
         return server
 
     def add_insecure_port(self, address: str) -> int:
         async def add():
             return self._server.add_insecure_port(address)
-        return self._run(add())
+        return self._loop.run(add())
 
     def start(self) -> None:
-        self._run(self._server.start())
+        self._loop.run(self._server.start())
 
     def stop(self, grace: float) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds."""
         try:
-            self._run(self._server.stop(grace))
+            self._loop.run(self._server.stop(grace))
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+            self._loop.stop()

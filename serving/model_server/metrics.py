@@ -67,14 +67,15 @@ class Metrics:
     def count_failures(self, api: str, model_name: str, entrypoint: str):
         """Count a request that fails here as that API's, with its status: for a front end
         decoding its wire format before the API counts the request itself."""
-        start = time.perf_counter()
         try:
             yield
         except ServingError as e:
-            count, latency = self._children(model_name, api, entrypoint, e.code.name)
-            count.inc()
-            latency.observe((time.perf_counter() - start) * 1e6)
+            self.refused(api, model_name, entrypoint, e.code)
             raise
+
+    def refused(self, api: str, model_name: str, entrypoint: str, code: Code) -> None:
+        """One request refused before it reached its API (no latency: it ran nothing)."""
+        self._children(model_name, api, entrypoint, Code(code).name)[0].inc()
 
     def _children(self, model_name: str, api: str, entrypoint: str, status: str):
         """The (count, latency) series of one label set, looked up once and then cached:

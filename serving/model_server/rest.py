@@ -85,6 +85,7 @@ class RestApp:
     """The ASGI application: one HTTP request -> one API call -> one JSON answer."""
 
     def __init__(self, apis: Apis, limits: HttpLimits, prometheus_path: Optional[str] = None):
+        """`apis`: this process's `Apis`, or a front-end worker's `worker.RemoteApis`."""
         self.apis = apis
         self.limits = limits
         self.prometheus_path = prometheus_path
@@ -110,7 +111,7 @@ class RestApp:
             return _error(405, f"Method not allowed: {method}")
         if self.prometheus_path and path == self.prometheus_path and method == "GET":
             return (200, b"text/plain; version=0.0.4; charset=utf-8",
-                    self.apis.core.metrics.exposition(), False)
+                    await self.apis.metrics_text(), False)
         if not path.startswith("/v1/"):
             return _error(404, f"Not found: {path}")
         try:
@@ -166,7 +167,7 @@ class RestApp:
             return rest_json.status_json(await self.apis.get_model_status(
                 get_model_status_pb2.GetModelStatusRequest(model_spec=spec), ENTRYPOINT))
         if method == "POST" and not m["metadata"] and verb == "predict":
-            with self.apis.core.metrics.count_failures("Predict", spec.name, ENTRYPOINT):
+            with self.apis.count_failures("Predict", spec.name, ENTRYPOINT):
                 inputs = rest_json.JsonInputs(await self._parse(body), len(body))
             spec.signature_name = inputs.signature_name
             result = await self.apis.predict(PredictCall(spec, inputs), ENTRYPOINT,
@@ -174,7 +175,7 @@ class RestApp:
             return rest_json.predict_json(result.outputs, inputs.row)
         if method == "POST" and not m["metadata"] and verb in _EXAMPLES_APIS:
             api, message = _EXAMPLES_APIS[verb]
-            with self.apis.core.metrics.count_failures(api, spec.name, ENTRYPOINT):
+            with self.apis.count_failures(api, spec.name, ENTRYPOINT):
                 request = rest_json.fill_examples_request(message(model_spec=spec),
                                                           await self._parse(body))
             if verb == "classify":
@@ -318,13 +319,12 @@ class HttpProtocol(HttpToolsProtocol):
 
 
 class RestServer:
-    """uvicorn serving a RestApp on its own event-loop thread, driven from synchronous code.
+    """uvicorn serving a RestApp on its own event-loop thread, driven from synchronous code,
+    on a listening socket bound before (so a taken port fails at once, and front-end workers
+    share the model process's)."""
 
-    The listening socket is bound here, so a taken port fails at once (OSError)."""
-
-    def __init__(self, app: RestApp, host: str, port: int, drain_timeout: float):
-        self.sock = socket.create_server((host, port), backlog=2048)
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, app: RestApp, sock: socket.socket, drain_timeout: float):
+        self.sock = sock
         config = uvicorn.Config(
             app, http=functools.partial(HttpProtocol, limits=app.limits), loop="uvloop",
             lifespan="off", log_config=None, access_log=False, proxy_headers=False,

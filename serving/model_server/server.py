@@ -4,6 +4,10 @@ stop."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +18,12 @@ from serving.model_server.apis import Apis
 from serving.model_server.config import (ConfigError, LoadedConfig, ServerConfig,
                                          parse_model_server_config)
 from serving.model_server.errors import ServingError
-from serving.model_server.grpc_service import GrpcServer
+from serving.model_server.grpc_service import GrpcServer, add_servicers
+from serving.model_server.link import LinkServer
+from serving.model_server.loop_thread import LoopThread
 from serving.model_server.rest import HttpLimits, RestApp, RestServer
 from serving.model_server.server_core import ServerCore
+from serving.model_server.workers import Workers
 
 log = logging.getLogger("serving.model_server")
 
@@ -39,6 +46,10 @@ class ModelServer:
         self.rest_port: Optional[int] = None
         self._stop = threading.Event()
         self._config_poller: Optional[threading.Thread] = None
+        self.workers: Optional[Workers] = None
+        self.link: Optional[LinkServer] = None
+        self._link_loop: Optional[LoopThread] = None
+        self._link_dir: Optional[str] = None
 
     def start(self, load_timeout: Optional[float] = None) -> None:
         """Load the models (blocking, as tensorflow_model_server does), then listen.
@@ -53,32 +64,16 @@ class ModelServer:
 
         self._executor = ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="api")
         apis = Apis(self.core, self._executor)
-        self.grpc_server = GrpcServer(apis, loaded.grpc_options)
-        try:
-            if cfg.port:
-                self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
-            if cfg.grpc_socket_path:
-                self.grpc_server.add_insecure_port(f"unix:{cfg.grpc_socket_path}")
-        except RuntimeError as e:
-            raise ConfigError(f"cannot bind gRPC port {cfg.port or cfg.grpc_socket_path}: "
-                              f"{e}") from e
-        if cfg.port and not self.grpc_port:
-            raise ConfigError(f"cannot bind gRPC port {cfg.port}")
-        self.grpc_server.start()
+        if cfg.front_end_workers:
+            self._start_workers(apis, loaded)
+        else:
+            self._start_grpc(apis, loaded.grpc_options, tcp=bool(cfg.port))
+            self._start_rest(apis, prometheus_path)
         if cfg.port:
             log.info("Running gRPC ModelServer at %s:%d ...", cfg.host, self.grpc_port)
         if cfg.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", cfg.grpc_socket_path)
-
         if cfg.rest_api_port:
-            app = RestApp(apis, HttpLimits.of(cfg), prometheus_path)
-            try:
-                self.rest_server = RestServer(app, cfg.host, cfg.rest_api_port,
-                                              cfg.drain_timeout_seconds)
-            except OSError as e:
-                raise ConfigError(f"cannot bind REST port {cfg.rest_api_port}: {e}") from e
-            self.rest_port = self.rest_server.port
-            self.rest_server.start()
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
         elif prometheus_path:
             log.warning("--monitoring_config_file is set but --rest_api_port is 0: metrics "
@@ -88,6 +83,64 @@ class ModelServer:
             self._config_poller = threading.Thread(target=self._poll_config, daemon=True,
                                                    name="config-poll")
             self._config_poller.start()
+
+    def _start_grpc(self, apis: Apis, options, tcp: bool) -> None:
+        """gRPC in this process: on --port when `tcp`, and on --grpc_socket_path."""
+        cfg = self.config
+        if not (tcp or cfg.grpc_socket_path):
+            return
+        self.grpc_server = GrpcServer(options, add_servicers(apis))
+        try:
+            if tcp:
+                self.grpc_port = self.grpc_server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            if cfg.grpc_socket_path:
+                self.grpc_server.add_insecure_port(f"unix:{cfg.grpc_socket_path}")
+        except RuntimeError as e:
+            raise ConfigError(f"cannot bind gRPC port {cfg.port or cfg.grpc_socket_path}: "
+                              f"{e}") from e
+        if tcp and not self.grpc_port:
+            raise ConfigError(f"cannot bind gRPC port {cfg.port}")
+        self.grpc_server.start()
+
+    def _bind_rest(self) -> Optional[socket.socket]:
+        cfg = self.config
+        if not cfg.rest_api_port:
+            return None
+        try:
+            sock = socket.create_server((cfg.host, cfg.rest_api_port), backlog=2048)
+        except OSError as e:
+            raise ConfigError(f"cannot bind REST port {cfg.rest_api_port}: {e}") from e
+        self.rest_port = sock.getsockname()[1]
+        return sock
+
+    def _start_rest(self, apis: Apis, prometheus_path: Optional[str]) -> None:
+        sock = self._bind_rest()
+        if sock is not None:
+            app = RestApp(apis, HttpLimits.of(self.config), prometheus_path)
+            self.rest_server = RestServer(app, sock=sock,
+                                          drain_timeout=self.config.drain_timeout_seconds)
+            self.rest_server.start()
+
+    def _start_workers(self, apis: Apis, loaded: LoadedConfig) -> None:
+        """--front_end_workers: the front ends run in worker processes that pass each call
+        to this one over `link`; gRPC on a UNIX socket stays here (one path, one server)."""
+        cfg = self.config
+        self._link_dir = tempfile.mkdtemp(prefix="model-server-")  # mode 0700
+        self._link_loop = LoopThread("link-loop")
+        self.link = LinkServer(apis, os.path.join(self._link_dir, "link.sock"))
+        self._link_loop.run(self.link.start())
+        self._start_grpc(apis, loaded.grpc_options, tcp=False)
+        rest_sock = self._bind_rest()
+        self.grpc_port = cfg.port or None
+        self.workers = Workers(cfg, self.link.path, rest_sock, loaded.prometheus_path)
+        try:
+            self.workers.start(ready=lambda n: not cfg.port or self.link.connections >= n)
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from e
+        finally:
+            if rest_sock is not None:
+                rest_sock.close()  # the workers hold it now
+        log.info("Serving through %d front-end worker processes", cfg.front_end_workers)
 
     def _poll_config(self) -> None:
         """Re-read --model_config_file on its poll interval. A file that cannot be read or
@@ -129,15 +182,21 @@ class ModelServer:
         deadline = time.monotonic() + grace
         self._stop.set()
         log.info("Shutting down: draining in-flight requests (up to %.0f s)", grace)
+        idle = True
+        if self.workers is not None:  # they finish their calls while this process answers
+            idle = self.workers.stop(grace)
         if self.rest_server is not None:
             self.rest_server.server.should_exit = True  # stops accepting at its next tick
         if self.grpc_server is not None:
             self.grpc_server.stop(grace)  # returns once its in-flight RPCs are done
-        idle = True
         if self.core is not None:
-            idle = self.core.wait_idle(max(0.0, deadline - time.monotonic()))
+            idle = self.core.wait_idle(max(0.0, deadline - time.monotonic())) and idle
         if self.rest_server is not None:
             idle = self.rest_server.stop(max(0.0, deadline - time.monotonic()) + 1.0) and idle
+        if self._link_loop is not None:
+            self._link_loop.run(self.link.close())
+            self._link_loop.stop()
+            shutil.rmtree(self._link_dir, ignore_errors=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         if self.core is not None:

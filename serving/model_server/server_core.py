@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -42,8 +42,9 @@ class ServerCore:
         self.config = config
         self.metrics = metrics or Metrics()
         self.batching = batching
+        self._serving_listeners: List[Callable[[], None]] = []
         self.manager = Manager(self._make_loader, num_load_threads=1,
-                               listener=self.metrics.on_state,
+                               listener=self._state_changed,
                                max_load_retries=config.max_num_load_retries,
                                load_retry_interval=config.load_retry_interval_micros / 1e6)
         self.source = FileSystemSource(self.manager.set_aspired_versions,
@@ -56,6 +57,18 @@ class ServerCore:
         self.metrics.inflight.set_function(lambda: self._inflight)  # read when scraped
 
     # ---- lifecycle -----------------------------------------------------------------
+    def on_serving_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (from any thread) whenever versions or labels change."""
+        self._serving_listeners.append(callback)
+
+    def _state_changed(self, *state) -> None:
+        self.metrics.on_state(*state)
+        self._serving_changed()
+
+    def _serving_changed(self) -> None:
+        for callback in self._serving_listeners:
+            callback()
+
     def _make_loader(self, name: str, version: int, path: str) -> Loader:
         replay = functools.partial(warmup.replay, config=self.config) \
             if self.config.enable_model_warmup else None
@@ -103,6 +116,7 @@ class ServerCore:
             for m in model_config.model_config_list.config:
                 self.manager.set_labels(m.name, dict(m.version_labels), allow_unavailable=allow)
             self.model_config = model_config
+        self._serving_changed()
 
     def _wait_settled(self, names: List[str], new_names: List[str], timeout, initial) -> None:
         """Wait for the aspired versions to settle; at startup, fail if a model cannot load."""
