@@ -486,6 +486,7 @@ def print_markdown(results, switch, clients):
                           if sw["load_seconds"] is not None)
         print(f"\nPushed MNIST versions answered after {answered} s (worst {worst:.2f} s) "
               f"with --file_system_poll_wait_seconds=1; logged load times {loads} s.")
+
     def cell(target, model, n):
         return next((r for r in results if (r["target"], r["model"], r["clients"]) ==
                      (target, model, n)), None)
