@@ -183,6 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else sys.argv[1:]
     config = ServerConfig(**json.loads(config_json))
     stop = threading.Event()
+    parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     grpc_server = rest_server = None
@@ -200,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  drain_timeout=config.drain_timeout_seconds)
         rest_server.start()
     while not stop.wait(1.0):
-        if os.getppid() == 1:  # the model process died: nothing left to serve
+        if os.getppid() != parent:  # the model process died: nothing left to serve
             log.error("Worker %d: the model process is gone; exiting", os.getpid())
             break
     deadline = time.monotonic() + config.drain_timeout_seconds
