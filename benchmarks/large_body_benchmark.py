@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import saved_models
-    from toolkit_testing import free_port
+    from toolkit_testing import free_port, write_models_config
 
     work = Path(tempfile.mkdtemp(prefix="large-body-bench-"))
     try:
@@ -56,9 +56,7 @@ def main(argv=None) -> int:
         else:
             shutil.copytree(mnist, work / "repo" / "mnist" / "1")
         saved_models.export_half_plus_two(work / "repo" / "half_plus_two" / "1")
-        (work / "models.config").write_text("model_config_list {\n" + "".join(
-            f"  config {{ name: '{m}' base_path: '{work / 'repo' / m}' "
-            f"model_platform: 'tensorflow' }}\n" for m in ("mnist", "half_plus_two")) + "}\n")
+        config = write_models_config(work / "repo", ("mnist", "half_plus_two"))
         (work / "batching.config").write_text(BATCHING)
         images = np.random.default_rng(0).random((1000, 784), dtype=np.float32)
         big = json.dumps({"signature_name": "predict_images",
@@ -67,7 +65,7 @@ def main(argv=None) -> int:
         gport, rport = free_port(), free_port()
         proc = start_process(["-m", "serving.model_server", f"--port={gport}",
                               f"--rest_api_port={rport}", "--host=127.0.0.1",
-                              f"--model_config_file={work}/models.config", "--enable_batching",
+                              f"--model_config_file={config}", "--enable_batching",
                               f"--batching_parameters_file={work}/batching.config",
                               *args.server_flags.split()], rport, work / "server.log")
         try:

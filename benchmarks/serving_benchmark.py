@@ -375,7 +375,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT / "tests"))  # the test support: SavedModels, free ports
     import saved_models
-    from toolkit_testing import free_port
+    from toolkit_testing import free_port, write_models_config
 
     MODELS["mnist"] = MODELS["mnist"][:3] + ([0.5] * saved_models.MNIST_PIXELS,)
     clients = [int(c) for c in args.clients.split(",")]
@@ -396,10 +396,7 @@ def main(argv=None) -> int:
         repo = work / "repo"
         for m in models:
             shutil.copytree(templates / m, repo / m / "1")
-        config = work / "models.config"
-        config.write_text("model_config_list {\n" + "".join(
-            f"  config {{ name: '{m}' base_path: '{repo / m}' model_platform: 'tensorflow' }}\n"
-            for m in models) + "}\n")
+        config = write_models_config(repo, models)
         (work / "batching.config").write_text(args.batching)
 
         def record(target, model, n, r):

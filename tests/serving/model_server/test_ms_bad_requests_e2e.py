@@ -20,7 +20,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from toolkit_testing import copy_version, running_servers
+from toolkit_testing import copy_version, running_servers, write_models_config
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +33,7 @@ def server(model_templates, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_requests")
     copy_version(model_templates / "hp2_v1", root / "half_plus_two", 1)
     copy_version(model_templates / "mnist", root / "mnist", 1)
-    (root / "models.config").write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in ("half_plus_two", "mnist")) + "}\n")
+    write_models_config(root, ("half_plus_two", "mnist"))
     (root / "monitoring.config").write_text('prometheus_config { enable: true path: "/m" }')
     with running_servers() as start:
         yield start(f"--model_config_file={root}/models.config",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from toolkit_testing import copy_version, running_servers, wait_until
+from toolkit_testing import copy_version, running_servers, wait_until, write_models_config
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +32,7 @@ def server(model_templates, tmp_path_factory):
     root = tmp_path_factory.mktemp("rest_http")
     copy_version(model_templates / "hp2_v1", root / "half_plus_two", 1)
     copy_version(model_templates / "mnist", root / "mnist", 1)
-    (root / "models.config").write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in ("half_plus_two", "mnist")) + "}\n")
+    write_models_config(root, ("half_plus_two", "mnist"))
     with running_servers() as start:
         yield start(f"--model_config_file={root}/models.config",
                     f"--rest_api_read_timeout_seconds={READ_TIMEOUT}",

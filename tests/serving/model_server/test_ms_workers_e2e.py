@@ -1,9 +1,9 @@
 """--front_end_workers: the front ends in worker processes, one model process behind them.
 
 Every client sees one server: the same answers and errors as the in-process front ends,
-one metrics view whichever worker took a connection, a worker that dies is replaced, and
-SIGTERM drains requests waiting in the model process's batches. (The version switch under
-load runs with workers in test_ms_switch_e2e.)
+one metrics view whichever worker took a connection, and a worker that dies is replaced.
+(The version switch under load and the SIGTERM drain run with workers too, in
+test_ms_switch_e2e and test_ms_cli_e2e.)
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
-import time
 
 import grpc
 import pytest
@@ -125,39 +123,3 @@ def test_a_worker_that_dies_is_replaced_and_the_server_keeps_serving(server):
         r = requests.post(f"{server.rest_url}/v1/models/half_plus_two:predict",
                           json={"instances": [1.0]}, timeout=10)
         assert r.json() == {"predictions": [3.5]}
-
-
-def test_sigterm_drains_requests_waiting_in_a_batch_then_exits_0(model_templates, tmp_path):
-    copy_version(model_templates / "hp2_v1", tmp_path / "hp2", 1)
-    (tmp_path / "batching.config").write_text(
-        "max_batch_size { value: 100 } batch_timeout_micros { value: 3000000 } "
-        "num_batch_threads { value: 1 }")
-    with running_servers() as start:
-        server = start(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
-                       "--front_end_workers=2", "--enable_batching",
-                       f"--batching_parameters_file={tmp_path}/batching.config")
-        results = {}
-
-        def rest_call():
-            r = requests.post(f"{server.rest_url}/v1/models/hp2:predict",
-                              json={"instances": [1.0]}, timeout=30)
-            results["rest"] = (r.status_code, r.json())
-
-        def grpc_call():
-            with grpc.insecure_channel(server.grpc_target) as channel:
-                req = predict_request([2.0])
-                req.model_spec.name = "hp2"
-                resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-                    req, timeout=30)
-                results["grpc"] = list(resp.outputs["y"].float_val)
-
-        threads = [threading.Thread(target=f) for f in (rest_call, grpc_call)]
-        for t in threads:
-            t.start()
-        server.wait_for_log("Serving through 2 front-end worker processes")
-        wait_until(lambda: threads[0].is_alive() and threads[1].is_alive(), 5)
-        time.sleep(1.0)  # both calls are in the 3 s batching window
-        assert server.stop() == 0
-        for t in threads:
-            t.join(30)
-        assert results == {"rest": (200, {"predictions": [2.5]}), "grpc": [3.0]}
