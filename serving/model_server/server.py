@@ -133,13 +133,10 @@ class ModelServer:
         rest_sock = self._bind_rest()
         self.grpc_port = cfg.port or None
         self.workers = Workers(cfg, self.link.path, rest_sock, loaded.prometheus_path)
-        try:
+        try:  # the REST socket stays open here too, for a worker that is restarted
             self.workers.start(ready=lambda n: not cfg.port or self.link.connections >= n)
         except RuntimeError as e:
             raise ConfigError(str(e)) from e
-        finally:
-            if rest_sock is not None:
-                rest_sock.close()  # the workers hold it now
         log.info("Serving through %d front-end worker processes", cfg.front_end_workers)
 
     def _poll_config(self) -> None:

@@ -189,7 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     grpc_server = rest_server = None
     if config.port:
         grpc_server = GrpcServer(config.grpc_options(), pass_through(link_path))
-        if not grpc_server.add_insecure_port(f"{config.host}:{config.port}"):
+        try:
+            bound = grpc_server.add_insecure_port(f"{config.host}:{config.port}")
+        except RuntimeError:
+            bound = 0
+        if not bound:
             log.error("Worker %d cannot bind gRPC port %d", os.getpid(), config.port)
             return 1
         grpc_server.start()
@@ -260,7 +264,8 @@ class Workers:
 
     def stop(self, grace: float) -> bool:
         """SIGTERM every worker: each stops accepting and finishes what it is answering.
-        True when each of them drained (exit code 0) within `grace` (+5 s to exit)."""
+        True when each of them drained (exit code 0) within `grace` (+5 s to exit). The
+        REST socket is closed then."""
         self._stopping.set()
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -274,6 +279,8 @@ class Workers:
                 proc.kill()
                 proc.wait()
                 drained = False
+        if self.rest_sock is not None:
+            self.rest_sock.close()
         return drained
 
 
