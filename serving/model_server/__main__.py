@@ -74,8 +74,9 @@ EXTENSIONS = {
                                      "answered 408 and its connection closed",
     "rest_api_idle_timeout_seconds": "a REST connection waiting this long for its next "
                                      "request (or its first) is closed",
-    "rest_api_max_connections": "open REST connections served; a request on a connection "
-                                "beyond them is answered 503 and the connection closed",
+    "rest_api_max_connections": "open REST connections served (by each front-end process); "
+                                "a request on a connection beyond them is answered 503 and "
+                                "the connection closed",
     "max_request_tensor_elements": "most tensor elements one request may decode, all its "
                                    "inputs together; larger requests are answered "
                                    "INVALID_ARGUMENT / 400 before anything is allocated",
