@@ -109,6 +109,15 @@ def publish_copy(repo_root: Path, model: str, template: Path) -> Tuple[int, floa
     return pub.version, time.monotonic()
 
 
+def write_models_config(root: Path, names) -> Path:
+    """root/models.config: a model config file serving each of `names` from root/<name>."""
+    path = Path(root) / "models.config"
+    path.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{n}" base_path: "{Path(root) / n}" model_platform: "tensorflow" }}\n'
+        for n in names) + "}\n")
+    return path
+
+
 # ---- a real model server ----------------------------------------------------------------
 
 class ServerProcess:

@@ -20,6 +20,7 @@ from serving.model_server.config import ConfigError, ServerConfig
 log = logging.getLogger("serving.model_server")
 
 __version__ = "0.1.0"
+EXIT_DRAIN_INCOMPLETE = 3  # SIGTERM: some in-flight requests were cut off at the drain timeout
 
 # tensorflow_model_server flags whose behaviour this server does not provide.
 UNSUPPORTED = ("ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
@@ -40,7 +41,7 @@ FLAG_HELP = {
     "grpc_channel_arguments": "gRPC server options, comma-separated key=value",
     "rest_api_port": "HTTP/REST API port; 0 disables REST",
     "rest_api_timeout_in_ms": "bound on a REST request's wait for its batch",
-    "rest_api_num_threads": "accepted; REST runs a thread per connection",
+    "rest_api_num_threads": "accepted; REST runs on an event loop, not a thread pool",
     "model_name": "name of the one model served from --model_base_path",
     "model_base_path": "directory of integer version subdirectories of that model",
     "model_config_file": "text ModelServerConfig: several models, version policies, labels "
@@ -68,10 +69,22 @@ FLAG_HELP = {
 EXTENSIONS = {
     "host": "address to bind (tensorflow_model_server binds 0.0.0.0)",
     "rest_api_max_body_bytes": "larger REST bodies are answered 400 without being read",
+    "rest_api_read_timeout_seconds": "a REST request (headers and body) must arrive within "
+                                     "this many seconds of its first byte, else it is "
+                                     "answered 408 and its connection closed",
+    "rest_api_idle_timeout_seconds": "a REST connection waiting this long for its next "
+                                     "request (or its first) is closed",
+    "rest_api_max_connections": "open REST connections served (by each front-end process); "
+                                "a request on a connection beyond them is answered 503 and "
+                                "the connection closed",
     "max_request_tensor_elements": "most tensor elements one request may decode, all its "
                                    "inputs together; larger requests are answered "
                                    "INVALID_ARGUMENT / 400 before anything is allocated",
-    "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish",
+    "front_end_workers": "processes that run the gRPC and REST front ends (HTTP, JSON, gRPC "
+                         "framing) and pass each call to this process, which loads the "
+                         "models and runs the APIs; 0: the front ends run in this process",
+    "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish; "
+                             "the exit code is 0 when they all did, 3 when some were cut off",
 }
 
 
@@ -197,13 +210,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if server.core is not None:
             server.core.stop()
         return 1
-    if server.wait(0):  # a SIGTERM that arrived while models were loading
-        server.shutdown()
-        return 0
-    while not server.wait(3600):
+    while not server.wait(3600):  # returns at once for a SIGTERM during loading
         pass
-    server.shutdown()
-    return 0
+    return 0 if server.shutdown() else EXIT_DRAIN_INCOMPLETE
 
 
 if __name__ == "__main__":

@@ -96,8 +96,12 @@ class ServerConfig:
     # Extensions (not tensorflow_model_server flags).
     host: str = "0.0.0.0"
     rest_api_max_body_bytes: int = 64 << 20
+    rest_api_read_timeout_seconds: float = 30.0
+    rest_api_idle_timeout_seconds: float = 60.0
+    rest_api_max_connections: int = 1000
     max_request_tensor_elements: int = 1 << 24
     drain_timeout_seconds: float = 30.0
+    front_end_workers: int = 0
 
     def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
         """The models to serve: the config file, or the single --model_name/--model_base_path.
@@ -135,6 +139,12 @@ class ServerConfig:
         """Flag values the server cannot run with."""
         if self.max_request_tensor_elements <= 0:
             raise ConfigError("--max_request_tensor_elements must be positive")
+        if self.front_end_workers < 0:
+            raise ConfigError("--front_end_workers must be 0 or more")
+        for name in ("rest_api_max_body_bytes", "rest_api_read_timeout_seconds",
+                     "rest_api_idle_timeout_seconds", "rest_api_max_connections"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name} must be positive")
         if not self.tags():
             raise ConfigError("--saved_model_tags names no tag")
 

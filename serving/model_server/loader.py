@@ -85,21 +85,26 @@ class Servable:
             return future.result(timeout=timeout)
         except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
             future.cancel()  # still queued: it will not run
-            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching") \
-                from None
+            raise _batch_deadline() from None
 
-    async def run_async(self, feeds: Feeds, fetches: Fetches,
-                        executor) -> Dict[str, np.ndarray]:
+    async def run_async(self, feeds: Feeds, fetches: Fetches, executor,
+                        timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
         """`run` for an event loop: a batched request is awaited (no thread blocks waiting
         for its batch), anything else runs on `executor`. Cancelling the caller (a gRPC
-        deadline or a client that went away) takes a still-queued request out of its batch.
+        deadline or a client that went away), or `timeout` passing while it waits, takes a
+        still-queued request out of its batch.
         """
         loop = asyncio.get_running_loop()
         queued = None if self.batcher is None else self.batcher.try_submit(fetches, feeds,
                                                                            loop)
         if queued is None:
             return await loop.run_in_executor(executor, self.run_direct, fetches, feeds)
-        return await queued
+        if timeout is None:
+            return await queued
+        try:
+            return await asyncio.wait_for(queued, timeout)
+        except asyncio.TimeoutError:
+            raise _batch_deadline() from None
 
     def run_direct(self, fetches: Fetches, feeds: Feeds) -> Dict[str, np.ndarray]:
         """One Session run: `feeds` by tensor name -> {fetched tensor name: value}."""
@@ -150,6 +155,10 @@ class Servable:
         with self._lock:
             self._callables.clear()
         self._session.close()
+
+
+def _batch_deadline() -> ServingError:
+    return ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while batching")
 
 
 class Loader:

@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.loader import Loader, Servable
 
 log = logging.getLogger("serving.model_server")
+T = TypeVar("T")
 
 
 class State(enum.IntEnum):
@@ -56,6 +57,26 @@ class _Entry:
 
 def servable_id(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
+
+
+def resolve(serving: Mapping[int, T], labels: Mapping[str, int], model: str,
+            version: Optional[int] = None, label: Optional[str] = None) -> T:
+    """What a model spec names among a model's AVAILABLE versions `serving`: the latest, a
+    specific version, or a label's; TF Serving's errors when there is none."""
+    if label:
+        version = labels.get(label)
+        if version is None:
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               f"Unrecognized servable version label: {label}")
+    if version is None:
+        if not serving:
+            raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({model})")
+        return serving[max(serving)]
+    found = serving.get(version)
+    if found is None:
+        raise ServingError(Code.NOT_FOUND,
+                           f"Servable not found for request: Specific({model}, {version})")
+    return found
 
 
 LoaderFactory = Callable[[str, int, str], Loader]
@@ -229,22 +250,13 @@ class Manager:
     def resolve(self, model: str, version: Optional[int] = None,
                 label: Optional[str] = None) -> Servable:
         """The one lookup: latest AVAILABLE, a specific version, or a label."""
-        if label:
-            version = self._labels.get(model, {}).get(label)
-            if version is None:
-                raise ServingError(Code.INVALID_ARGUMENT,
-                                   f"Unrecognized servable version label: {label}")
-        serving = self._serving.get(model, {})
-        if version is None:
-            if not serving:
-                raise ServingError(Code.NOT_FOUND,
-                                   f"Servable not found for request: Latest({model})")
-            return serving[max(serving)]
-        servable = serving.get(version)
-        if servable is None:
-            raise ServingError(Code.NOT_FOUND,
-                               f"Servable not found for request: Specific({model}, {version})")
-        return servable
+        return resolve(self._serving.get(model, {}), self._labels.get(model, {}), model,
+                       version, label)
+
+    def serving(self) -> Tuple[Dict[str, Dict[int, Servable]], Dict[str, Dict[str, int]]]:
+        """(model -> {version: servable} of the AVAILABLE versions, model -> labels)."""
+        with self._cond:
+            return dict(self._serving), {m: dict(v) for m, v in self._labels.items()}
 
     def models(self) -> List[str]:
         with self._cond:

@@ -63,6 +63,20 @@ class Metrics:
             count.inc()
             latency.observe((time.perf_counter() - start) * 1e6)
 
+    @contextlib.contextmanager
+    def count_failures(self, api: str, model_name: str, entrypoint: str):
+        """Count a request that fails here as that API's, with its status: for a front end
+        decoding its wire format before the API counts the request itself."""
+        try:
+            yield
+        except ServingError as e:
+            self.refused(api, model_name, entrypoint, e.code)
+            raise
+
+    def refused(self, api: str, model_name: str, entrypoint: str, code: Code) -> None:
+        """One request refused before it reached its API (no latency: it ran nothing)."""
+        self._children(model_name, api, entrypoint, Code(code).name)[0].inc()
+
     def _children(self, model_name: str, api: str, entrypoint: str, status: str):
         """The (count, latency) series of one label set, looked up once and then cached:
         `labels()` validates and locks on every call, which showed up per request."""

@@ -1,4 +1,4 @@
-"""Tensor conversions: TensorProto <-> numpy, and TF Serving's REST JSON tensor encoding.
+"""Tensor conversions: TensorProto <-> numpy, and the element budget of one request.
 
 Request tensors are decoded the way TensorFlow's Tensor::FromProto reads them (the shape
 must be valid; `tensor_content` must hold exactly the shape's bytes; typed fields with
@@ -12,18 +12,12 @@ Responses fill the typed repeated fields (float_val, int64_val, ...) the way TF 
 AsProtoField does, because clients such as TF Serving's mnist_client.py read
 `outputs['scores'].float_val` directly.
 
-JSON follows tensorflow_serving/util/json_tensor.cc: a value must be of the signature's
-type (a JSON integer for integer types, a number for floats, never null), integers must
-fit the type (floats: without loss of precision), lists must be rectangular, and floats
-are written back at their own precision, with NaN and +/-Infinity as TF Serving writes them.
+TF Serving's REST JSON encoding of tensors is `rest_json`'s.
 """
 
 from __future__ import annotations
 
-import base64
-import math
-from itertools import chain
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -31,7 +25,6 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from serving.model_server.errors import Code, ServingError, invalid_argument
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # 64 MiB of float32; --max_request_tensor_elements
-MAX_JSON_RANK = 32  # deeper JSON lists are refused before they are walked
 
 
 def _bfloat16():
@@ -82,10 +75,22 @@ def numpy_dtype(dtype: int) -> np.dtype:
     return entry[0]
 
 
-def element_limit_error(count: int, limit: int) -> ServingError:
-    return invalid_argument(
-        f"The request's tensors have {count} elements, more than the server decodes for one "
-        f"request ({limit}, --max_request_tensor_elements)")
+class ElementBudget:
+    """How many tensor elements one request may still decode (--max_request_tensor_elements,
+    all its inputs together); each input is charged before it is converted."""
+
+    __slots__ = ("limit", "left")
+
+    def __init__(self, limit: int = DEFAULT_MAX_ELEMENTS):
+        self.limit = limit
+        self.left = limit
+
+    def charge(self, count: int) -> None:
+        if count > self.left:
+            raise invalid_argument(
+                f"The request's tensors have {count} elements, more than the server decodes "
+                f"for one request ({self.limit}, --max_request_tensor_elements)")
+        self.left -= count
 
 
 def shape_elements(proto: tensor_pb2.TensorProto, alias: str) -> int:
@@ -106,14 +111,26 @@ def shape_elements(proto: tensor_pb2.TensorProto, alias: str) -> int:
     return n
 
 
+class ProtoInputs:
+    """A PredictRequest's inputs (gRPC, warmup) for the Predict API: TensorProtos by alias."""
+
+    def __init__(self, protos: Mapping[str, tensor_pb2.TensorProto], size: int = 0):
+        self.protos = protos
+        self.size = size  # bytes on the wire
+
+    def signature_not_found(self, name: str) -> ServingError:
+        return ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+
+    def decode(self, signature, max_elements: int) -> Dict[str, np.ndarray]:
+        return decode_request_tensors(self.protos, max_elements)
+
+
 def decode_request_tensors(protos: Mapping[str, tensor_pb2.TensorProto],
                            max_elements: int = DEFAULT_MAX_ELEMENTS) -> Dict[str, np.ndarray]:
     """A request's named TensorProtos as arrays, refusing more than `max_elements` elements
     in all before decoding any."""
     counts = {alias: shape_elements(proto, alias) for alias, proto in protos.items()}
-    total = sum(counts.values())
-    if total > max_elements:
-        raise element_limit_error(total, max_elements)
+    ElementBudget(max_elements).charge(sum(counts.values()))
     return {alias: to_ndarray(proto, alias, counts[alias]) for alias, proto in protos.items()}
 
 
@@ -180,15 +197,19 @@ def _fill(values, n: int, shape, dtype) -> np.ndarray:
 
 
 def _array(values, dtype) -> np.ndarray:
-    if dtype is object:
-        out = np.empty(len(values), object)
-        out[:] = values
-        return out
-    return np.asarray(values, dtype)
+    return object_array(values) if dtype is object else np.asarray(values, dtype)
 
 
-def to_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
-    """numpy -> TensorProto in the typed repeated field (AsProtoField)."""
+def object_array(values) -> np.ndarray:
+    """A 1-D object array of `values` (bytes), never an array of arrays."""
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+
+
+def to_tensor_proto(value: np.ndarray, packed: bool = False) -> tensor_pb2.TensorProto:
+    """numpy -> TensorProto in the typed repeated field (AsProtoField), or with `packed`
+    in `tensor_content` (AsProtoTensorContent; strings always go to string_val)."""
     value = np.asarray(value)
     dtype = datatype_of(value)
     if dtype is None:
@@ -199,6 +220,9 @@ def to_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
     if dtype == types_pb2.DT_STRING:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
         return proto
+    if packed:
+        proto.tensor_content = flat.tobytes()
+        return proto
     field = _TYPES[dtype][1]
     if field == "half_val":
         proto.half_val.extend(flat.view(np.uint16).tolist())
@@ -207,212 +231,3 @@ def to_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
     else:
         getattr(proto, field).extend(flat.tolist())
     return proto
-
-
-# ---- JSON (TF Serving's REST encoding) -------------------------------------------------
-
-_FLOAT_LIMITS = {types_pb2.DT_FLOAT: (float(np.finfo(np.float32).max), (1 << 24) - 1),
-                 types_pb2.DT_DOUBLE: (float(np.finfo(np.float64).max), (1 << 53) - 1)}
-_INT_TYPES = (types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_UINT8,
-              types_pb2.DT_UINT16, types_pb2.DT_INT64, types_pb2.DT_UINT32, types_pb2.DT_UINT64)
-
-
-def json_type(value) -> str:
-    if value is None:
-        return "Null"
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
-def json_text(value, limit: int = 100) -> str:
-    """A JSON value as text for an error message, cut at `limit` characters."""
-    import json
-
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):  # deeply nested: name its type only
-        text = json_type(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _type_error(value, dtype: int) -> ServingError:
-    return invalid_argument(f"JSON Value: {json_text(value)} Type: {json_type(value)} is not "
-                            f"of expected type: {dtype_name(dtype)}")
-
-
-def is_b64(value) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
-
-
-def json_shape(value) -> List[int]:
-    """The dense shape a JSON value describes, following the first element of each list
-    (GetDenseTensorShape); at most MAX_JSON_RANK deep."""
-    shape = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        if len(shape) > MAX_JSON_RANK:
-            raise invalid_argument(f"JSON Value: lists nested more than {MAX_JSON_RANK} deep")
-        value = value[0] if value else None
-    return shape
-
-
-def json_flatten(value, shape: List[int]) -> list:
-    """The leaves of a rectangular JSON value of `shape`, in row-major order (FillTensorProto:
-    every list at a level has that level's size, every leaf is at the last level)."""
-    level = [value]
-    for depth, size in enumerate(shape):
-        for item in level:
-            if not isinstance(item, list):
-                raise invalid_argument(
-                    f"JSON Value: {json_text(item)} found at incorrect level: {depth + 1} in "
-                    f"the JSON DOM. Expected at level: {len(shape)}")
-            if len(item) != size:
-                raise invalid_argument(f"Encountered list at unexpected size: {len(item)} at "
-                                       f"level: {depth} expected size: {size}")
-        level = list(chain.from_iterable(level))
-    return level
-
-
-def json_to_ndarray(value: Any, dtype: int, name: str, budget: Optional[List[int]] = None
-                    ) -> np.ndarray:
-    """A JSON value (nested lists, {"b64": ...} for bytes) as an array of `dtype`.
-
-    `budget`, a one-item list, is the number of elements the request may still decode;
-    it is charged before any conversion."""
-    shape = json_shape(value)
-    n = math.prod(shape)
-    if budget is not None:
-        if n > budget[0]:
-            raise element_limit_error(n, budget[1] if len(budget) > 1 else budget[0])
-        budget[0] -= n
-    flat = json_flatten(value, shape)
-    if flat and isinstance(flat[0], list) or any(type(v) is list for v in flat):
-        raise invalid_argument(f"Encountered list at unexpected level: {len(shape)} expected "
-                               f"< {len(shape)}")
-    if dtype == types_pb2.DT_STRING:
-        return _fill(_json_strings(flat), len(flat), shape, object)
-    types = set(map(type, flat))
-    if dtype in _FLOAT_LIMITS:
-        if not types <= {int, float}:
-            raise _type_error(next(v for v in flat if type(v) not in (int, float)), dtype)
-        _check_lossless(flat, dtype, types)
-    elif dtype in _INT_TYPES:
-        if not types <= {int}:
-            raise _type_error(next(v for v in flat if type(v) is not int), dtype)
-        info = np.iinfo(numpy_dtype(dtype))
-        if flat and (min(flat) < info.min or max(flat) > info.max):
-            raise _type_error(next(v for v in flat if not info.min <= v <= info.max), dtype)
-    elif dtype == types_pb2.DT_BOOL:
-        if not types <= {bool}:
-            raise _type_error(next(v for v in flat if type(v) is not bool), dtype)
-    else:
-        raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value: "
-                                               f"{json_text(value)} to type: "
-                                               f"{dtype_name(dtype)}")
-    return np.array(flat, dtype=numpy_dtype(dtype)).reshape(shape)
-
-
-def _check_lossless(flat: list, dtype: int, types) -> None:
-    """IsLosslessDecimal: integers within the float's exact range, finite numbers within
-    its range (NaN and +/-Infinity pass)."""
-    max_float, max_int = _FLOAT_LIMITS[dtype]
-    if not flat:
-        return
-    bound = max_int if int in types else max_float
-    try:
-        low, high = min(flat), max(flat)
-        if -bound <= low and high <= bound:
-            return
-    except TypeError:
-        pass
-    for v in flat:  # rare: name the first value that does not fit
-        if type(v) is int:
-            ok = -max_int <= v <= max_int
-        else:
-            ok = not math.isfinite(v) or -max_float <= v <= max_float
-        if not ok:
-            raise invalid_argument(f"Cannot convert JSON value: {json_text(v)} to "
-                                   f"{dtype_name(dtype)} without loss of precision.")
-
-
-def _json_strings(flat: list) -> list:
-    out = []
-    for v in flat:
-        if isinstance(v, str):
-            out.append(v.encode("utf-8"))
-        elif isinstance(v, dict):
-            out.append(decode_b64(v))
-        else:
-            raise _type_error(v, types_pb2.DT_STRING)
-    return out
-
-
-def decode_b64(value) -> bytes:
-    """{"b64": "..."} -> bytes, as JsonDecodeBase64Object."""
-    if not is_b64(value):
-        raise invalid_argument(f"JSON Value: {json_text(value)} not formatted correctly for "
-                               f"base64 data")
-    try:
-        return base64.b64decode(value["b64"], validate=True)
-    except ValueError:
-        raise invalid_argument("Unable to base64 decode") from None
-
-
-def ndarray_to_json(value: np.ndarray, name: str) -> Any:
-    """An output array as JSON-ready values: float32 at float precision, non-finite floats
-    as TF Serving writes them (see `dumps`), bytes as {"b64"} for names ending `_bytes`."""
-    if value.dtype == object or value.dtype.kind in "SU":
-        as_b64 = name.endswith("_bytes")
-        return _map_nested(value, lambda b: _string_to_json(b, as_b64))
-    if value.dtype == np.float32:
-        return _map_nested(value, _float32_to_json)
-    if value.dtype.kind == "f":
-        return value.astype(np.float64).tolist()
-    if value.dtype.kind == "c" or value.dtype == np.float16:
-        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to write JSON value for tensor "
-                                                  f"type: {dtype_name(datatype_of(value))}")
-    return value.tolist()
-
-
-def _map_nested(value: np.ndarray, fn):
-    if value.ndim == 0:
-        return fn(value[()])
-    if value.size == 0:
-        return np.empty(value.shape).tolist()
-    flat = [fn(v) for v in value.ravel()]
-    for dim in reversed(value.shape[1:]):
-        flat = [flat[i:i + dim] for i in range(0, len(flat), dim)]
-    return flat
-
-
-def _float32_to_json(v):
-    """Shortest text that round-trips the float32 (2.5, 0.1), not its float64 expansion."""
-    f = float(v)
-    return float(str(v)) if math.isfinite(f) else f
-
-
-def _string_to_json(b, as_b64: bool):
-    if isinstance(b, str):
-        b = b.encode()
-    if as_b64:
-        return {"b64": base64.b64encode(b).decode("ascii")}
-    try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"b64": base64.b64encode(b).decode("ascii")}
-
-
-def dumps(obj) -> bytes:
-    """JSON text as TF Serving writes it: NaN, Infinity and -Infinity for non-finite floats
-    (RapidJSON's kWriteNanAndInfFlag; Python's json, JavaScript's JSON5 and RapidJSON with
-    kParseNanAndInfFlag read them back), everything else plain JSON."""
-    import json
-
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode("utf-8")

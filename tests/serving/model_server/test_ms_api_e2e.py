@@ -555,3 +555,97 @@ def test_batching_server_grpc_and_classify(servers):
     r = post(servers["batching"], "/v1/models/half_plus_two/versions/1:classify",
              {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
     assert r.json() == {"results": [[["", 3.0]]]}
+
+
+# ---- one request path: REST and gRPC answer alike ------------------------------------
+
+def _json_of(message):
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     including_default_value_fields=True)
+
+
+def _examples_input(request, xs):
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.version.value = 1
+    request.input.example_list.examples.extend([example(x) for x in xs])
+    return request
+
+
+def _same_predict(server, stub, columnar):
+    imgs = images(3, seed=5)
+    body = {"signature_name": "scores_and_classes"}
+    body.update({"inputs": {"images": imgs.tolist()}} if columnar else
+                {"instances": [{"images": img.tolist()} for img in imgs]})
+    rest = post(server, "/v1/models/mnist:predict", body).json()
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "scores_and_classes"
+    req.inputs["images"].CopyFrom(tf.make_tensor_proto(imgs))
+    outputs = stub.Predict(req, timeout=10).outputs
+    for alias in ("scores", "classes"):
+        got = rest["outputs"][alias] if columnar else [p[alias] for p in rest["predictions"]]
+        want = tf.make_ndarray(outputs[alias])
+        np.testing.assert_array_equal(np.array(got, want.dtype), want)
+
+
+def _same_classify(server, stub):
+    rest = post(server, "/v1/models/half_plus_two/versions/1:classify",
+                {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]})
+    req = _examples_input(classification_pb2.ClassificationRequest(), [2.0, 4.0])
+    req.model_spec.signature_name = "classify_x_to_y"
+    grpc_result = stub.Classify(req, timeout=10).result
+    assert rest.json()["results"] == [[[c.label, c.score] for c in cl.classes]
+                                      for cl in grpc_result.classifications]
+
+
+def _same_regress(server, stub):
+    rest = post(server, "/v1/models/half_plus_two/versions/1:regress",
+                {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": 7.0}]})
+    req = _examples_input(regression_pb2.RegressionRequest(), [2.0, 7.0])
+    req.model_spec.signature_name = "regress_x_to_y"
+    assert rest.json()["results"] == [r.value for r in stub.Regress(req, timeout=10)
+                                      .result.regressions]
+
+
+def _same_metadata(server, stub):
+    rest = requests.get(server.rest_url + "/v1/models/mnist/metadata", timeout=10).json()
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "mnist"
+    response = stub.GetModelMetadata(req, timeout=10)
+    sigmap = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sigmap)
+    assert rest["model_spec"] == _json_of(response.model_spec)
+    assert rest["metadata"]["signature_def"] == _json_of(sigmap)
+
+
+def _same_status(server, model_stub):
+    rest = requests.get(server.rest_url + "/v1/models/half_plus_two/labels/canary",
+                        timeout=10).json()
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "half_plus_two"
+    req.model_spec.version_label = "canary"
+    assert rest == _json_of(model_stub.GetModelStatus(req, timeout=10))
+
+
+def _same_error(server, stub):
+    rest = post(server, "/v1/models/half_plus_two/versions/9:predict", {"instances": [1.0]})
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(predict_request(version=9), timeout=10)
+    assert (rest.status_code, e.value.code()) == (404, grpc.StatusCode.NOT_FOUND)
+    assert rest.json() == {"error": e.value.details()}
+
+
+@pytest.mark.parametrize("api", ["predict-row", "predict-columnar", "classify", "regress",
+                                 "metadata", "status", "error"])
+def test_rest_and_grpc_give_identical_answers(server, stub, model_stub, api):
+    """The same request through either front end reaches the same API entry point and
+    gets the same answer (REST's JSON is gRPC's proto, as TF Serving writes it)."""
+    if api.startswith("predict"):
+        _same_predict(server, stub, columnar=api.endswith("columnar"))
+    elif api == "status":
+        _same_status(server, model_stub)
+    else:
+        {"classify": _same_classify, "regress": _same_regress, "metadata": _same_metadata,
+         "error": _same_error}[api](server, stub)

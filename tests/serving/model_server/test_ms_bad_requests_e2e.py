@@ -8,6 +8,7 @@ Add every new bad request found here.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -19,7 +20,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from toolkit_testing import copy_version, running_servers
+from toolkit_testing import copy_version, running_servers, write_models_config
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +33,7 @@ def server(model_templates, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_requests")
     copy_version(model_templates / "hp2_v1", root / "half_plus_two", 1)
     copy_version(model_templates / "mnist", root / "mnist", 1)
-    (root / "models.config").write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in ("half_plus_two", "mnist")) + "}\n")
+    write_models_config(root, ("half_plus_two", "mnist"))
     (root / "monitoring.config").write_text('prometheus_config { enable: true path: "/m" }')
     with running_servers() as start:
         yield start(f"--model_config_file={root}/models.config",
@@ -145,7 +144,8 @@ def test_rest_malformed_http_is_400_and_closes_the_connection(server, stub):
         s.sendall(b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Length: -5\r\n\r\n")
         reply = s.recv(4096)
-    assert reply.startswith(b"HTTP/1.1 400") and b"invalid Content-Length" in reply
+    assert reply.startswith(b"HTTP/1.1 400") and b"connection: close" in reply
+    assert "Content-Length" in json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]
     still_serving(server, stub)
 
 

@@ -133,8 +133,11 @@ def test_saved_model_tags_that_match_no_meta_graph_fail_startup(tmp_path, start_
         server.output
 
 
-def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path, start_server, make_version):
-    """Requests parked in a 3 s batching window when SIGTERM arrives still get answers."""
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path, start_server, make_version,
+                                                        workers):
+    """Requests parked in a 3 s batching window when SIGTERM arrives still get answers
+    (with front-end workers: the workers drain first, the model process answers them)."""
     make_version(tmp_path / "hp2", 1)
     (tmp_path / "batching.config").write_text(
         "max_batch_size { value: 100 } batch_timeout_micros { value: 3000000 } "
@@ -143,7 +146,8 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path, start_server, 
     server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
                           "--enable_batching",
                           f"--batching_parameters_file={tmp_path}/batching.config",
-                          f"--monitoring_config_file={tmp_path}/monitoring.config")
+                          f"--monitoring_config_file={tmp_path}/monitoring.config",
+                          f"--front_end_workers={workers}")
     results = {}
 
     def rest_call():

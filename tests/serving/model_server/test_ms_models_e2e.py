@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 from saved_models import ASSET_CONTENTS
-from toolkit_testing import copy_version, running_servers
+from toolkit_testing import copy_version, running_servers, write_models_config
 
 pytestmark = pytest.mark.e2e
 
@@ -38,9 +38,7 @@ def servers(model_templates, tmp_path_factory):
     root = tmp_path_factory.mktemp("models_repo")
     for name, (template, version) in MODELS.items():
         copy_version(model_templates / template, root / name, version)
-    (root / "models.config").write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in MODELS) + "}\n")
+    write_models_config(root, MODELS)
     with running_servers() as start:
         default = start(f"--model_config_file={root}/models.config", wait=False)
         tagged = start("--model_name=tf1", f"--model_base_path={root}/tf1",

@@ -82,17 +82,20 @@ class Load:
             return self.ok
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
 @pytest.mark.parametrize("batching", [False, True], ids=["batching-off", "batching-on"])
 def test_zero_failed_requests_across_new_and_broken_versions(tmp_path, start_server, publish,
-                                                             batching):
+                                                             batching, workers):
     """With batching on, gRPC requests wait for their batch on the event loop while the
-    version they looked up unloads: they must still be answered."""
+    version they looked up unloads: they must still be answered. With front-end workers,
+    a REST worker converts JSON for the version it last heard of, which may unload before
+    the call arrives: it is asked again, never failed."""
     from saved_models import write_broken_version
     from serving.repository import ModelRepository
 
     assert publish(tmp_path, "hp2", "hp2_v1") == 1
     server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
-                          "--file_system_poll_wait_seconds=0.2",
+                          "--file_system_poll_wait_seconds=0.2", f"--front_end_workers={workers}",
                           *(["--enable_batching"] if batching else []))
     with grpc.insecure_channel(server.grpc_target) as channel:
         status_stub = model_service_pb2_grpc.ModelServiceStub(channel)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.model_server import tensors
+from serving.model_server import rest_json, tensors
 from serving.model_server.errors import Code, ServingError
 
 
@@ -135,7 +135,7 @@ F32, I32, I8, I64, U64, BOOL, STR = (types_pb2.DT_FLOAT, types_pb2.DT_INT32, typ
     (3.0, F32, 3.0),
 ])
 def test_json_values_of_the_signatures_type_convert(value, dtype, expected):
-    assert tensors.json_to_ndarray(value, dtype, "x").tolist() == expected
+    assert rest_json.json_to_ndarray(value, dtype, "x").tolist() == expected
 
 
 @pytest.mark.parametrize("value,dtype,message", [
@@ -162,7 +162,7 @@ def test_json_values_of_the_signatures_type_convert(value, dtype, expected):
 ])
 def test_json_values_tf_serving_refuses(value, dtype, message):
     with pytest.raises(ServingError) as e:
-        tensors.json_to_ndarray(value, dtype, "x")
+        rest_json.json_to_ndarray(value, dtype, "x")
     assert e.value.code == Code.INVALID_ARGUMENT
     assert message in e.value.message
 
@@ -170,24 +170,24 @@ def test_json_values_tf_serving_refuses(value, dtype, message):
 def test_deep_json_and_budget_are_refused_before_conversion():
     deep = json.loads("[" * 500 + "]" * 500)  # the 1 KB body
     with pytest.raises(ServingError, match="nested more than 32 deep"):
-        tensors.json_to_ndarray(deep, F32, "x")
-    budget = [5, 5]
-    assert tensors.json_to_ndarray([1.0] * 3, F32, "x", budget).shape == (3,)
+        rest_json.json_to_ndarray(deep, F32, "x")
+    budget = tensors.ElementBudget(5)
+    assert rest_json.json_to_ndarray([1.0] * 3, F32, "x", budget).shape == (3,)
     with pytest.raises(ServingError, match="4 elements, more than the server decodes for one "
                                            r"request \(5"):
-        tensors.json_to_ndarray([1.0] * 4, F32, "y", budget)
+        rest_json.json_to_ndarray([1.0] * 4, F32, "y", budget)
 
 
 def test_unimplemented_json_types_are_unimplemented():
     with pytest.raises(ServingError) as e:
-        tensors.json_to_ndarray([1.0], types_pb2.DT_HALF, "x")
+        rest_json.json_to_ndarray([1.0], types_pb2.DT_HALF, "x")
     assert e.value.code == Code.UNIMPLEMENTED
 
 
 def test_outputs_are_written_as_tf_serving_writes_them():
     values = np.array([0.1, 2.5, np.nan, np.inf, -np.inf], np.float32)
-    text = tensors.dumps({"outputs": tensors.ndarray_to_json(values, "y")}).decode()
+    text = rest_json.dumps({"outputs": rest_json.ndarray_to_json(values, "y")}).decode()
     assert text == '{"outputs":[0.1,2.5,NaN,Infinity,-Infinity]}'
-    assert tensors.ndarray_to_json(np.array([b"\xff", b"ok"], object), "s") == \
+    assert rest_json.ndarray_to_json(np.array([b"\xff", b"ok"], object), "s") == \
         [{"b64": "/w=="}, "ok"]
-    assert tensors.ndarray_to_json(np.array([b"ok"], object), "s_bytes") == [{"b64": "b2s="}]
+    assert rest_json.ndarray_to_json(np.array([b"ok"], object), "s_bytes") == [{"b64": "b2s="}]

@@ -1,0 +1,285 @@
+"""The link between the model process and its front-end worker processes
+(--front_end_workers).
+
+With workers, the gRPC and REST front ends (the wire: HTTP and JSON, gRPC framing) run in
+worker processes, each with its own interpreter and so its own share of the cores, and
+the one model process runs the APIs over the one ServerCore: one Manager, one set of
+versions, one batching queue per version, one metrics registry. A worker passes each call
+on as TF Serving's own request proto, serialized, the way TF Serving's REST handler turns
+JSON into a PredictRequest and calls Predict, and gets the response proto back.
+
+Each worker front end holds one connection to a Unix socket of the model process (in a
+private directory: only this server's processes reach it). A frame is a 4-byte length and a
+pickled tuple:
+  worker -> model: ("call", id, method, entrypoint, timeout, request bytes)
+                   ("cancel", id)   the caller gave up (a gRPC deadline, a closed client)
+                   ("refused", api, model name, entrypoint, code)   a request the front end
+                   refused while decoding, for the metrics
+  model -> worker: ("ok", id, response bytes) | ("error", id, code, message)
+                   ("serving", {model: ({version: SignatureDefMap bytes}, {label: version})})
+                   the AVAILABLE versions and labels, sent on connecting and on every change:
+                   a REST worker converts JSON against the signature of the version it then
+                   asks for by number (`ServingMirror`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import pickle
+import struct
+from typing import Dict, Optional, Tuple
+
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
+                                     get_model_status_pb2, inference_pb2, model_management_pb2,
+                                     predict_pb2, regression_pb2)
+
+from serving.model_server.errors import Code, ServingError, invalid_argument
+from serving.model_server.manager import resolve
+
+log = logging.getLogger("serving.model_server")
+
+_LENGTH = struct.Struct("!I")
+# method -> (request type, Apis method, takes a timeout)
+_PROTO_APIS = {
+    "Classify": (classification_pb2.ClassificationRequest, "classify", True),
+    "Regress": (regression_pb2.RegressionRequest, "regress", True),
+    "MultiInference": (inference_pb2.MultiInferenceRequest, "multi_inference", True),
+    "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                         "get_model_metadata", False),
+    "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest, "get_model_status", False),
+    "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest, "reload_config",
+                                  True),
+}
+METHODS = ("Predict", "Metrics", *_PROTO_APIS)
+
+
+def _frame(message: tuple) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple:
+    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+# ---- the model process's side --------------------------------------------------------------
+
+class LinkServer:
+    """Answers the workers' calls with this process's APIs; tells them what is serving."""
+
+    def __init__(self, apis, path: str):
+        self.apis = apis
+        self.path = path
+        self.connections = 0  # ever made: a worker front end is ready once it connected
+        self._writers = set()
+        self._sigdefs: Dict[Tuple[str, int, int], bytes] = {}
+        self._push_pending = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._server = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+        self.apis.core.on_serving_change(self.serving_changed)
+
+    async def close(self) -> None:
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+
+    def serving_changed(self) -> None:
+        """From any thread: send the new serving snapshot to every worker (coalesced)."""
+        if self._loop is not None and not self._push_pending:
+            self._push_pending = True
+            self._loop.call_soon_threadsafe(self._push)
+
+    def _push(self) -> None:
+        self._push_pending = False
+        message = _frame(("serving", self._snapshot()))
+        for writer in self._writers:
+            writer.write(message)
+
+    def _snapshot(self):
+        serving, labels = self.apis.core.manager.serving()
+        snapshot, seen = {}, set()
+        for model, versions in serving.items():
+            sigdefs = {}
+            for version, servable in versions.items():
+                key = (model, version, id(servable))
+                seen.add(key)
+                if key not in self._sigdefs:
+                    sigmap = get_model_metadata_pb2.SignatureDefMap()
+                    for name, sig in servable.signature_defs.items():
+                        sigmap.signature_def[name].CopyFrom(sig)
+                    self._sigdefs[key] = sigmap.SerializeToString()
+                sigdefs[version] = self._sigdefs[key]
+            snapshot[model] = (sigdefs, labels.get(model, {}))
+        for key in set(self._sigdefs) - seen:
+            del self._sigdefs[key]
+        return snapshot
+
+    async def _serve(self, reader, writer) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        writer.write(_frame(("serving", self._snapshot())))
+        tasks: Dict[int, asyncio.Task] = {}
+        try:
+            while True:
+                message = await _read_frame(reader)
+                if message[0] == "call":
+                    task = asyncio.create_task(self._answer(writer, *message[1:]))
+                    tasks[message[1]] = task
+                    task.add_done_callback(lambda _, i=message[1]: tasks.pop(i, None))
+                elif message[0] == "cancel" and message[1] in tasks:
+                    tasks[message[1]].cancel()
+                elif message[0] == "refused":
+                    self.apis.core.metrics.refused(*message[1:])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker stopped
+        finally:
+            self._writers.discard(writer)
+            for task in list(tasks.values()):
+                task.cancel()
+            writer.close()
+
+    async def _answer(self, writer, call_id: int, method: str, entrypoint: str,
+                      timeout: Optional[float], body: bytes) -> None:
+        try:
+            reply = ("ok", call_id, await self._call(method, entrypoint, timeout, body))
+        except ServingError as e:
+            reply = ("error", call_id, int(e.code), e.message)
+        except Exception as e:  # noqa: BLE001 - never let a request take the server down
+            log.exception("%s from a front-end worker failed", method)
+            reply = ("error", call_id, int(Code.INTERNAL), f"{type(e).__name__}: {e}")
+        if not writer.is_closing():
+            writer.write(_frame(reply))
+
+    async def _call(self, method: str, entrypoint: str, timeout, body: bytes) -> bytes:
+        from serving.model_server.apis import PredictCall
+        from serving.model_server.tensors import ProtoInputs
+
+        try:
+            if method == "Predict":
+                request = predict_pb2.PredictRequest.FromString(body)
+                call = PredictCall(request.model_spec, ProtoInputs(request.inputs, len(body)),
+                                   request.output_filter)
+                return (await self.apis.predict(call, entrypoint, timeout)) \
+                    .to_proto().SerializeToString()
+            if method == "Metrics":
+                return await self.apis.metrics_text()
+            request_type, name, timed = _PROTO_APIS[method]
+            request = request_type.FromString(body)
+        except DecodeError as e:
+            raise invalid_argument(f"Could not parse the {method} request: {e}") from None
+        args = (request, entrypoint, timeout) if timed else (request, entrypoint)
+        return (await getattr(self.apis, name)(*args)).SerializeToString()
+
+
+# ---- a worker's side --------------------------------------------------------------------------
+
+class ServingMirror:
+    """The model process's AVAILABLE versions and labels, as last told, with their
+    signature defs: what a REST worker converts JSON against."""
+
+    def __init__(self):
+        self._models: Dict[str, Tuple[Dict[int, bytes], Dict[str, int]]] = {}
+        self._parsed: Dict[Tuple[str, int], dict] = {}
+
+    def update(self, snapshot) -> None:
+        self._models = snapshot
+        live = {(m, v) for m, (versions, _) in snapshot.items() for v in versions}
+        self._parsed = {k: v for k, v in self._parsed.items() if k in live}
+
+    def resolve(self, model_spec) -> Tuple[int, dict]:
+        """(version, {signature name: SignatureDef}) of what `model_spec` names; the
+        Manager's errors when there is none."""
+        if not model_spec.name:
+            raise invalid_argument("Missing ModelSpec")
+        versions, labels = self._models.get(model_spec.name, ({}, {}))
+        choice = model_spec.WhichOneof("version_choice")
+        version = resolve({v: v for v in versions}, labels, model_spec.name,
+                          model_spec.version.value if choice == "version" else None,
+                          model_spec.version_label if choice == "version_label" else None)
+        key = (model_spec.name, version)
+        if key not in self._parsed:
+            sigmap = get_model_metadata_pb2.SignatureDefMap.FromString(versions[version])
+            self._parsed[key] = dict(sigmap.signature_def)
+        return version, self._parsed[key]
+
+
+class LinkClient:
+    """One front end's connection to the model process, on the event loop it runs on."""
+
+    def __init__(self, reader, writer):
+        self.mirror = ServingMirror()
+        self._reader, self._writer = reader, writer
+        self._ids = itertools.count(1)
+        self._pending: Dict[int, asyncio.Future] = {}
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        self._snapshot_seen = loop.create_future()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, path: str) -> "LinkClient":
+        """Connected, with the first serving snapshot in its mirror."""
+        reader, writer = await asyncio.open_unix_connection(path)
+        client = cls(reader, writer)
+        await client._snapshot_seen
+        return client
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await _read_frame(self._reader)
+                kind = message[0]
+                if kind == "serving":
+                    self.mirror.update(message[1])
+                    if not self._snapshot_seen.done():
+                        self._snapshot_seen.set_result(None)
+                    continue
+                future = self._pending.pop(message[1], None)
+                if future is None or future.done():
+                    continue
+                if kind == "ok":
+                    future.set_result(message[2])
+                else:
+                    future.set_exception(ServingError(message[2], message[3]))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        gone = ServingError(Code.UNAVAILABLE, "The model process is gone")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(gone)
+        self._pending.clear()
+        if not self._snapshot_seen.done():
+            self._snapshot_seen.set_exception(gone)
+        self.closed.set_result(None)
+
+    async def call(self, method: str, entrypoint: str, body: bytes,
+                   timeout: Optional[float] = None) -> bytes:
+        """The model process's answer (response bytes), or its ServingError."""
+        if self.closed.done():
+            raise ServingError(Code.UNAVAILABLE, "The model process is gone")
+        call_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        self._writer.write(_frame(("call", call_id, method, entrypoint, timeout, body)))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._pending.pop(call_id, None)
+            if not self._writer.is_closing():
+                self._writer.write(_frame(("cancel", call_id)))
+            raise
+
+    def refused(self, api: str, model_name: str, entrypoint: str, code: Code) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(_frame(("refused", api, model_name, entrypoint, int(code))))
+
+    def close(self) -> None:
+        self._writer.close()
