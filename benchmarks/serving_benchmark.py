@@ -499,3 +499,7 @@ def print_markdown(results, switch, clients):
             if at8:
                 print(f"{model}: {api}+batching p99 at 8 clients: {at8['p99_ms']:.1f} ms "
                       f"(target < 10 ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
