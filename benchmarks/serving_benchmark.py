@@ -45,15 +45,20 @@ BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 1000 } "
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until an HTTP answer (any status) comes from `port`: a listening socket is not enough,
+    as with --front_end_workers the model process listens before its workers answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+                s.sendall(b"GET /v1/models/_ HTTP/1.1\r\nHost: x\r\n\r\n")
+                if s.recv(16).startswith(b"HTTP/"):
+                    return
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise TimeoutError(f"port {port} not ready")
 
 

@@ -12,10 +12,10 @@ import dataclasses
 import logging
 import signal
 import sys
-import time
 from typing import List, Optional
 
 from serving.model_server.config import ConfigError, ServerConfig
+from serving.model_server.logs import configure_logging
 
 log = logging.getLogger("serving.model_server")
 
@@ -82,7 +82,8 @@ EXTENSIONS = {
                                    "INVALID_ARGUMENT / 400 before anything is allocated",
     "front_end_workers": "processes that run the gRPC and REST front ends (HTTP, JSON, gRPC "
                          "framing) and pass each call to this process, which loads the "
-                         "models and runs the APIs; 0: the front ends run in this process",
+                         "models and runs the APIs (--grpc_socket_path stays served by this "
+                         "process); 0: the front ends run in this process",
     "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish; "
                              "the exit code is 0 when they all did, 3 when some were cut off",
 }
@@ -152,29 +153,6 @@ def parse_config(argv: List[str]) -> ServerConfig:
     return config
 
 
-class _TFLogFormatter(logging.Formatter):
-    """`2026-01-01 12:00:00.123456: I serving/model_server/manager.py:42] message`."""
-
-    def format(self, record):
-        t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        micros = int((record.created % 1) * 1e6)
-        level = record.levelname[0]
-        path = record.pathname
-        idx = path.find("serving/model_server")
-        path = path[idx:] if idx >= 0 else record.filename
-        message = super().format(record)
-        return f"{t}.{micros:06d}: {level} {path}:{record.lineno}] {message}"
-
-
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_TFLogFormatter("%(message)s"))
-    root = logging.getLogger("serving.model_server")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     configure_logging()
     config = parse_config(sys.argv[1:] if argv is None else argv)
@@ -196,19 +174,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.info("Building single TensorFlow model file config:  model_name: %s "
                      "model_base_path: %s", config.model_name, config.model_base_path)
         server.start()
-    except ServingError as e:
+    except ServingError as e:  # start() released what it had started
         if e.code.name == "CANCELLED":
             log.info("Stopped before the models were loaded")
-            server.core.stop()
             return 0
         log.error("Failed to start server. Error: %s", e)
-        if server.core is not None:
-            server.core.stop()
         return 1
     except ConfigError as e:
         log.error("Failed to start server. Error: %s", e)
-        if server.core is not None:
-            server.core.stop()
         return 1
     while not server.wait(3600):  # returns at once for a SIGTERM during loading
         pass

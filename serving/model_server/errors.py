@@ -77,10 +77,6 @@ def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
 
 
-def not_found(message: str) -> ServingError:
-    return ServingError(Code.NOT_FOUND, message)
-
-
 def from_tf_error(e: BaseException) -> ServingError:
     """A TensorFlow op error keeps its code (tf.errors codes are these codes)."""
     code = getattr(e, "error_code", None)

@@ -74,7 +74,6 @@ class LinkServer:
     def __init__(self, apis, path: str):
         self.apis = apis
         self.path = path
-        self.connections = 0  # ever made: a worker front end is ready once it connected
         self._writers = set()
         self._sigdefs: Dict[Tuple[str, int, int], bytes] = {}
         self._push_pending = False
@@ -123,7 +122,6 @@ class LinkServer:
         return snapshot
 
     async def _serve(self, reader, writer) -> None:
-        self.connections += 1
         self._writers.add(writer)
         writer.write(_frame(("serving", self._snapshot())))
         tasks: Dict[int, asyncio.Task] = {}
@@ -251,14 +249,19 @@ class LinkClient:
                     future.set_exception(ServingError(message[2], message[3]))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        gone = ServingError(Code.UNAVAILABLE, "The model process is gone")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(gone)
-        self._pending.clear()
-        if not self._snapshot_seen.done():
-            self._snapshot_seen.set_exception(gone)
-        self.closed.set_result(None)
+        except Exception:  # noqa: BLE001 - a garbled frame: no caller may wait forever
+            log.exception("The link to the model process failed")
+        finally:
+            gone = ServingError(Code.UNAVAILABLE, "The model process is gone")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(gone)
+            self._pending.clear()
+            if not self._snapshot_seen.done():
+                self._snapshot_seen.set_exception(gone)
+            if not self.closed.done():
+                self.closed.set_result(None)
+            self._writer.close()
 
     async def call(self, method: str, entrypoint: str, body: bytes,
                    timeout: Optional[float] = None) -> bytes:
@@ -280,6 +283,3 @@ class LinkClient:
     def refused(self, api: str, model_name: str, entrypoint: str, code: Code) -> None:
         if not self._writer.is_closing():
             self._writer.write(_frame(("refused", api, model_name, entrypoint, int(code))))
-
-    def close(self) -> None:
-        self._writer.close()

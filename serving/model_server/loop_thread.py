@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 
 
@@ -26,6 +27,10 @@ class LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
         try:
             self.run(cancel_all(), timeout=5)
+        except concurrent.futures.TimeoutError:  # a task that ignores cancellation: stop the loop under it
+            pass
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()

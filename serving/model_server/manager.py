@@ -269,11 +269,6 @@ class Manager:
             return [VersionStatus(v, e.state, e.error)
                     for v, e in sorted(entries.items(), reverse=True)]
 
-    def available_versions(self, model: str) -> List[int]:
-        with self._cond:
-            return sorted(v for v, e in self._models.get(model, {}).items()
-                          if e.state == State.AVAILABLE)
-
     def wait_for(self, predicate: Callable[[], bool], timeout: Optional[float] = None) -> bool:
         """Block until `predicate()` (evaluated under the manager lock) holds."""
         with self._cond:

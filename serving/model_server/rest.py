@@ -109,23 +109,23 @@ class RestApp:
         path = scope["raw_path"].decode("latin-1")
         if method not in ("GET", "POST"):
             return _error(405, f"Method not allowed: {method}")
-        if self.prometheus_path and path == self.prometheus_path and method == "GET":
-            return (200, b"text/plain; version=0.0.4; charset=utf-8",
-                    await self.apis.metrics_text(), False)
-        if not path.startswith("/v1/"):
+        metrics = self.prometheus_path and path == self.prometheus_path and method == "GET"
+        if not metrics and not path.startswith("/v1/"):
             return _error(404, f"Not found: {path}")
         try:
             body = await self._read_body(scope, receive) if method == "POST" else b""
         except _BadBody as e:  # the rest of the stream cannot be trusted: close it
             return _error(400, str(e), close=True)
         try:
-            result = await self._route(method, path, body)
+            if metrics:
+                return (200, b"text/plain; version=0.0.4; charset=utf-8",
+                        await self.apis.metrics_text(), False)
+            return 200, JSON, rest_json.dumps(await self._route(method, path, body)), False
         except ServingError as e:
             return e.http_status, JSON, rest_json.error_body(e.message), False
         except Exception as e:  # noqa: BLE001 - never let a request take the server down
             log.exception("REST request failed")
             return _error(500, f"Internal error: {e}")
-        return 200, JSON, rest_json.dumps(result), False
 
     async def _read_body(self, scope, receive) -> bytes:
         """The whole body (uvicorn de-chunks it), within --rest_api_max_body_bytes."""
@@ -301,6 +301,9 @@ class HttpProtocol(HttpToolsProtocol):
     # ---- timers and drain ----------------------------------------------------------------
     def _read_timed_out(self) -> None:
         self.read_timer = None
+        if self.cycle is not None and self.cycle.response_complete:
+            self.transport.close()  # answered early (404, 405): no second, unasked answer
+            return
         self.refuse(408, f"The request did not arrive within {self.limits.read_timeout:g} s "
                          f"(--rest_api_read_timeout_seconds)")
 
@@ -324,7 +327,6 @@ class RestServer:
     share the model process's)."""
 
     def __init__(self, app: RestApp, sock: socket.socket, drain_timeout: float):
-        self.sock = sock
         config = uvicorn.Config(
             app, http=functools.partial(HttpProtocol, limits=app.limits), loop="uvloop",
             lifespan="off", log_config=None, access_log=False, proxy_headers=False,
@@ -332,7 +334,7 @@ class RestServer:
             timeout_keep_alive=app.limits.idle_timeout,
             timeout_graceful_shutdown=drain_timeout)
         self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                         name="rest-loop", daemon=True)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -342,6 +344,9 @@ class RestServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the REST server did not start")
             time.sleep(0.01)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout: float) -> bool:
         """Stop accepting, close idle connections, let requests being answered finish

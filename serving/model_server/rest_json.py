@@ -51,12 +51,23 @@ def loads(body: bytes) -> Dict[str, Any]:
 
 
 def _loads_extended(body: bytes):
+    """What orjson refuses but TF Serving's RapidJSON reads (NaN, Infinity), by Python's
+    json; a lone surrogate (`"\\ud800"`), which no UTF-8 text can hold, is refused as
+    RapidJSON refuses it."""
     try:
-        return json.loads(body.decode("utf-8"))
+        request = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise invalid_argument(f"JSON Parse error: {e}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document nests too deeply") from None
+    try:  # the only text json.loads reads that UTF-8 cannot hold
+        json.dumps(request, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_argument("JSON Parse error: The surrogate pair in string is invalid.") \
+            from None
+    except (RecursionError, ValueError):  # deep nesting or huge numbers: refused later
+        pass
+    return request
 
 
 def dumps(obj) -> bytes:
@@ -66,12 +77,17 @@ def dumps(obj) -> bytes:
     non-finite floats as null, and nothing here is ever None: a null means one was there."""
     text = orjson.dumps(obj)
     if b"null" in text:
-        text = json.dumps(obj, separators=(",", ":"), allow_nan=True).encode("utf-8")
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=True,
+                          ensure_ascii=False).encode("utf-8")
     return text
 
 
 def error_body(message: str) -> bytes:
-    return dumps({"error": message})
+    """`{"error": message}`; never fails (a message quoting what cannot be UTF-8 is escaped)."""
+    try:
+        return orjson.dumps({"error": message})
+    except TypeError:
+        return json.dumps({"error": message}).encode("ascii")
 
 
 # ---- tensors -----------------------------------------------------------------------------

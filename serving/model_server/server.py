@@ -59,16 +59,20 @@ class ModelServer:
         cfg = self.config
         loaded = self._loaded or cfg.load()
         prometheus_path = loaded.prometheus_path
-        self.core = ServerCore(cfg, loaded.batching)
-        self.core.start(loaded.model_config, timeout=load_timeout, cancel=self._stop)
-
-        self._executor = ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="api")
-        apis = Apis(self.core, self._executor)
-        if cfg.front_end_workers:
-            self._start_workers(apis, loaded)
-        else:
-            self._start_grpc(apis, loaded.grpc_options, tcp=bool(cfg.port))
-            self._start_rest(apis, prometheus_path)
+        try:
+            self.core = ServerCore(cfg, loaded.batching)
+            self.core.start(loaded.model_config, timeout=load_timeout, cancel=self._stop)
+            self._executor = ThreadPoolExecutor(max_workers=API_WORKERS,
+                                                thread_name_prefix="api")
+            apis = Apis(self.core, self._executor)
+            if cfg.front_end_workers:
+                self._start_workers(apis, loaded)
+            else:
+                self._start_grpc(apis, loaded.grpc_options, tcp=bool(cfg.port))
+                self._start_rest(apis, prometheus_path)
+        except BaseException:  # release what did start: models, link, workers, ports
+            self.shutdown(0)
+            raise
         if cfg.port:
             log.info("Running gRPC ModelServer at %s:%d ...", cfg.host, self.grpc_port)
         if cfg.grpc_socket_path:
@@ -134,16 +138,18 @@ class ModelServer:
         self.grpc_port = cfg.port or None
         self.workers = Workers(cfg, self.link.path, rest_sock, loaded.prometheus_path)
         try:  # the REST socket stays open here too, for a worker that is restarted
-            self.workers.start(ready=lambda n: not cfg.port or self.link.connections >= n)
+            self.workers.start()
         except RuntimeError as e:
             raise ConfigError(str(e)) from e
         log.info("Serving through %d front-end worker processes", cfg.front_end_workers)
 
     def _poll_config(self) -> None:
-        """Re-read --model_config_file on its poll interval. A file that cannot be read or
-        applied is logged and the config in force stays; nothing stops the polling."""
+        """Re-read --model_config_file on its poll interval and apply it when it differs
+        from the config in force (as TF Serving's poller does; the file may have changed
+        between the start's read and the first poll). A file that cannot be read or applied
+        is logged once and the config in force stays; nothing stops the polling."""
         path = self.config.model_config_file
-        last = self._read_config_bytes(path)
+        last = None
         while not self._stop.wait(self.config.model_config_file_poll_wait_seconds):
             try:
                 data = self._read_config_bytes(path)
@@ -151,6 +157,8 @@ class ModelServer:
                     continue
                 last = data
                 new_config = parse_model_server_config(data, path)
+                if new_config == self.core.model_config:
+                    continue
                 log.info("Model config file %s changed; reloading", path)
                 self.core.apply_config(new_config, timeout=60.0)
             except (ConfigError, ServingError) as e:
@@ -180,6 +188,8 @@ class ModelServer:
         self._stop.set()
         log.info("Shutting down: draining in-flight requests (up to %.0f s)", grace)
         idle = True
+        if self.core is not None:
+            self.core.begin_drain()
         if self.workers is not None:  # they finish their calls while this process answers
             idle = self.workers.stop(grace)
         if self.rest_server is not None:
@@ -190,6 +200,8 @@ class ModelServer:
             idle = self.core.wait_idle(max(0.0, deadline - time.monotonic())) and idle
         if self.rest_server is not None:
             idle = self.rest_server.stop(max(0.0, deadline - time.monotonic()) + 1.0) and idle
+        if self.core is not None and self.core.cut_off:  # gRPC and uvicorn cancel, then return
+            idle = False
         if self._link_loop is not None:
             self._link_loop.run(self.link.close())
             self._link_loop.stop()

@@ -9,6 +9,7 @@ warmup replay a version runs before it serves is `warmup`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -54,6 +55,8 @@ class ServerCore:
         self._inflight = 0
         self._cancel: Optional[threading.Event] = None
         self._inflight_cond = threading.Condition()
+        self._draining = False
+        self.cut_off = False  # a request was cancelled by the drain's deadline
         self.metrics.inflight.set_function(lambda: self._inflight)  # read when scraped
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -169,11 +172,19 @@ class ServerCore:
         try:
             with self.metrics.track(api, model_name, entrypoint):
                 yield
+        except asyncio.CancelledError:
+            if self._draining:  # cancelled by the drain's deadline, not by its client
+                self.cut_off = True
+            raise
         finally:
             with self._inflight_cond:
                 self._inflight -= 1
                 if not self._inflight:
                     self._inflight_cond.notify_all()
+
+    def begin_drain(self) -> None:
+        """From now on a cancelled request counts as cut off (see `cut_off`)."""
+        self._draining = True
 
     def wait_idle(self, timeout: float) -> bool:
         with self._inflight_cond:

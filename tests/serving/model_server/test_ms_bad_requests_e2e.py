@@ -117,6 +117,11 @@ REST_CORPUS = [
      "key 'examples' is expected and was not found"),
     (f"{HP2}:regress", b'{"signature_name": "regress_x_to_y", "examples": '
                        b'[{"x": {"b64": "%%%"}}]}', 400, "Unable to base64 decode"),
+    # lone surrogates: JSON can name them, UTF-8 cannot hold them (nor an error quoting them)
+    (f"{HP2}:predict", b'{"signature_name": "\\ud800", "instances": [1.0]}', 400,
+     "The surrogate pair in string is invalid"),
+    (f"{HP2}:regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": "\\udfff"}]}',
+     400, "The surrogate pair in string is invalid"),
     ("/v1/models/mnist:predict", b'{"inputs": [' + b",".join([b"[" + b"0," * 783 + b"0]"] * 128)
      + b"]}", 400, "more than the server decodes for one request (100000"),
 ]

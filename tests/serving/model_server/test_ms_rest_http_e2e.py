@@ -7,14 +7,18 @@ Raw sockets send exactly the bytes a test needs; `requests` plays the well-behav
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from toolkit_testing import copy_version, running_servers, wait_until, write_models_config
 
@@ -235,9 +239,12 @@ def test_sigterm_cuts_off_a_stalled_upload_and_exits_0(model_templates, tmp_path
         assert status == 503 and "shutting down" in json.loads(body)["error"]
 
 
-def test_sigterm_exits_3_when_the_drain_times_out(model_templates, tmp_path):
+@pytest.mark.parametrize("transport,workers", [("REST", 0), ("gRPC", 0), ("REST", 1)])
+def test_sigterm_exits_3_when_the_drain_times_out(model_templates, tmp_path, transport,
+                                                  workers):
     """A request parked in a 20 s batching window outlives a 1 s drain: the exit code says
-    the drain did not complete."""
+    the drain did not complete, whichever front end (and process) the request came in by:
+    gRPC and uvicorn cancel what is left at the deadline and then return as if drained."""
     copy_version(model_templates / "hp2_v1", tmp_path / "hp2", 1)
     (tmp_path / "batching.config").write_text(
         "max_batch_size { value: 100 } batch_timeout_micros { value: 20000000 } "
@@ -245,11 +252,21 @@ def test_sigterm_exits_3_when_the_drain_times_out(model_templates, tmp_path):
     with running_servers() as start:
         server = start(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
                        "--enable_batching", f"--batching_parameters_file={tmp_path}/batching.config",
-                       "--drain_timeout_seconds=1")
-        with connect(server) as s:
-            s.sendall(request_bytes(path="/v1/models/hp2:predict"))
+                       "--drain_timeout_seconds=1", f"--front_end_workers={workers}")
+        with contextlib.ExitStack() as parked:
+            if transport == "REST":
+                s = parked.enter_context(connect(server))
+                s.sendall(request_bytes(path="/v1/models/hp2:predict"))
+            else:
+                channel = parked.enter_context(grpc.insecure_channel(server.grpc_target))
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "hp2"
+                request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
+                parked_call = prediction_service_pb2_grpc.PredictionServiceStub(  # noqa: F841
+                    channel).Predict.future(request, timeout=60)  # (dropped, it is cancelled)
             time.sleep(0.5)
             started = time.monotonic()
-            assert server.stop() == 3
+            code = server.stop()
+            assert code == 3, server.output
             assert time.monotonic() - started < 15
         assert "drain incomplete" in server.output

@@ -113,6 +113,7 @@ def test_one_metrics_view_whichever_worker_answers(server):
 
 
 def test_a_worker_that_dies_is_replaced_and_the_server_keeps_serving(server):
+    server.wait_for_log("Serving through 2 front-end worker processes")  # start finished
     workers = workers_of(server)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
