@@ -304,9 +304,29 @@ def payloads(model):
     return body, req.SerializeToString()
 
 
-def measure_version_switch(repo, templates, grpc_port, log_path, pushes=3):
-    """Publish new mnist versions; per push: seconds until the server answers with it, and
-    the load time the server logged for it (the rest is waiting for the next poll)."""
+SWITCH_LOAD_CLIENTS = 32
+SWITCH_LOAD_SECONDS = 12  # covers the pushes: each is answered within ~1 s
+
+
+def measure_version_switch(repo, templates, grpc_port, log_path, load_url, load_body,
+                           pushes=3):
+    """Publish new mnist versions while `wrk` keeps SWITCH_LOAD_CLIENTS connections of REST
+    predicts going; per push: seconds until the server answers with it, and the load time
+    the server logged for it (the rest is waiting for the next poll); and the load's
+    requests and failures (any non-2xx answer or socket error) over the whole switch."""
+    load = {}
+    loader = threading.Thread(target=lambda: load.update(drive_wrk(
+        load_url, load_body, SWITCH_LOAD_CLIENTS, 0, SWITCH_LOAD_SECONDS)))
+    loader.start()
+    time.sleep(1.0)
+    try:
+        samples = _push_and_wait(repo, templates, grpc_port, log_path, pushes)
+    finally:
+        loader.join()
+    return samples, load
+
+
+def _push_and_wait(repo, templates, grpc_port, log_path, pushes):
     import grpc
     import numpy as np
     import tensorflow as tf
@@ -450,11 +470,15 @@ def main(argv=None) -> int:
                                drive("grpc", f"127.0.0.1:{gport}", grpc_payload, n,
                                      args.warmup, args.duration))
                 if not batching and "mnist" in models:
-                    switch = measure_version_switch(repo, templates, gport, server_log)
+                    switch, load = measure_version_switch(
+                        repo, templates, gport, server_log,
+                        f"http://127.0.0.1:{rport}/v1/models/mnist:predict", payloads("mnist")[0])
                     for sw in switch:
                         print(f"pushed mnist version {sw['version']} answered after "
                               f"{sw['seconds']:.2f} s (poll interval 1 s; load "
                               f"{sw['load_seconds']} s)", flush=True)
+                    print(f"during the switch, {SWITCH_LOAD_CLIENTS} REST clients (wrk): "
+                          f"{load['n']} requests, {load['errors']} failed", flush=True)
             finally:
                 stop_process(proc)
         if args.json:
