@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,8 @@ def drive_wrk(url, body, clients, warmup, duration):
         out = subprocess.run(base + ["-d", f"{max(1, round(duration))}s", url], env=env,
                              capture_output=True, text=True, check=True).stdout
     percentile = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    if "50" not in percentile or "99" not in percentile:
+        raise RuntimeError(f"wrk printed no latency percentiles:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
@@ -314,16 +317,12 @@ def measure_version_switch(repo, templates, grpc_port, log_path, load_url, load_
     predicts going; per push: seconds until the server answers with it, and the load time
     the server logged for it (the rest is waiting for the next poll); and the load's
     requests and failures (any non-2xx answer or socket error) over the whole switch."""
-    load = {}
-    loader = threading.Thread(target=lambda: load.update(drive_wrk(
-        load_url, load_body, SWITCH_LOAD_CLIENTS, 0, SWITCH_LOAD_SECONDS)))
-    loader.start()
-    time.sleep(1.0)
-    try:
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(drive_wrk, load_url, load_body, SWITCH_LOAD_CLIENTS, 0,
+                           SWITCH_LOAD_SECONDS)
+        time.sleep(1.0)
         samples = _push_and_wait(repo, templates, grpc_port, log_path, pushes)
-    finally:
-        loader.join()
-    return samples, load
+        return samples, load.result()
 
 
 def _push_and_wait(repo, templates, grpc_port, log_path, pushes):
