@@ -173,7 +173,7 @@ class ServerCore:
             with self.metrics.track(api, model_name, entrypoint):
                 yield
         except asyncio.CancelledError:
-            if self._draining:  # cancelled by the drain's deadline, not by its client
+            if self._draining:  # in a drain: (almost always) its deadline cut the request off
                 self.cut_off = True
             raise
         finally:
