@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serving_benchmark import ROOT, drive_wrk, find_mnist_model, start_process, \
+from serving_benchmark import ROOT, drive_wrk, place_mnist_model, start_process, \
     stop_process
 
 IMAGES = 500  # x 784 floats with 4 decimals in JSON: about 8 MB
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=5, help="large requests to send")
     p.add_argument("--server-flags", default="", help="extra model server flags")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import numpy as np
 
     import saved_models
@@ -53,11 +53,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="large-body-bench-"))
     try:
-        mnist = find_mnist_model("auto")
-        if mnist is None:
-            saved_models.export_mnist_like(work / "repo" / "mnist" / "1")
-        else:
-            shutil.copytree(mnist, work / "repo" / "mnist" / "1")
+        place_mnist_model("auto", work / "repo" / "mnist" / "1")
         saved_models.export_half_plus_two(work / "repo" / "half_plus_two" / "1")
         config = write_models_config(work / "repo", ("mnist", "half_plus_two"))
         images = np.random.default_rng(0).random((IMAGES, 784), dtype=np.float32)

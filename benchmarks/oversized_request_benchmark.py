@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--server-flags", default="", help="extra model server flags")
     args = p.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT / "tests"))  # the test support: SavedModels, free ports
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the test support: SavedModels, free ports
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 

@@ -71,11 +71,9 @@ def summarize(latencies, elapsed):
             "p99_ms": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "n": len(lat)}
 
 
-# ---- client processes (spawned: they import grpc/http.client only) ----------------------
+# ---- gRPC client processes (spawned: they import grpc only) -----------------------------
 
-def _client_process(kind, target, payload, threads, warmup, duration, queue):
-    import http.client
-
+def _client_process(target, payload, threads, warmup, duration, queue):
     errors = [0]
     results = []
     lock = threading.Lock()
@@ -101,24 +99,6 @@ def _client_process(kind, target, payload, threads, warmup, duration, queue):
         with lock:
             results.extend(mine)
 
-    def http_loop(path):
-        host, port = target
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        headers = {"Content-Type": "application/json"}
-
-        def send():
-            try:
-                conn.request("POST", path, body=payload, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.will_close:
-                    conn.close()
-                return resp.status == 200
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                return False
-        closed_loop(send)
-
     def grpc_loop():
         import grpc
 
@@ -137,11 +117,7 @@ def _client_process(kind, target, payload, threads, warmup, duration, queue):
         closed_loop(send)
         channel.close()
 
-    if kind == "grpc":
-        fns = [grpc_loop] * threads
-    else:
-        fns = [lambda: http_loop(kind)] * threads  # kind is the URL path for HTTP
-    ts = [threading.Thread(target=f) for f in fns]
+    ts = [threading.Thread(target=grpc_loop) for _ in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -189,14 +165,14 @@ def drive_wrk(url, body, clients, warmup, duration):
             "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0)}
 
 
-def drive(kind, target, payload, clients, warmup, duration):
-    """Run `clients` concurrent closed-loop clients; returns the summary."""
+def drive_grpc(target, payload, clients, warmup, duration):
+    """Run `clients` concurrent closed-loop gRPC Predict clients; returns the summary."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs_n = min(2, clients)
     split = [clients // procs_n + (1 if i < clients % procs_n else 0) for i in range(procs_n)]
     procs = [ctx.Process(target=_client_process,
-                         args=(kind, target, payload, n, warmup, duration, queue))
+                         args=(target, payload, n, warmup, duration, queue))
              for n in split]
     for p in procs:
         p.start()
@@ -337,7 +313,6 @@ def _push_and_wait(repo, templates, grpc_port, log_path, pushes):
     req.model_spec.name = "mnist"
     req.model_spec.signature_name = "predict_images"
     req.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 784), np.float32)))
-    import re
 
     samples = []
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -372,6 +347,21 @@ def find_mnist_model(choice: str):
     return versions[-1][1] if versions else None
 
 
+def place_mnist_model(choice: str, dest: Path) -> None:
+    """The MNIST model `find_mnist_model(choice)` names, copied to `dest`, else the
+    random-weight stand-in exported there; says which."""
+    import saved_models  # tests/ is on sys.path (main)
+
+    found = find_mnist_model(choice)
+    if found is None:
+        saved_models.export_mnist_like(dest)
+        print("MNIST model: the random-weight stand-in (tests/saved_models.py); "
+              "run `make pipeline` or pass --mnist-model for the trained CNN", flush=True)
+    else:
+        shutil.copytree(found, dest)
+        print(f"MNIST model: {found}", flush=True)
+
+
 # ---- main --------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -397,7 +387,7 @@ def main(argv=None) -> int:
         flask_worker(args.flask_worker[0], args.flask_worker[1], int(args.flask_worker[2]))
         return 0
 
-    sys.path.insert(0, str(ROOT / "tests"))  # the test support: SavedModels, free ports
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the test support: SavedModels, free ports
     import saved_models
     from toolkit_testing import free_port, write_models_config
 
@@ -409,14 +399,7 @@ def main(argv=None) -> int:
     try:
         templates = work / "templates"
         saved_models.export_half_plus_two(templates / "half_plus_two")
-        mnist_model = find_mnist_model(args.mnist_model)
-        if mnist_model is None:
-            saved_models.export_mnist_like(templates / "mnist")
-            print("MNIST model: the random-weight stand-in (tests/saved_models.py); "
-                  "run `make pipeline` or pass --mnist-model for the trained CNN", flush=True)
-        else:
-            shutil.copytree(mnist_model, templates / "mnist")
-            print(f"MNIST model: {mnist_model}", flush=True)
+        place_mnist_model(args.mnist_model, templates / "mnist")
         repo = work / "repo"
         for m in models:
             shutil.copytree(templates / m, repo / m / "1")
@@ -466,8 +449,8 @@ def main(argv=None) -> int:
                                drive_wrk(f"http://127.0.0.1:{rport}/v1/models/{m}:predict",
                                          body, n, args.warmup, args.duration))
                         record(f"(c) server gRPC batching {label}", m, n,
-                               drive("grpc", f"127.0.0.1:{gport}", grpc_payload, n,
-                                     args.warmup, args.duration))
+                               drive_grpc(f"127.0.0.1:{gport}", grpc_payload, n,
+                                          args.warmup, args.duration))
                 if not batching and "mnist" in models:
                     switch, load = measure_version_switch(
                         repo, templates, gport, server_log,

@@ -13,6 +13,8 @@ from typing import List, Tuple
 
 import numpy as np
 
+from components import spans
+
 FEATURE = "x"
 LABEL = "y"
 COLUMNS = (FEATURE, LABEL)
@@ -49,17 +51,15 @@ def _write_rows(data_dir: Path, rows: List[Tuple[str, str]]) -> Path:
     return path
 
 
-# Span kinds, as for MNIST: "label-shift" moves x (and so y) out of the usual range, a
-# drifted distribution; "corrupted" leaves y empty in 1 row of 50 (a presence anomaly).
-SPAN_KINDS = ("clean", "corrupted", "label-shift")
+# Span kinds (components/spans.py): "label-shift" moves x (and so y) out of the usual range,
+# a drifted distribution; "corrupted" leaves y empty in 1 row of 50 (a presence anomaly).
 SHIFTED_X_RANGE = (20.0, 40.0)
 
 
 def write_span_split(split_dir: Path, span: int, split: str, num_examples: int,
                      kind: str = "clean") -> Path:
     """One split of half_plus_two span `span`: fresh (x, y) rows, seeded by span and split."""
-    if kind not in SPAN_KINDS:
-        raise ValueError(f"kind must be one of {SPAN_KINDS}, got {kind!r}")
+    spans.check_span_kind(kind)
     seed = span * 2 + (split == "eval")
     path = write_examples(split_dir, num_examples, seed,
                           SHIFTED_X_RANGE if kind == "label-shift" else X_RANGE)

@@ -15,15 +15,17 @@ so a pipeline can leave InfraValidator out where they are not.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 from docker.utils import parse_repository_tag
+
+from serving.lifecycle import config as lifecycle_config
 
 if TYPE_CHECKING:  # TFX imports TensorFlow: only when a component is built
     from tfx import v1 as tfx
 
-STANDIN_IMAGE = "tfx-serving-toolkit/model-server:latest"  # `make serving-image`
-OFFICIAL_IMAGE = "tensorflow/serving:2.16.1"  # the release that matches TensorFlow 2.16
+# The images `make serve` chooses between (serving/lifecycle/config.py names them).
+OFFICIAL_IMAGE, STANDIN_IMAGE = lifecycle_config.DEFAULT_IMAGE, lifecycle_config.STANDIN_IMAGE
 DEFAULT_IMAGE = STANDIN_IMAGE
 
 # Requests per signature, from the first records of the eval split.
@@ -34,6 +36,14 @@ DEFAULT_MAX_LOADING_SECONDS = 120
 # A second try covers a container that failed to start; a model that cannot load fails
 # every try, so it costs tries x the loading time before it is marked not blessed.
 DEFAULT_NUM_TRIES = 2
+
+
+def preferred_image() -> Tuple[str, Optional[str]]:
+    """The official TF Serving image when this Docker Engine has it, else the stand-in (as
+    `make serve` chooses), with `serving_image_status` of the one chosen."""
+    if serving_image_status(OFFICIAL_IMAGE) is None:
+        return OFFICIAL_IMAGE, None
+    return STANDIN_IMAGE, serving_image_status(STANDIN_IMAGE)
 
 
 def serving_image_status(image: str = DEFAULT_IMAGE) -> Optional[str]:

@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from components import spans as span_layout
+
 Arrays = Dict[str, np.ndarray]
 
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")  # also the checksum's byte order
@@ -483,7 +485,6 @@ def check_examples_dir(path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ spans
 
-SPAN_KINDS = ("clean", "corrupted", "label-shift")
 SPAN_SEED = 20261125  # one fixed shuffle, so span N holds the same examples on every machine
 
 
@@ -497,8 +498,7 @@ def span_examples(arrays: Arrays, span: int, train_size: int, eval_size: int,
     "corrupted" breaks 1 in 50 examples (a missing pixel, a label of 12), which the
     curated schema reports as anomalies.
     """
-    if kind not in SPAN_KINDS:
-        raise ValueError(f"kind must be one of {SPAN_KINDS}, got {kind!r}")
+    span_layout.check_span_kind(kind)
     rng = np.random.default_rng(SPAN_SEED)
     out = {}
     for split, (x, y, size) in {"train": (arrays["x_train"], arrays["y_train"], train_size),
@@ -521,7 +521,6 @@ def span_examples(arrays: Arrays, span: int, train_size: int, eval_size: int,
 def write_spans(arrays: Arrays, out_dir: Path, spans: Sequence[int], train_size: int,
                 eval_size: int, kind: str = "clean") -> List[Path]:
     """Write each span as `out_dir/span-N/{train,eval}/data.tfrecord.gz`, atomically."""
-    from components import spans as span_layout
 
     written = []
     for span in spans:

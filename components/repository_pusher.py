@@ -97,7 +97,7 @@ class Executor(pusher_executor.Executor):
                                    model_name)
             with repository.publish(model_name) as publication:
                 io_utils.copy_dir(model_path, str(publication.staging))
-                record.published_at = _now()
+                record.published_at = lineage_record.now()
                 lineage_record.write(publication.staging, record)
             version, path = publication.version, publication.path
             logging.info("Published %s version %d at %s.", model_name, version, path)
@@ -156,10 +156,6 @@ def _run_started_at(run_id: Optional[str]) -> str:
             datetime.timezone.utc).isoformat(timespec="seconds")
     except ValueError:
         return ""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 class RepositoryPusher(base_component.BaseComponent):

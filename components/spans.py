@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple
 
 SPLITS = ("train", "eval")
 SPAN_DIR_PREFIX = "span-"
@@ -73,18 +73,28 @@ def existing_spans(data_dir: Path) -> List[int]:
                   if p.is_dir() and (m := _SPAN_DIR.match(p.name)))
 
 
+# What `make-spans --kind` writes: clean data; "corrupted", which the schema gate stops;
+# "label-shift", a drifted distribution the drift gate stops (each model says how).
+SPAN_KINDS = ("clean", "corrupted", "label-shift")
+
+
+def check_span_kind(kind: str) -> None:
+    if kind not in SPAN_KINDS:
+        raise ValueError(f"kind must be one of {SPAN_KINDS}, got {kind!r}")
+
+
 def span_dir(data_dir: Path, span: int) -> Path:
     return Path(data_dir) / f"{SPAN_DIR_PREFIX}{span}"
 
 
-def write_span(data_dir: Path, span: int, write_split: Callable[[str, Path], None],
-               replace: bool = False) -> Path:
+def write_span(data_dir: Path, span: int, write_split: Callable[[str, Path], None]) -> Path:
     """Create `data_dir/span-<span>` atomically: `write_split(split, directory)` fills each
-    split's directory in a hidden staging copy, which is then renamed into place."""
+    split's directory in a hidden staging copy, which is then renamed into place. A span
+    that exists is never replaced (ExampleGen may have fingerprinted it)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     target = span_dir(data_dir, span)
-    if target.exists() and not replace:
+    if target.exists():
         raise SpanError(f"{target} already exists")
     staging = Path(tempfile.mkdtemp(prefix=f".incoming-{target.name}-", dir=data_dir))
     try:
@@ -92,13 +102,7 @@ def write_span(data_dir: Path, span: int, write_split: Callable[[str, Path], Non
         for split in SPLITS:
             (staging / split).mkdir()
             write_split(split, staging / split)
-        old: Optional[Path] = None
-        if target.exists():
-            old = data_dir / f".old-{target.name}-{os.getpid()}"
-            os.replace(target, old)
         os.replace(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

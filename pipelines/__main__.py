@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from components.spans import SPAN_KINDS
 from pipelines import interrupts, outcomes
 from pipelines.interrupts import RunAbandoned
 
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     spans.add_argument("--spans", type=int, default=1, help="how many spans (default 1)")
     spans.add_argument("--start", type=int, default=None,
                        help="number of the first span (default: after the last one in --out)")
-    spans.add_argument("--kind", default="clean", choices=["clean", "corrupted", "label-shift"],
+    spans.add_argument("--kind", default="clean", choices=SPAN_KINDS,
                        help="clean (default), corrupted (schema anomalies) or label-shift "
                             "(a drifted distribution)")
     spans.add_argument("--data-dir", type=Path, default=None,

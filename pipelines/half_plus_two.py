@@ -97,8 +97,8 @@ def eval_config(mse_threshold: float) -> tfma.EvalConfig:
                 upper_bound={"value": mse_threshold})))])])
 
 
-def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
-                  **hyperparameters) -> retraining.ModelParts:
+def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE
+                  ) -> retraining.ModelParts:
     """half_plus_two's part of the retraining pipeline: CSV spans, a curated schema, drift
     of x and y, the same Trainer and MSE gate as `run`."""
     return retraining.ModelParts(
@@ -106,7 +106,7 @@ def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
         schema_file=RETRAIN_SCHEMA_FILE,
         drift_config=retraining.load_drift_config(DRIFT_CONFIG_FILE),
         trainer_module=trainer_module,
-        trainer_config={"warm_start_steps": profile.warm_start_steps, **hyperparameters},
+        trainer_config={"warm_start_steps": profile.warm_start_steps},
         train_steps=profile.train_steps,
         eval_steps=profile.eval_steps,
         eval_config=eval_config(profile.mse_threshold),
@@ -141,8 +141,8 @@ def build(config: RunConfig, log=print,
         lineage=lineage)
 
 
-def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int], kind: str,
-                log=print) -> List[Path]:
+def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int],
+                kind: str) -> List[Path]:
     """`make-spans`: generated (x, y) rows as CSV spans of the profile's size."""
     from components import spans
 

@@ -166,8 +166,8 @@ def trainer_config(profile: Profile, **hyperparameters) -> Dict[str, Any]:
     return {**{name: getattr(profile, name) for name in SCHEDULE}, **hyperparameters}
 
 
-def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
-                  **hyperparameters) -> retraining.ModelParts:
+def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE
+                  ) -> retraining.ModelParts:
     """MNIST's part of the retraining pipeline: TFRecord spans, the curated schema, label
     drift, the same Transform and Trainer as `run`, epochs over the window."""
     return retraining.ModelParts(
@@ -176,7 +176,7 @@ def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE,
         drift_config=retraining.load_drift_config(DRIFT_CONFIG_FILE),
         transform_module=TRANSFORM_MODULE,
         trainer_module=trainer_module,
-        trainer_config=trainer_config(profile, **hyperparameters),
+        trainer_config=trainer_config(profile),
         eval_config=eval_config(profile),
         infra_signatures=(EVAL_SIGNATURE,))
 
@@ -225,8 +225,8 @@ def build(config: RunConfig, profile: Optional[Profile] = None, log=print,
         lineage=lineage)
 
 
-def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int], kind: str,
-                log=print) -> List[Path]:
+def write_spans(config: RunConfig, out_dir: Path, span_numbers: List[int],
+                kind: str) -> List[Path]:
     """`make-spans`: MNIST as spans of the profile's size, from the verified loader."""
     profile = PROFILES[config.profile]
     arrays = mnist_data.load_mnist((config.cache_dir / "mnist").absolute(),

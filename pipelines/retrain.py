@@ -207,8 +207,11 @@ def _infra_validation(config: RetrainConfig) -> Tuple[Optional[str], str]:
         return None, "skipped: turned off (--infra-validation off)"
     from components import infra_validation
 
-    image = config.serving_image or _serving_image(config.serving_state_dir)
-    problem = infra_validation.serving_image_status(image)
+    image = config.serving_image or _running_server_image(config.serving_state_dir)
+    if image:
+        problem = infra_validation.serving_image_status(image)
+    else:
+        image, problem = infra_validation.preferred_image()
     if problem is None:
         return image, ""
     if config.infra_validation == "require":
@@ -216,22 +219,14 @@ def _infra_validation(config: RetrainConfig) -> Tuple[Optional[str], str]:
     return None, f"skipped: {problem}"
 
 
-def _serving_image(state_dir: Path) -> str:
-    """The image of the running docker server, else the official TF Serving image when this
-    Docker Engine has it, else the project's stand-in (as `make serve` chooses)."""
-    from components import infra_validation
+def _running_server_image(state_dir: Path) -> str:
+    """The image of the running docker server, or "" (none, or the process backend)."""
     from serving import lifecycle
 
     try:
-        image = lifecycle.current(state_dir).image
+        return lifecycle.current(state_dir).image
     except lifecycle.NotRunning:
-        image = ""
-    if image:
-        return image
-
-    if infra_validation.serving_image_status(lifecycle.DEFAULT_IMAGE) is None:
-        return lifecycle.DEFAULT_IMAGE
-    return lifecycle.STANDIN_IMAGE
+        return ""
 
 
 def _latest_run_id(metadata_path: Path) -> Optional[str]:

@@ -10,6 +10,7 @@ which code; `python -m serving status` shows it per served version and
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import tempfile
@@ -59,6 +60,11 @@ class Lineage:
                          else "warm-started")
         parts += [f"{k} {v:.4g}" for k, v in sorted(self.metrics.items())]
         return ", ".join(parts)
+
+
+def now() -> str:
+    """A lineage timestamp: UTC, ISO 8601, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def write(version_dir: Path, lineage: Lineage) -> Path:

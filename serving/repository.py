@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import errno
 import fcntl
 import hashlib
@@ -28,7 +27,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from serving import lineage as lineage_record
 
@@ -79,7 +78,7 @@ class ModelRepository:
 
     def versions(self, model_name: str) -> List[int]:
         """Published versions, ascending: integer-named directories holding a complete SavedModel."""
-        return [v for v in self._taken_versions(model_name)
+        return [v for v in self._listed_versions(model_name)[0]
                 if is_complete_saved_model(self.version_path(model_name, v))]
 
     def latest_version(self, model_name: str) -> Optional[int]:
@@ -138,7 +137,7 @@ class ModelRepository:
         model_dir.mkdir(parents=True, exist_ok=True)
         self.reclaim_staging(model_name)
         staging = model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-        lock_path = staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+        lock_path = _lock_path(staging)
         lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # ours alone: the name is new
@@ -171,7 +170,7 @@ class ModelRepository:
             if _owner_alive(staging):
                 continue
             shutil.rmtree(staging, ignore_errors=True)
-            staging.with_name(staging.name + STAGING_LOCK_SUFFIX).unlink(missing_ok=True)
+            _lock_path(staging).unlink(missing_ok=True)
             log.info("removed %s, left by a publisher that is gone", staging)
             removed.append(staging)
         return removed
@@ -187,17 +186,12 @@ class ModelRepository:
         os.rename(path, target)
         _fsync_dir(self.model_dir(model_name))
         record = lineage_record.read(target) or lineage_record.Lineage()
-        record.rejected = {"at": _now(), "reason": reason}
+        record.rejected = {"at": lineage_record.now(), "reason": reason}
         lineage_record.write(target, record)
         return target
 
     def rejected_versions(self, model_name: str) -> List[int]:
-        model_dir = self.model_dir(model_name)
-        if not model_dir.is_dir():
-            return []
-        return sorted(int(p.name[len(REJECTED_PREFIX):]) for p in model_dir.iterdir()
-                      if p.name.startswith(REJECTED_PREFIX)
-                      and p.name[len(REJECTED_PREFIX):].isdigit())
+        return self._listed_versions(model_name)[1]
 
     def lineage(self, model_name: str, version: int) -> Optional[lineage_record.Lineage]:
         return lineage_record.read(self.version_path(model_name, version))
@@ -210,17 +204,26 @@ class ModelRepository:
                 return version
         return None
 
+    def _listed_versions(self, model_name: str) -> Tuple[List[int], List[int]]:
+        """(integer-named entries, complete or not; rejected versions), ascending, from one
+        listing of the model's directory."""
+        model_dir = self.model_dir(model_name)
+        if not model_dir.is_dir():
+            return [], []
+        numbered, rejected = [], []
+        for entry in model_dir.iterdir():
+            name = entry.name
+            if name.isascii() and name.isdigit() and int(name) > 0:
+                numbered.append(int(name))
+            elif name.startswith(REJECTED_PREFIX) and name[len(REJECTED_PREFIX):].isdigit():
+                rejected.append(int(name[len(REJECTED_PREFIX):]))
+        return sorted(numbered), sorted(rejected)
+
     def _taken_versions(self, model_name: str) -> List[int]:
         """Every integer-named entry, complete or not, and every rejected version: a taken
         number is never reused."""
-        model_dir = self.model_dir(model_name)
-        if not model_dir.is_dir():
-            return []
-        taken = []
-        for entry in model_dir.iterdir():
-            if entry.name.isascii() and entry.name.isdigit() and int(entry.name) > 0:
-                taken.append(int(entry.name))
-        return sorted(taken + self.rejected_versions(model_name))
+        numbered, rejected = self._listed_versions(model_name)
+        return numbered + rejected
 
     def _rename_into_next_version(self, model_name: str, staging: Path) -> int:
         # rename(2) onto a non-empty directory fails, so two racing publishers that pick
@@ -271,10 +274,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _lock_path(staging: Path) -> Path:
+    """The lock file a live publisher holds beside its staging directory."""
+    return staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+
+
 def _owner_alive(staging: Path) -> bool:
     """Whether the publisher of a staging directory still runs: its lock file is held. A
     staging directory with no lock file is judged by the pid in its name."""
-    lock_path = staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+    lock_path = _lock_path(staging)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -297,7 +305,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

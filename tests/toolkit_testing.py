@@ -23,9 +23,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from components.infra_validation import OFFICIAL_IMAGE, STANDIN_IMAGE, serving_image_status
+from components.infra_validation import preferred_image, serving_image_status
 
 ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"  # shared with `make pipeline`: MNIST is fetched once
 SERVER_ENV = {
     # Bound the server's CPU use: the machine is shared with TFX training.
     "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -43,6 +44,22 @@ def write_fake_saved_model(path: Path, payload: bytes = b"graph", variables_size
     (path / "variables" / "variables.index").write_bytes(b"index")
     (path / "saved_model.pb").write_bytes(payload)
     return path
+
+
+def publish_fake(repository, model: str, payload: bytes = b"graph",
+                 variables_size: int = 16) -> int:
+    """Publish a fake SavedModel (`write_fake_saved_model`) through `repository`; its version."""
+    with repository.publish(model) as publication:
+        write_fake_saved_model(publication.staging, payload, variables_size)
+    return publication.version
+
+
+def start_script(script: str, *args: str) -> subprocess.Popen:
+    """`python -c script args...` from the repository root, with the project and the test
+    support importable, its stdout a text pipe (for the lines it prints when ready)."""
+    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -64,7 +81,7 @@ def require_docker(config, need_image: bool = True) -> None:
 
 def test_image() -> str:
     """The official image when present, else the stand-in from `make serving-image`."""
-    return STANDIN_IMAGE if serving_image_status(OFFICIAL_IMAGE) else OFFICIAL_IMAGE
+    return preferred_image()[0]
 
 
 test_image.__test__ = False  # not a test

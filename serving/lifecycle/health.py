@@ -81,11 +81,10 @@ def get_model_status(rest_url: str, model: str, timeout: float = 5.0,
 
 
 def predict(rest_url: str, model: str, instances: list, version: Optional[int] = None,
-            timeout: float = 30.0, session: Optional[requests.Session] = None,
-            signature: str = "") -> dict:
+            timeout: float = 30.0, session: Optional[requests.Session] = None) -> dict:
     """REST predict; raises requests.HTTPError with the server's error text on failure."""
     return _post(rest_url, model, "predict", {"instances": instances}, version, timeout,
-                 session, signature)
+                 session, "")
 
 
 def classify(rest_url: str, model: str, examples: List[dict], signature: str = "",

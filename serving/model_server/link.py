@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import pickle
 import struct
 from typing import Dict, Optional, Tuple
@@ -53,7 +54,12 @@ _PROTO_APIS = {
     "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest, "reload_config",
                                   True),
 }
-METHODS = ("Predict", "Metrics", *_PROTO_APIS)
+GRPC_METHODS = ("Predict", *_PROTO_APIS)  # what a worker's gRPC front end passes on
+
+
+def ready_path(link_path: str, worker_pid: int) -> str:
+    """The file a front-end worker writes beside the link once it serves on every port."""
+    return os.path.join(os.path.dirname(link_path), f"ready-{worker_pid}")
 
 
 def _frame(message: tuple) -> bytes:

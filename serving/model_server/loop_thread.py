@@ -10,8 +10,8 @@ import threading
 class LoopThread:
     """Runs `loop` forever on a daemon thread; `run(coro)` waits for a coroutine there."""
 
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop = None):
-        self.loop = loop or asyncio.new_event_loop()
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 

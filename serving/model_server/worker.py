@@ -39,7 +39,7 @@ from serving.model_server import signatures
 from serving.model_server.apis import OFFLOAD_BYTES, PredictCall, PredictResult
 from serving.model_server.config import ServerConfig
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.link import METHODS, LinkClient
+from serving.model_server.link import GRPC_METHODS, LinkClient, ready_path
 from serving.model_server.logs import configure_logging
 from serving.model_server.tensors import to_ndarray, to_tensor_proto
 
@@ -95,7 +95,7 @@ class RemoteApis:
     async def _request(self, link: LinkClient, call: PredictCall,
                        entrypoint: str) -> predict_pb2.PredictRequest:
         """The PredictRequest for `call`, its inputs converted here, for a version by number."""
-        try:
+        with self.count_failures("Predict", call.model_spec.name, entrypoint):
             version, sigdefs = link.mirror.resolve(call.model_spec)
             name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
             sig = sigdefs.get(name)
@@ -106,9 +106,6 @@ class RemoteApis:
                     self.executor, call.inputs.decode, sig, self.max_elements)
             else:
                 inputs = call.inputs.decode(sig, self.max_elements)
-        except ServingError as e:
-            link.refused("Predict", call.model_spec.name, entrypoint, e.code)
-            raise
         request = predict_pb2.PredictRequest(output_filter=call.output_filter)
         request.model_spec.name = call.model_spec.name
         request.model_spec.signature_name = call.model_spec.signature_name
@@ -166,10 +163,9 @@ def pass_through(link_path: str):
                     await context.abort(e.grpc_status, e.message)
             return grpc.unary_unary_rpc_method_handler(call)
 
-        methods = [m for m in METHODS if m != "Metrics"]
         for service, names in (
                 ("tensorflow.serving.PredictionService",
-                 [m for m in methods if m not in _MODEL_SERVICE]),
+                 [m for m in GRPC_METHODS if m not in _MODEL_SERVICE]),
                 ("tensorflow.serving.ModelService", _MODEL_SERVICE)):
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
                 service, {m: handler(m) for m in names}),))
@@ -209,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  drain_timeout=config.drain_timeout_seconds)
         rest_server.start()
     # Serving on every port now: say so to the model process (workers.Workers.start).
-    Path(os.path.dirname(link_path), f"ready-{os.getpid()}").touch()
+    Path(ready_path(link_path, os.getpid())).touch()
     while not stop.wait(1.0):
         if os.getppid() != parent:  # the model process died: nothing left to serve
             log.error("Worker %d: the model process is gone; exiting", os.getpid())

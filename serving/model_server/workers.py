@@ -16,6 +16,7 @@ import time
 from typing import Dict, Optional
 
 from serving.model_server.config import ServerConfig
+from serving.model_server.link import ready_path
 
 log = logging.getLogger("serving.model_server")
 
@@ -50,8 +51,7 @@ class Workers:
         for i in range(self.config.front_end_workers):
             self._spawn(i)
         deadline = time.monotonic() + timeout
-        link_dir = os.path.dirname(self.link_path)
-        while not all(os.path.exists(os.path.join(link_dir, f"ready-{p.pid}"))
+        while not all(os.path.exists(ready_path(self.link_path, p.pid))
                       for p in self.procs.values()):
             dead = {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
             if dead or time.monotonic() > deadline:

@@ -17,7 +17,7 @@ from components import half_plus_two_data, repository_pusher
 from components.half_plus_two_trainer import export
 from components.infra_validation import create_infra_validator
 from components.signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
-from toolkit_testing import ROOT, require_docker, test_image
+from toolkit_testing import CACHE, require_docker, test_image
 
 pytestmark = pytest.mark.e2e
 
@@ -188,7 +188,7 @@ def mnist_run(tmp_path_factory):
     from pipelines import mnist
 
     root = tmp_path_factory.mktemp("infra_validation_mnist")
-    examples = mnist_data.prepare_mnist(ROOT / ".cache" / "mnist", train_limit=256,
+    examples = mnist_data.prepare_mnist(CACHE / "mnist", train_limit=256,
                                         eval_limit=64)
     tfx.orchestration.LocalDagRunner().run(mnist.create_pipeline(
         pipeline_name="mnist", pipeline_root=str(root / "mnist"), examples_dir=str(examples),

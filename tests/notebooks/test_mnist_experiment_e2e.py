@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit_testing import NOTEBOOKS, ROOT, execute_notebook
+from toolkit_testing import CACHE, NOTEBOOKS, execute_notebook
 
 pytestmark = pytest.mark.e2e
 
 NOTEBOOK = NOTEBOOKS / "mnist_experiment.ipynb"
-CACHE = ROOT / ".cache"  # shared with `make pipeline`: MNIST is fetched once
 # The notebook's default variant (its parameters cell): half the first layer's filters.
 VARIANT = {"conv1_filters": 16}
 

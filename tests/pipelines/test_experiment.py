@@ -13,7 +13,7 @@ from serving import lifecycle
 from serving.lifecycle.config import Addresses
 from serving.lifecycle.state import ServerState
 from serving.repository import ModelRepository
-from toolkit_testing import record_finished_run
+from toolkit_testing import publish_fake, record_finished_run
 
 
 def test_relative_paths_start_at_the_project_root(tmp_path):
@@ -81,23 +81,16 @@ def test_with_no_version_yet_the_summary_says_only_the_absolute_gate_applied():
     assert "only the absolute gate" in comparison.summary()
 
 
-def _publish(repository, make_fake_saved_model, payload):
-    with repository.publish("mnist") as publication:
-        make_fake_saved_model(publication.staging, payload=payload)
-    return publication.version
-
-
-def test_a_version_is_imported_as_a_model_artifact_once_per_content(
-        tmp_path, make_fake_saved_model):
+def test_a_version_is_imported_as_a_model_artifact_once_per_content(tmp_path):
     repository = ModelRepository(tmp_path / "repo")
-    first = _publish(repository, make_fake_saved_model, b"one")
+    first = publish_fake(repository, "mnist", b"one")
     imported = experiment.import_version(repository, first, tmp_path / "runs")
     assert (imported / "Format-Serving" / "saved_model.pb").read_bytes() == b"one"
     assert experiment.import_version(repository, first, tmp_path / "runs") == imported
 
     # another repository's version 1 is another model: not mistaken for this one
     other = ModelRepository(tmp_path / "other")
-    _publish(other, make_fake_saved_model, b"two")
+    publish_fake(other, "mnist", b"two")
     assert experiment.import_version(other, 1, tmp_path / "runs") != imported
 
 

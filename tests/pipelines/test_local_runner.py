@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from pathlib import Path
 
 from pipelines.local_runner import ComponentRun, ProgressReporter, RunResult, format_summary
+from toolkit_testing import wait_until
 
 
 def _record(msg, *args):
@@ -112,9 +112,8 @@ def test_on_a_terminal_the_running_component_counts_its_seconds():
     reporter.emit(_record("Component %s is running.", "Transform"))
     reporter.start_ticking()
     try:
-        deadline = time.monotonic() + 5
-        while out.getvalue().count("running...") < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: out.getvalue().count("running...") >= 3, timeout=5, interval=0.01,
+                   what="three ticks")
     finally:
         reporter.stop_ticking()
     assert out.getvalue().count("running...") >= 3

@@ -10,13 +10,12 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from toolkit_testing import ROOT, run_cli
+from toolkit_testing import CACHE, run_cli
 from components.signatures import CLASSIFY_METHOD, PREDICT_METHOD
 
 pytestmark = pytest.mark.e2e
 
 EXIT_PUSHED, EXIT_ERROR = 0, 1
-CACHE = ROOT / ".cache"  # shared with `make pipeline`: MNIST is fetched once
 
 
 def run_mnist(tmp_path: Path, *extra: str):

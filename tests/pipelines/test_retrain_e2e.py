@@ -30,11 +30,10 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import ROOT, run_cli
+from toolkit_testing import CACHE, ROOT, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
-CACHE = ROOT / ".cache"  # shared with `make pipeline`: MNIST is fetched once
 SKEWED_TRAINER = Path(__file__).with_name("skewed_mnist_trainer.py")
 EXIT_PUSHED, EXIT_ERROR, EXIT_ROLLED_BACK, EXIT_NOTHING_NEW, EXIT_LOCKED, EXIT_DRIFT = \
     0, 1, 4, 5, 6, 7
@@ -163,10 +162,10 @@ def test_6_a_concurrent_run_is_locked_out_and_a_killed_run_leaves_the_lock(scena
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = run_lock.lock_path(scenario.runs, "mnist")
     try:
-        deadline = time.monotonic() + 120
-        while not (lock.exists() and f'"pid": {first.pid}' in lock.read_text()):
-            assert first.poll() is None and time.monotonic() < deadline, "never took the lock"
-            time.sleep(0.2)
+        def holds_the_lock():
+            assert first.poll() is None, "the first run ended before it took the lock"
+            return lock.exists() and f'"pid": {first.pid}' in lock.read_text()
+        wait_until(holds_the_lock, timeout=120, interval=0.2, what="the first run's lock")
         second = scenario.retrain()
         assert second.returncode == EXIT_LOCKED, _output(second)
         assert f"another run of mnist is in progress (pid {first.pid}" in second.stderr

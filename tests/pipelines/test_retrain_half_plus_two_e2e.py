@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import ROOT, run_cli
+from toolkit_testing import ROOT, run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -85,13 +84,12 @@ def test_sigterm_abandons_a_run_cleanly(scenario):
     before = set(log_dir.iterdir())
     run = subprocess.Popen([sys.executable, "-m", "pipelines", "retrain", *scenario.options()],
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while True:  # until the pipeline is under way: the run's log names a component
+
+    def under_way():  # the pipeline is under way: the run's log names a component
+        assert run.poll() is None, f"the run ended with {run.returncode} before it could be stopped"
         logs = set(log_dir.iterdir()) - before
-        if logs and "Component StatisticsGen is running" in next(iter(logs)).read_text():
-            break
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.2)
+        return logs and "Component StatisticsGen is running" in next(iter(logs)).read_text()
+    wait_until(under_way, timeout=300, interval=0.2, what="the run under way")
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 143, out + err

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from pipelines import run_lock
-from toolkit_testing import ROOT
+from toolkit_testing import start_script
 
 _HOLDER = """
 import sys, time
@@ -22,8 +19,7 @@ with run_lock.hold(sys.argv[1], "mnist"):
 
 
 def _hold_in_child(root):
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(root)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = start_script(_HOLDER, str(root))
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 
 import pytest
 
 from pipelines.schedule import Scheduler, parse_interval, retrain_command
-from toolkit_testing import ROOT
+from toolkit_testing import start_script
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("6h", 21600),
@@ -66,8 +64,7 @@ sys.exit(scheduler.run())
 
 def test_sigterm_abandons_the_current_run_and_ends_the_loop(tmp_path):
     marker = tmp_path / "child"
-    loop = subprocess.Popen([sys.executable, "-c", _LOOP, str(marker)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    loop = start_script(_LOOP, str(marker))
     lines = []
     while "run started" not in lines:
         lines.append(loop.stdout.readline().strip())

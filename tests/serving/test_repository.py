@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,14 +13,7 @@ from serving import lineage
 from serving.repository import (STAGING_PREFIX, ModelRepository, RepositoryError,
                                 is_complete_saved_model)
 
-from toolkit_testing import ROOT, write_fake_saved_model
-
-
-def publish_fake(repository: ModelRepository, model: str, payload: bytes = b"graph",
-                 variables_size: int = 16) -> int:
-    with repository.publish(model) as publication:
-        write_fake_saved_model(publication.staging, payload, variables_size)
-    return publication.version
+from toolkit_testing import publish_fake, start_script, write_fake_saved_model
 
 
 def test_versions_start_at_one_and_grow(tmp_path):
@@ -189,9 +179,7 @@ with ModelRepository(sys.argv[1]).publish("m") as publication:
 
 
 def _start_publisher(root):
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PUBLISHER, str(root)], text=True,
-                            stdout=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    proc = start_script(_KILLED_PUBLISHER, str(root))
     staging = proc.stdout.readline().strip()
     assert staging, "the publisher did not start"
     return proc, staging

@@ -222,51 +222,50 @@ def test_a_large_body_does_not_stall_a_concurrent_small_request(server):
     assert max(latencies) < 1.0, (max(latencies), result["big"][2])
 
 
-def test_sigterm_cuts_off_a_stalled_upload_and_exits_0(model_templates, tmp_path):
+def test_sigterm_cuts_off_a_stalled_upload_and_exits_0(make_version, start_server, tmp_path):
     """A request still arriving is no request in flight: the drain does not wait for it."""
-    copy_version(model_templates / "hp2_v1", tmp_path / "hp2", 1)
-    with running_servers() as start:
-        server = start(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
-                       "--drain_timeout_seconds=30")
-        with connect(server) as s:
-            s.sendall(request_bytes(path="/v1/models/hp2:predict", body=None,
-                                    headers=["Content-Length: 1000"]) + b'{"instances": [1.0,')
-            time.sleep(0.5)
-            started = time.monotonic()
-            assert server.stop() == 0
-            assert time.monotonic() - started < 15
-            status, _, body = read_response(s)
-        assert status == 503 and "shutting down" in json.loads(body)["error"]
+    make_version(tmp_path / "hp2", 1)
+    server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
+                          "--drain_timeout_seconds=30")
+    with connect(server) as s:
+        s.sendall(request_bytes(path="/v1/models/hp2:predict", body=None,
+                                headers=["Content-Length: 1000"]) + b'{"instances": [1.0,')
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 15
+        status, _, body = read_response(s)
+    assert status == 503 and "shutting down" in json.loads(body)["error"]
 
 
 @pytest.mark.parametrize("transport,workers", [("REST", 0), ("gRPC", 0), ("REST", 1)])
-def test_sigterm_exits_3_when_the_drain_times_out(model_templates, tmp_path, transport,
-                                                  workers):
+def test_sigterm_exits_3_when_the_drain_times_out(make_version, start_server, tmp_path,
+                                                  transport, workers):
     """A request parked in a 20 s batching window outlives a 1 s drain: the exit code says
     the drain did not complete, whichever front end (and process) the request came in by:
     gRPC and uvicorn cancel what is left at the deadline and then return as if drained."""
-    copy_version(model_templates / "hp2_v1", tmp_path / "hp2", 1)
+    make_version(tmp_path / "hp2", 1)
     (tmp_path / "batching.config").write_text(
         "max_batch_size { value: 100 } batch_timeout_micros { value: 20000000 } "
         "num_batch_threads { value: 1 }")
-    with running_servers() as start:
-        server = start(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
-                       "--enable_batching", f"--batching_parameters_file={tmp_path}/batching.config",
-                       "--drain_timeout_seconds=1", f"--front_end_workers={workers}")
-        with contextlib.ExitStack() as parked:
-            if transport == "REST":
-                s = parked.enter_context(connect(server))
-                s.sendall(request_bytes(path="/v1/models/hp2:predict"))
-            else:
-                channel = parked.enter_context(grpc.insecure_channel(server.grpc_target))
-                request = predict_pb2.PredictRequest()
-                request.model_spec.name = "hp2"
-                request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
-                parked_call = prediction_service_pb2_grpc.PredictionServiceStub(  # noqa: F841
-                    channel).Predict.future(request, timeout=60)  # (dropped, it is cancelled)
-            time.sleep(0.5)
-            started = time.monotonic()
-            code = server.stop()
-            assert code == 3, server.output
-            assert time.monotonic() - started < 15
-        assert "drain incomplete" in server.output
+    server = start_server(f"--model_base_path={tmp_path}/hp2", "--model_name=hp2",
+                          "--enable_batching",
+                          f"--batching_parameters_file={tmp_path}/batching.config",
+                          "--drain_timeout_seconds=1", f"--front_end_workers={workers}")
+    with contextlib.ExitStack() as parked:
+        if transport == "REST":
+            s = parked.enter_context(connect(server))
+            s.sendall(request_bytes(path="/v1/models/hp2:predict"))
+        else:
+            channel = parked.enter_context(grpc.insecure_channel(server.grpc_target))
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "hp2"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
+            parked_call = prediction_service_pb2_grpc.PredictionServiceStub(  # noqa: F841
+                channel).Predict.future(request, timeout=60)  # (dropped, it is cancelled)
+        time.sleep(0.5)
+        started = time.monotonic()
+        code = server.stop()
+        assert code == 3, server.output
+        assert time.monotonic() - started < 15
+    assert "drain incomplete" in server.output
