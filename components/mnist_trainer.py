@@ -19,10 +19,11 @@ With no `train_args.num_steps`, an epoch is one pass over the training examples.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -130,6 +131,28 @@ def count_examples(files) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long and how fast one training runs."""
+
+    epochs: int
+    steps_per_epoch: int
+    learning_rate: float
+
+
+def training_schedule(params: Dict[str, Any], warm: bool, train_steps: Optional[int],
+                      train_examples: Optional[int]) -> Schedule:
+    """A warm start's shorter, gentler schedule, or a cold one's: the Trainer's train_steps
+    spread over its epochs, else one pass over `train_examples` per epoch."""
+    epochs = max(1, int(params["warm_start_epochs" if warm else "epochs"]))
+    if train_steps:
+        steps = max(1, train_steps // epochs)
+    else:
+        steps = math.ceil(train_examples / int(params["batch_size"]))
+    return Schedule(epochs, steps,
+                    float(params["warm_start_learning_rate" if warm else "learning_rate"]))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point; hyperparameters come from the Trainer's custom_config."""
     params = {**DEFAULTS, **(fn_args.custom_config or {})}
@@ -138,28 +161,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train = _dataset(fn_args, fn_args.train_files, transform_output, batch_size, True)
     evaluation = _dataset(fn_args, fn_args.eval_files, transform_output, batch_size, False)
     warm = fn_args.base_model is not None
-    epochs = max(1, int(params["warm_start_epochs" if warm else "epochs"]))
-    learning_rate = float(params["warm_start_learning_rate" if warm else "learning_rate"])
-    if fn_args.train_steps:
-        steps_per_epoch = max(1, fn_args.train_steps // epochs)
-    else:
-        steps_per_epoch = math.ceil(count_examples(fn_args.train_files) / batch_size)
+    train_examples = None if fn_args.train_steps else count_examples(fn_args.train_files)
+    plan = training_schedule(params, warm, fn_args.train_steps, train_examples)
     eval_steps = fn_args.eval_steps or math.ceil(count_examples(fn_args.eval_files) / batch_size)
     architecture = {k: params[k] for k in ARCHITECTURE}
-    model = build_model(steps_per_epoch * epochs, learning_rate, **architecture)
+    model = build_model(plan.steps_per_epoch * plan.epochs, plan.learning_rate, **architecture)
     note = "from scratch"
     if warm:
         problem = warm_start(model, fn_args.base_model)
         if problem is None:
             note = f"warm-started from {fn_args.base_model}"
         else:
+            plan = training_schedule(params, False, fn_args.train_steps, train_examples)
             log.warning("Not warm-starting from %s (%s); training from scratch for %d epochs",
-                        fn_args.base_model, problem, int(params["epochs"]))
-            epochs = max(1, int(params["epochs"]))
-            model = build_model(steps_per_epoch * epochs, float(params["learning_rate"]),
+                        fn_args.base_model, problem, plan.epochs)
+            model = build_model(plan.steps_per_epoch * plan.epochs, plan.learning_rate,
                                 **architecture)
             note = "from scratch (the base model does not fit this architecture)"
-    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    model.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
               validation_data=evaluation, validation_steps=eval_steps, verbose=2,
-              callbacks=[ProgressCallback(epochs, steps_per_epoch, note)])
+              callbacks=[ProgressCallback(plan.epochs, plan.steps_per_epoch, note)])
     export(model, transform_output, fn_args.serving_model_dir)

@@ -19,7 +19,11 @@ _pending: Optional[int] = None
 
 
 class RunAbandoned(BaseException):
-    """The run was stopped by a signal; nothing it had not finished was kept."""
+    """The run was stopped by a signal; nothing it had not finished was kept. `run_id`: the
+    pipeline run it stopped (set by `local_runner.run_pipeline`), None when the signal
+    came before TFX began one."""
+
+    run_id: Optional[str] = None
 
 
 def install() -> None:

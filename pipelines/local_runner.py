@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO
 
 from absl import logging as absl_logging
 
+from pipelines import interrupts
 from serving.lineage import span_ranges
 from serving.repository import ModelRepository
 
@@ -165,8 +166,6 @@ def run_pipeline(pipeline: "tfx.dsl.Pipeline", *, model_name: str, repository: M
     """Run `pipeline` to completion and summarise it; raises PipelineFailed on error."""
     from tfx import v1 as tfx
 
-    from pipelines import metadata
-
     repository.check_writable(model_name)
     before = _run_ids(metadata_path)
     node_ids = [component.id for component in pipeline.components]
@@ -178,13 +177,24 @@ def run_pipeline(pipeline: "tfx.dsl.Pipeline", *, model_name: str, repository: M
         except Exception as e:  # a component's own error, re-raised with its name
             reporter.fail()
             failed = reporter.current.node_id if reporter.current else None
-            run = metadata.new_run(metadata.open_store(metadata_path), before) \
-                if metadata_path.exists() else None
-            raise PipelineFailed(failed, e, run.name if run else None) from e
+            raise PipelineFailed(failed, e, _new_run_id(metadata_path, before)) from e
+        except interrupts.RunAbandoned as e:  # a signal: say which run it stopped, if any
+            reporter.fail()
+            e.run_id = _new_run_id(metadata_path, before)
+            raise
     result = RunResult(pipeline_name=pipeline.pipeline_info.pipeline_name, model_name=model_name,
                        wall_seconds=time.monotonic() - started, components=reporter.runs)
     _read_outcome(result, metadata_path, before, repository)
     return result
+
+
+def _new_run_id(metadata_path: Path, before) -> Optional[str]:
+    """The run TFX began since the run ids `before` were taken; None if it began none."""
+    from pipelines import metadata
+
+    run = metadata.new_run(metadata.open_store(metadata_path), before) \
+        if metadata_path.exists() else None
+    return run.name if run else None
 
 
 def _run_ids(metadata_path: Path):

@@ -86,9 +86,8 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
         outcome = _gate_failed(e, metadata_path, pipeline_name, span_facts)
         step = NEXT_STEP.get(outcome)
         return Report(outcome, f"error: {name}: {e}" + (f"\nNext step: {step}" if step else ""))
-    except BaseException as e:  # SIGTERM/SIGINT: the run is abandoned, nothing was pushed
-        run_id = _latest_run_id(metadata_path)
-        history.record_run(metadata_path, run_id, outcomes.ABANDONED, type(e).__name__,
+    except interrupts.RunAbandoned as e:  # SIGTERM/SIGINT: nothing was pushed
+        history.record_run(metadata_path, e.run_id, outcomes.ABANDONED, type(e).__name__,
                            **span_facts)
         raise
 
@@ -227,13 +226,6 @@ def _running_server_image(state_dir: Path) -> str:
         return lifecycle.current(state_dir).image
     except lifecycle.NotRunning:
         return ""
-
-
-def _latest_run_id(metadata_path: Path) -> Optional[str]:
-    if not metadata_path.exists():
-        return None
-    runs = metadata.run_contexts(metadata.open_store(metadata_path))
-    return runs[-1].name if runs else None
 
 
 def _abandon_span(metadata_path: Path, run_id: Optional[str], pipeline_name: str,

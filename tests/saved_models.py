@@ -214,6 +214,25 @@ def export_mnist_like(export_dir, seed: int = 0) -> Path:
     return Path(export_dir)
 
 
+def predict_request(name: str = "half_plus_two", x=(1.0, 2.0, 5.0),
+                    version: Optional[int] = None, label: Optional[str] = None,
+                    signature: str = ""):
+    """A PredictRequest feeding `x` (float32) to a half_plus_two's `x`, for the version or
+    label given, else the latest."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    req.inputs["x"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.float32))
+    return req
+
+
 def write_broken_version(export_dir) -> Path:
     """A directory that looks complete (saved_model.pb + variables/) but cannot load."""
     export_dir = Path(export_dir)

@@ -14,13 +14,12 @@ import signal
 import sys
 from typing import List, Optional
 
-from serving.model_server.config import ConfigError, ServerConfig
+from serving.model_server.config import EXIT_DRAIN_INCOMPLETE, ConfigError, ServerConfig
 from serving.model_server.logs import configure_logging
 
 log = logging.getLogger("serving.model_server")
 
 __version__ = "0.1.0"
-EXIT_DRAIN_INCOMPLETE = 3  # SIGTERM: some in-flight requests were cut off at the drain timeout
 
 # tensorflow_model_server flags whose behaviour this server does not provide.
 UNSUPPORTED = ("ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction",
@@ -83,7 +82,8 @@ EXTENSIONS = {
     "front_end_workers": "processes that run the gRPC and REST front ends (HTTP, JSON, gRPC "
                          "framing) and pass each call to this process, which loads the "
                          "models and runs the APIs (--grpc_socket_path stays served by this "
-                         "process); 0: the front ends run in this process",
+                         "process); 0: the front ends run in this process; 1 serves more "
+                         "on 2 cores, at about 0.5 GB and 7 s of start-up per worker",
     "drain_timeout_seconds": "on SIGTERM, how long in-flight requests may take to finish; "
                              "the exit code is 0 when they all did, 3 when some were cut off",
 }

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving.model_server import signatures
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.loader import Servable
-from serving.model_server.tensors import to_tensor_proto
+from serving.model_server.tensors import ProtoInputs, to_tensor_proto
 
 if TYPE_CHECKING:  # server_core loads versions with warmup, which replays through here
     from serving.model_server.server_core import ServerCore
@@ -58,6 +58,12 @@ class PredictCall:
     model_spec: model_pb2.ModelSpec
     inputs: Inputs
     output_filter: Sequence[str] = ()
+
+    @classmethod
+    def from_request(cls, request: predict_pb2.PredictRequest, size: int = 0) -> "PredictCall":
+        """A PredictRequest proto (gRPC, a front-end worker, warmup); `size`: its bytes on
+        the wire."""
+        return cls(request.model_spec, ProtoInputs(request.inputs, size), request.output_filter)
 
 
 @dataclasses.dataclass
@@ -181,8 +187,8 @@ def predict_plan(servable: Servable, call: PredictCall, check_method: bool,
                  max_elements: int) -> Tuple[str, signatures.PredictPlan]:
     """(signature name, what to run) for a Predict on `servable`."""
     name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
-    sig = servable.signature_defs.get(name)
-    if sig is None or not signatures.runnable(sig):
+    sig = servable.runnable_signatures.get(name)
+    if sig is None:
         raise call.inputs.signature_not_found(name)
     signatures.check_predict_method(sig, check_method)
     inputs = call.inputs.decode(sig, max_elements)

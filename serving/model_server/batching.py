@@ -95,9 +95,10 @@ class Batcher:
             raise ServingError(Code.INVALID_ARGUMENT,
                                f"Task size {size} is larger than maximum input batch size "
                                f"{self.options.max_batch_size}")
-        shapes = () if self.options.pad_variable_length_inputs else tuple(
-            (k, a.shape[1:]) for k, a in sorted(inputs.items()))
-        key = (target, tuple(sorted((k, str(a.dtype)) for k, a in inputs.items())), shapes)
+        items = sorted(inputs.items())
+        key = (target, tuple((k, a.dtype) for k, a in items),
+               () if self.options.pad_variable_length_inputs else tuple(
+                   a.shape[1:] for _, a in items))
         task = _Task(inputs, size, loop)
         with self._cond:
             if self._closed:

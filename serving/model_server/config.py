@@ -18,6 +18,9 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.model_server.protos import monitoring_config_pb2, session_bundle_config_pb2
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+# The exit code of the server (and of a front-end worker) when a SIGTERM drain cut off
+# in-flight requests at --drain_timeout_seconds; 0 when they all finished.
+EXIT_DRAIN_INCOMPLETE = 3
 
 
 class ConfigError(ValueError):

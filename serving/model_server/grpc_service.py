@@ -17,7 +17,6 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from serving.model_server.apis import Apis, PredictCall
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.loop_thread import LoopThread
-from serving.model_server.tensors import ProtoInputs
 
 log = logging.getLogger("serving.model_server")
 ENTRYPOINT = "GRPC"  # the metrics' entrypoint label
@@ -43,8 +42,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await _answer("Predict", context, self._predict(request))
 
     async def _predict(self, request):
-        call = PredictCall(request.model_spec, ProtoInputs(request.inputs, request.ByteSize()),
-                           request.output_filter)
+        call = PredictCall.from_request(request, request.ByteSize())
         return (await self.apis.predict(call, ENTRYPOINT)).to_proto()
 
     async def Classify(self, request, context):

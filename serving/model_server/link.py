@@ -17,7 +17,8 @@ pickled tuple:
                    refused while decoding, for the metrics
   model -> worker: ("ok", id, response bytes) | ("error", id, code, message)
                    ("serving", {model: ({version: SignatureDefMap bytes}, {label: version})})
-                   the AVAILABLE versions and labels, sent on connecting and on every change:
+                   the AVAILABLE versions and labels, sent on connecting, on every change
+                   and ahead of a NOT_FOUND answer:
                    a REST worker converts JSON against the signature of the version it then
                    asks for by number (`ServingMirror`).
 """
@@ -152,25 +153,29 @@ class LinkServer:
 
     async def _answer(self, writer, call_id: int, method: str, entrypoint: str,
                       timeout: Optional[float], body: bytes) -> None:
+        frames = []
         try:
             reply = ("ok", call_id, await self._call(method, entrypoint, timeout, body))
         except ServingError as e:
             reply = ("error", call_id, int(e.code), e.message)
+            if e.code == Code.NOT_FOUND:
+                # The worker may have asked for a version it last heard of that has just
+                # unloaded, before this change's snapshot reached it: send what serves now
+                # ahead of the answer, so that its one retry asks for a version that serves.
+                frames.append(_frame(("serving", self._snapshot())))
         except Exception as e:  # noqa: BLE001 - never let a request take the server down
             log.exception("%s from a front-end worker failed", method)
             reply = ("error", call_id, int(Code.INTERNAL), f"{type(e).__name__}: {e}")
         if not writer.is_closing():
-            writer.write(_frame(reply))
+            writer.writelines(frames + [_frame(reply)])
 
     async def _call(self, method: str, entrypoint: str, timeout, body: bytes) -> bytes:
         from serving.model_server.apis import PredictCall
-        from serving.model_server.tensors import ProtoInputs
 
         try:
             if method == "Predict":
                 request = predict_pb2.PredictRequest.FromString(body)
-                call = PredictCall(request.model_spec, ProtoInputs(request.inputs, len(body)),
-                                   request.output_filter)
+                call = PredictCall.from_request(request, len(body))
                 return (await self.apis.predict(call, entrypoint, timeout)) \
                     .to_proto().SerializeToString()
             if method == "Metrics":

@@ -28,6 +28,7 @@ import numpy as np
 
 from serving.model_server.config import BatchingOptions
 from serving.model_server.errors import Code, ServingError, from_tf_error
+from serving.model_server.signatures import runnable
 
 log = logging.getLogger("serving.model_server")
 
@@ -46,6 +47,8 @@ class Servable:
         self.version = version
         self.path = path
         self.signature_defs = signature_defs
+        # what a Predict may run, decided once rather than per request
+        self.runnable_signatures = {n: s for n, s in signature_defs.items() if runnable(s)}
         self._session = session
         self._callables: Dict[Tuple[Fetches, Fetches], Callable] = {}
         self._lock = threading.Condition()

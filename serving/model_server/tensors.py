@@ -56,9 +56,10 @@ _DATATYPE_OF = {numpy: dt for dt, (numpy, _, _) in _TYPES.items()}
 
 def datatype_of(value: np.ndarray) -> Optional[int]:
     """The TensorFlow DataType of an array (DT_STRING for bytes/str/object), or None."""
-    if value.dtype == object or value.dtype.kind in "SU":
+    found = _DATATYPE_OF.get(value.dtype)
+    if found is None and value.dtype.kind in "OSU":
         return types_pb2.DT_STRING
-    return _DATATYPE_OF.get(value.dtype)
+    return found
 
 
 def dtype_name(dtype: Optional[int]) -> str:

@@ -14,7 +14,6 @@ from serving.model_server import apis
 from serving.model_server.config import ServerConfig
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.loader import Servable
-from serving.model_server.tensors import ProtoInputs
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
@@ -54,9 +53,8 @@ def _replay_one(servable: Servable, entry, check_method: bool, max_elements: int
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
         req = entry.predict_log.request
-        apis.run_predict(servable, apis.PredictCall(req.model_spec, ProtoInputs(req.inputs),
-                                                    req.output_filter),
-                         check_method, max_elements)
+        apis.run_predict(servable, apis.PredictCall.from_request(req), check_method,
+                         max_elements)
     elif kind == "classify_log":
         req = entry.classify_log.request
         apis.run_classify(servable, req.model_spec.signature_name, req.input, check_method)

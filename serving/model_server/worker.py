@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving.model_server import signatures
 from serving.model_server.apis import OFFLOAD_BYTES, PredictCall, PredictResult
-from serving.model_server.config import ServerConfig
+from serving.model_server.config import EXIT_DRAIN_INCOMPLETE, ServerConfig
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.link import GRPC_METHODS, LinkClient, ready_path
 from serving.model_server.logs import configure_logging
@@ -221,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         grpc_server.stop(config.drain_timeout_seconds)
     drained = rest_server is None or rest_server.stop(
         max(0.0, deadline - time.monotonic()) + 1.0)
-    return 0 if drained else 3
+    return 0 if drained else EXIT_DRAIN_INCOMPLETE
 
 
 if __name__ == "__main__":

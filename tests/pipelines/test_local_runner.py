@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import types
 from pathlib import Path
 
+import pytest
+
+from pipelines import interrupts, local_runner, metadata
 from pipelines.local_runner import ComponentRun, ProgressReporter, RunResult, format_summary
+from serving.repository import ModelRepository
 from toolkit_testing import wait_until
 
 
@@ -118,3 +123,27 @@ def test_on_a_terminal_the_running_component_counts_its_seconds():
         reporter.stop_ticking()
     assert out.getvalue().count("running...") >= 3
     assert "running... 0s\033[K\r" in out.getvalue()
+
+
+@pytest.mark.parametrize("tfx_began_a_run", [False, True])
+def test_a_signal_names_the_run_it_stopped_never_an_earlier_one(
+        tmp_path, monkeypatch, tfx_began_a_run):
+    """SIGTERM during LocalDagRunner.run: RunAbandoned carries this run's id, or None when
+    TFX had not created its run context yet - never the previous run's, which `retrain`
+    would then mark ABANDONED. The store is a real MLMD store holding an earlier run."""
+    from tfx import v1 as tfx
+
+    metadata_path = tmp_path / "metadata.sqlite"
+    metadata.create_run(metadata.open_store(metadata_path, create=True), "earlier-run")
+
+    def run(self, pipeline):
+        if tfx_began_a_run:
+            metadata.create_run(metadata.open_store(metadata_path, readonly=False), "this-run")
+        raise interrupts.RunAbandoned("SIGTERM")
+
+    monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", run)
+    with pytest.raises(interrupts.RunAbandoned) as stopped:
+        local_runner.run_pipeline(types.SimpleNamespace(components=[]), model_name="m",
+                                  repository=ModelRepository(tmp_path / "repo"),
+                                  metadata_path=metadata_path, out=io.StringIO())
+    assert stopped.value.run_id == ("this-run" if tfx_began_a_run else None)

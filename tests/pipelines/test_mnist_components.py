@@ -54,3 +54,18 @@ def test_the_evaluator_computes_the_confusion_matrix_without_gating_on_it():
     by_name = {metric.class_name: metric for metric in spec.metrics}
     assert not by_name[mnist.CONFUSION_MATRIX_PLOT].HasField("threshold")
     assert by_name["SparseCategoricalAccuracy"].HasField("threshold")
+
+
+def test_train_steps_are_spread_over_the_epochs_of_the_schedule_that_runs():
+    """A warm start trains fewer epochs, gentler; when the Trainer falls back to a cold start
+    (the base model does not fit) the same train_steps are spread over the cold epochs."""
+    from components.mnist_trainer import DEFAULTS, training_schedule
+
+    warm = training_schedule(DEFAULTS, True, 600, None)
+    cold = training_schedule(DEFAULTS, False, 600, None)
+    assert warm.epochs == DEFAULTS["warm_start_epochs"] < cold.epochs == DEFAULTS["epochs"]
+    assert warm.epochs * warm.steps_per_epoch == cold.epochs * cold.steps_per_epoch == 600
+    assert (warm.learning_rate, cold.learning_rate) == (DEFAULTS["warm_start_learning_rate"],
+                                                        DEFAULTS["learning_rate"])
+    one_pass = training_schedule(DEFAULTS, False, None, 1000)
+    assert one_pass.steps_per_epoch == math.ceil(1000 / DEFAULTS["batch_size"])

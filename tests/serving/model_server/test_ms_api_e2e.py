@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
+from saved_models import predict_request
 from toolkit_testing import copy_version, running_servers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -78,19 +79,6 @@ def stub(server):
 def model_stub(server):
     with grpc.insecure_channel(server.grpc_target) as channel:
         yield model_service_pb2_grpc.ModelServiceStub(channel)
-
-
-def predict_request(name="half_plus_two", x=(1.0, 2.0, 5.0), version=None, label=None,
-                    signature=""):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = name
-    req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    req.inputs["x"].CopyFrom(tf.make_tensor_proto(list(x), dtype=tf.float32))
-    return req
 
 
 def example(x: float) -> example_pb2.Example:

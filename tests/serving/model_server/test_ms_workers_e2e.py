@@ -16,10 +16,10 @@ import subprocess
 import grpc
 import pytest
 import requests
-import tensorflow as tf
-from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
+from saved_models import predict_request
 from toolkit_testing import copy_version, running_servers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -47,17 +47,6 @@ def server(model_templates, tmp_path_factory):
                     f"--monitoring_config_file={root}/monitoring.config")
 
 
-def predict_request(x, version=None, label=None):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "half_plus_two"
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    req.inputs["x"].CopyFrom(tf.make_tensor_proto(x, dtype=tf.float32))
-    return req
-
-
 def workers_of(server):
     out = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True)
     return sorted(int(p) for p in out.stdout.split())
@@ -83,11 +72,11 @@ def test_answers_and_errors_are_the_in_process_servers(server):
     assert [s["version"] for s in status["model_version_status"]] == ["2", "1"]
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        resp = stub.Predict(predict_request([1.0, 2.0]), timeout=10)
+        resp = stub.Predict(predict_request(x=[1.0, 2.0]), timeout=10)
         assert list(resp.outputs["y"].float_val) == [3.5, 4.0]
         assert resp.model_spec.version.value == 2
         with pytest.raises(grpc.RpcError) as e:
-            stub.Predict(predict_request([1.0], label="nope"), timeout=10)
+            stub.Predict(predict_request(x=[1.0], label="nope"), timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details() == "Unrecognized servable version label: nope"
         req = get_model_status_pb2.GetModelStatusRequest()
