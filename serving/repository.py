@@ -219,18 +219,14 @@ class ModelRepository:
                 rejected.append(int(name[len(REJECTED_PREFIX):]))
         return sorted(numbered), sorted(rejected)
 
-    def _taken_versions(self, model_name: str) -> List[int]:
-        """Every integer-named entry, complete or not, and every rejected version: a taken
-        number is never reused."""
-        numbered, rejected = self._listed_versions(model_name)
-        return numbered + rejected
-
     def _rename_into_next_version(self, model_name: str, staging: Path) -> int:
         # rename(2) onto a non-empty directory fails, so two racing publishers that pick
         # the same number cannot both win: the loser retries with the next number.
         while True:
-            taken = self._taken_versions(model_name)
-            version = max(taken) + 1 if taken else 1
+            # a taken number - an integer-named entry, complete or not, or a rejected
+            # version - is never reused
+            numbered, rejected = self._listed_versions(model_name)
+            version = max(numbered + rejected, default=0) + 1
             try:
                 os.rename(staging, self.version_path(model_name, version))
             except OSError as e:
