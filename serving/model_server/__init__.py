@@ -9,6 +9,3 @@ handles, `apis.Apis` implements each API once over tensorflow_serving.apis proto
 the same request objects and await the same entry points. Nothing here parses flags or keeps
 module-level state; `__main__` turns tensorflow_model_server's flags into a `ServerConfig`.
 """
-
-from serving.model_server.config import ServerConfig  # noqa: F401
-from serving.model_server.errors import Code, ServingError  # noqa: F401

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional
 
+import ml_dtypes  # TensorFlow's own bfloat16 (tf.bfloat16.as_numpy_dtype)
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -27,18 +28,12 @@ from serving.model_server.errors import Code, ServingError, invalid_argument
 DEFAULT_MAX_ELEMENTS = 1 << 24  # 64 MiB of float32; --max_request_tensor_elements
 
 
-def _bfloat16():
-    import tensorflow as tf
-
-    return np.dtype(tf.bfloat16.as_numpy_dtype)
-
-
 # DataType -> (numpy dtype, typed field, numpy dtype of that field's values)
 _TYPES = {
     types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val", np.float32),
     types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val", np.float64),
     types_pb2.DT_HALF: (np.dtype(np.float16), "half_val", np.uint16),
-    types_pb2.DT_BFLOAT16: (_bfloat16(), "half_val", np.uint16),
+    types_pb2.DT_BFLOAT16: (np.dtype(ml_dtypes.bfloat16), "half_val", np.uint16),
     types_pb2.DT_INT8: (np.dtype(np.int8), "int_val", np.int32),
     types_pb2.DT_INT16: (np.dtype(np.int16), "int_val", np.int32),
     types_pb2.DT_INT32: (np.dtype(np.int32), "int_val", np.int32),

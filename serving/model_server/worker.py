@@ -3,10 +3,11 @@
 One Python process is GIL-bound: its event loops decode and encode the wire (HTTP, JSON,
 gRPC framing) one request at a time while TensorFlow runs batches on the other core. With
 N workers, the model process (ModelServer) loads the models and runs the APIs as before,
-and N worker processes - `python -m serving.model_server.worker`, started and watched by
-`workers.Workers` - run the gRPC and REST front ends: REST on the listening socket the
-model process bound and hands down (one accept queue), gRPC on the same port in every
-worker (SO_REUSEPORT, grpcio's default). They pass every call on over `link` as TF
+and N worker processes - `serving.model_server.worker` run through `tf_protos` (TensorFlow's
+protos without its runtime: about 65 MB and half a second of start-up each), started and
+watched by `workers.Workers` - run the gRPC and REST front ends: REST on the listening
+socket the model process bound and hands down (one accept queue), gRPC on the same port in
+every worker (SO_REUSEPORT, grpcio's default). They pass every call on over `link` as TF
 Serving's request proto, so every client sees one server: one set of versions, one
 batching queue per version, one metrics registry, and a version switch is the model
 process's alone.
@@ -173,8 +174,9 @@ def pass_through(link_path: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """A worker: `python -m serving.model_server.worker CONFIG_JSON LINK_PATH REST_FD
-    PROMETHEUS_PATH` (REST_FD -1: no REST; PROMETHEUS_PATH "": no metrics path)."""
+    """A worker: `python -m serving.model_server.tf_protos serving.model_server.worker
+    CONFIG_JSON LINK_PATH REST_FD PROMETHEUS_PATH` (REST_FD -1: no REST; PROMETHEUS_PATH "":
+    no metrics path)."""
     from serving.model_server.grpc_service import GrpcServer
     from serving.model_server.rest import HttpLimits, RestApp, RestServer
 

@@ -41,8 +41,9 @@ class Workers:
         fd = self.rest_sock.fileno() if self.rest_sock is not None else -1
         config = json.dumps(dataclasses.asdict(self.config))
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "serving.model_server.worker", config, self.link_path,
-             str(fd), self.prometheus_path], pass_fds=() if fd < 0 else (fd,))
+            [sys.executable, "-m", "serving.model_server.tf_protos", "serving.model_server.worker",
+             config, self.link_path, str(fd), self.prometheus_path],
+            pass_fds=() if fd < 0 else (fd,))
         log.info("Started front-end worker %d (pid %d)", index, self.procs[index].pid)
 
     def start(self, timeout: float = 120.0) -> None:

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import grpc
 import pytest
@@ -83,6 +84,15 @@ def test_answers_and_errors_are_the_in_process_servers(server):
         req.model_spec.name = "half_plus_two"
         got = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(req, timeout=10)
         assert [s.version for s in got.model_version_status] == [2, 1]
+
+
+def test_tensorflows_runtime_is_loaded_in_the_model_process_and_in_no_worker(server):
+    """A worker imports TensorFlow's protos only (tf_protos): 65 MB, not 600."""
+    def mapped(pid):
+        return "libtensorflow_framework" in Path(f"/proc/{pid}/maps").read_text()
+
+    assert mapped(server.proc.pid)
+    assert [pid for pid in workers_of(server) if mapped(pid)] == []
 
 
 def test_one_metrics_view_whichever_worker_answers(server):
