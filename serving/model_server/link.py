@@ -17,8 +17,9 @@ pickled tuple:
                    refused while decoding, for the metrics
   model -> worker: ("ok", id, response bytes) | ("error", id, code, message)
                    ("serving", {model: ({version: SignatureDefMap bytes}, {label: version})})
-                   the AVAILABLE versions and labels, sent on connecting, on every change
-                   and ahead of a NOT_FOUND answer:
+                   the AVAILABLE versions, the signatures a Predict may run on each, and
+                   the labels, sent on connecting, on every change and ahead of a NOT_FOUND
+                   answer:
                    a REST worker converts JSON against the signature of the version it then
                    asks for by number (`ServingMirror`).
 """
@@ -119,7 +120,7 @@ class LinkServer:
                 seen.add(key)
                 if key not in self._sigdefs:
                     sigmap = get_model_metadata_pb2.SignatureDefMap()
-                    for name, sig in servable.signature_defs.items():
+                    for name, sig in servable.runnable_signatures.items():
                         sigmap.signature_def[name].CopyFrom(sig)
                     self._sigdefs[key] = sigmap.SerializeToString()
                 sigdefs[version] = self._sigdefs[key]
@@ -204,8 +205,8 @@ class ServingMirror:
         self._parsed = {k: v for k, v in self._parsed.items() if k in live}
 
     def resolve(self, model_spec) -> Tuple[int, dict]:
-        """(version, {signature name: SignatureDef}) of what `model_spec` names; the
-        Manager's errors when there is none."""
+        """(version, {signature name: SignatureDef a Predict may run}) of what `model_spec`
+        names; the Manager's errors when there is none."""
         if not model_spec.name:
             raise invalid_argument("Missing ModelSpec")
         versions, labels = self._models.get(model_spec.name, ({}, {}))

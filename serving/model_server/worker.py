@@ -100,7 +100,7 @@ class RemoteApis:
             version, sigdefs = link.mirror.resolve(call.model_spec)
             name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
             sig = sigdefs.get(name)
-            if sig is None or not signatures.runnable(sig):
+            if sig is None:
                 raise call.inputs.signature_not_found(name)
             if call.inputs.size >= OFFLOAD_BYTES:
                 inputs = await asyncio.get_running_loop().run_in_executor(

@@ -226,6 +226,17 @@ def test_grpc_metadata_lists_the_signatures_as_exported(stub, model, signatures)
     assert x.dtype == tf.float32.as_datatype_enum
 
 
+def test_a_signature_that_names_an_op_is_not_run_by_predict(servers):
+    """TF2's `__saved_model_init_op` names the init op, not tensors: running it would
+    initialise the model again, so Predict answers as for a signature it does not have
+    (through the default front-end worker, which converts against the signatures it is
+    sent)."""
+    status, answer = rest(servers["default"], "tf2", "predict",
+                          {"signature_name": "__saved_model_init_op", "instances": [1.0]})
+    assert (status, answer) == (400, {"error": 'Serving signature name: '
+                                               '"__saved_model_init_op" not found in signature def'})
+
+
 # ---- --saved_model_tags and --enable_signature_method_name_check ------------------------
 
 def test_saved_model_tags_pick_the_meta_graph(servers):
