@@ -67,7 +67,8 @@ FLAG_HELP = {
 # Flags of this server only, with their help.
 EXTENSIONS = {
     "host": "address to bind (tensorflow_model_server binds 0.0.0.0)",
-    "rest_api_max_body_bytes": "larger REST bodies are answered 400 without being read",
+    "rest_api_max_body_bytes": "larger REST bodies (or a declared chunk that would make "
+                               "one) are answered 413 without being read",
     "rest_api_read_timeout_seconds": "a REST request (headers and body) must arrive within "
                                      "this many seconds of its first byte, else it is "
                                      "answered 408 and its connection closed",

@@ -46,6 +46,7 @@ ENTRYPOINT = "REST"  # the metrics' entrypoint label
 JSON = b"application/json"
 MAX_URL_BYTES = 8 << 10  # a longer request target is answered 414
 MAX_HEADER_BYTES = 64 << 10  # longer headers in all are answered 431
+CHUNK_LINE_BYTES = 256  # the raw bytes kept from one read for a chunk-size line split over two
 INT64_MAX = (1 << 63) - 1
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -74,7 +75,18 @@ class HttpLimits:
 
 
 class _BadBody(Exception):
-    """A body that is not read: answered 400 and the connection closed."""
+    """A body that is not read: answered `status` (400, or 413 over the body limit) and the
+    connection closed."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def over_limit_message(limit: int, declared: Optional[int] = None) -> str:
+    if declared is None:
+        return f"Request body exceeds the limit of {limit} bytes"
+    return f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
 
 
 class _Gone(Exception):
@@ -115,7 +127,7 @@ class RestApp:
         try:
             body = await self._read_body(scope, receive) if method == "POST" else b""
         except _BadBody as e:  # the rest of the stream cannot be trusted: close it
-            return _error(400, str(e), close=True)
+            return _error(e.status, str(e), close=True)
         try:
             if metrics:
                 return (200, b"text/plain; version=0.0.4; charset=utf-8",
@@ -128,12 +140,13 @@ class RestApp:
             return _error(500, f"Internal error: {e}")
 
     async def _read_body(self, scope, receive) -> bytes:
-        """The whole body (uvicorn de-chunks it), within --rest_api_max_body_bytes."""
+        """The whole body (uvicorn de-chunks it), within --rest_api_max_body_bytes: 413 over
+        it, as TF Serving's libevent answers (a declared chunk size over it is refused by
+        HttpProtocol before the chunk arrives)."""
         limit = self.limits.max_body_bytes
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and int(declared) > limit:  # llhttp checked it is a number
-            raise _BadBody(f"Request body of {int(declared)} bytes exceeds the limit of "
-                           f"{limit} bytes")
+            raise _BadBody(over_limit_message(limit, int(declared)), 413)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -142,7 +155,7 @@ class RestApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _BadBody(f"Request body exceeds the limit of {limit} bytes")
+                raise _BadBody(over_limit_message(limit), 413)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -206,7 +219,8 @@ def error_response(status: int, message: str) -> bytes:
             + body)
 
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
+            414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
@@ -229,6 +243,13 @@ class HttpProtocol(HttpToolsProtocol):
         self.read_timer: Optional[asyncio.TimerHandle] = None
         self.header_bytes = 0
         self.over_limit = False
+        # Chunked bodies: bytes of this request's body so far, of the current chunk so far,
+        # and whether a chunk's size line was read and its data is not complete yet.
+        self.body_bytes = 0
+        self.chunk_bytes = 0
+        self.in_chunk = False
+        self.new_chunk = False
+        self.raw_tail = b""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -245,10 +266,16 @@ class HttpProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
+        self.new_chunk = False
         try:
             self.parser.feed_data(data)
+            if self.in_chunk and self.new_chunk:
+                self._check_chunk_size(data)
+            self.raw_tail = data[-CHUNK_LINE_BYTES:]
         except httptools.HttpParserUpgrade:  # no protocol upgrades: the request is served
             pass
+        except _Refused as e:
+            self.refuse(e.status, e.message)
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
             if isinstance(cause, _Refused):
@@ -273,6 +300,8 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.header_bytes = 0
+        self.body_bytes = self.chunk_bytes = 0
+        self.in_chunk = False
         self._stop_read_timer()
         self.read_timer = self.loop.call_later(self.limits.read_timeout, self._read_timed_out)
 
@@ -287,6 +316,36 @@ class HttpProtocol(HttpToolsProtocol):
             raise _Refused(431, f"The request's headers are longer than {MAX_HEADER_BYTES} "
                                 f"bytes")
         super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        self.chunk_bytes += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self.in_chunk = self.new_chunk = True
+        self.chunk_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.in_chunk = False
+
+    def _check_chunk_size(self, data: bytes) -> None:
+        """A chunk whose data is still to come: refuse it now (413) when its declared size
+        takes the body over the limit, instead of waiting out the read timeout for bytes
+        that would be refused anyway (libevent's evhttp does the same). llhttp does not
+        report the size: it is the hex line just before the chunk's data, which ends
+        `chunk_bytes` before the end of what was fed."""
+        head = (self.raw_tail + data)[:len(self.raw_tail) + len(data) - self.chunk_bytes]
+        if not head.endswith(b"\r\n"):
+            return
+        line = head[:-2].rsplit(b"\n", 1)[-1].split(b";", 1)[0].strip()
+        try:
+            size = int(line, 16)
+        except ValueError:  # a line longer than the tail kept: llhttp checks it anyway
+            return
+        limit = self.limits.max_body_bytes
+        if self.body_bytes - self.chunk_bytes + size > limit:
+            raise _Refused(413, over_limit_message(limit))
 
     def on_headers_complete(self) -> None:
         if self.over_limit:

@@ -26,6 +26,9 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from serving.model_server.errors import Code, ServingError, invalid_argument
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # 64 MiB of float32; --max_request_tensor_elements
+# numpy's limit on an array's rank (NPY_MAXDIMS in numpy 1.x). TensorFlow allows 254, so a
+# request of higher rank is refused as a bad shape (INVALID_ARGUMENT), never decoded.
+MAX_DIMS = 32
 
 
 # DataType -> (numpy dtype, typed field, numpy dtype of that field's values)
@@ -95,6 +98,10 @@ def shape_elements(proto: tensor_pb2.TensorProto, alias: str) -> int:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise invalid_argument(f"tensor parsing error: {alias}: the shape has unknown rank")
+    if len(shape.dim) > MAX_DIMS:
+        raise invalid_argument(f"tensor parsing error: {alias}: the shape has "
+                               f"{len(shape.dim)} dimensions, more than the {MAX_DIMS} "
+                               f"this server supports")
     n = 1
     for d in shape.dim:
         if d.size < 0:

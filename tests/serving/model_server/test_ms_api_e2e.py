@@ -411,7 +411,7 @@ def test_rest_errors(server, path, body, status, text):
 
 def test_rest_oversized_body_is_rejected_and_server_keeps_serving(server):
     r = post(server, "/v1/models/mnist:predict", {"instances": images(400).tolist()})
-    assert r.status_code == 400
+    assert r.status_code == 413  # Payload Too Large, as TF Serving's libevent
     assert "exceeds the limit" in r.json()["error"]
     assert post(server, "/v1/models/half_plus_two:predict",
                 {"instances": [1.0]}).json() == {"predictions": [3.5]}
@@ -429,7 +429,7 @@ def test_rest_chunked_request_bodies(server):
     assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
     big = json.dumps({"instances": images(400).tolist()})  # over the 1 MB limit
     r = requests.post(url, data=chunks(big, 65536), timeout=10)
-    assert r.status_code == 400
+    assert r.status_code == 413
     assert "exceeds the limit" in r.json()["error"]
     assert post(server, "/v1/models/half_plus_two:predict",
                 {"instances": [1.0]}).json() == {"predictions": [3.5]}

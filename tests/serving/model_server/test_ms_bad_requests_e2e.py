@@ -154,6 +154,35 @@ def test_rest_malformed_http_is_400_and_closes_the_connection(server, stub):
     still_serving(server, stub)
 
 
+def test_rest_chunk_declared_over_the_body_limit_is_413_at_once(server, stub):
+    """A chunk size far above --rest_api_max_body_bytes, with none of its data sent: refused
+    at once (413, JSON), not held open until the read timeout."""
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n{\"inst")
+        started = time.monotonic()
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    assert time.monotonic() - started < 5, "held open instead of refused"
+    assert reply.startswith(b"HTTP/1.1 413") and b"connection: close" in reply, reply
+    assert "exceeds the limit" in json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]
+    still_serving(server, stub)
+
+
+def test_rest_chunk_size_line_split_over_two_reads_is_still_refused(server, stub):
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\n{\"i\r\nFFFF")
+        time.sleep(0.2)  # two reads on the server: the size line arrives in two parts
+        s.sendall(b"FFFF;ext=1\r\nnstances")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply
+    still_serving(server, stub)
+
+
 # ---- gRPC -----------------------------------------------------------------------------
 
 def float_request(shape, values=(), content=b"", model="half_plus_two", name="x"):
@@ -214,6 +243,8 @@ GRPC_CORPUS = [
     ("Predict", lambda: float_request([-2], content=b"\0" * 8), "negative dimension -2"),
     ("Predict", lambda: float_request([2, -1], [1.0]), "negative dimension -1"),
     ("Predict", _unknown_rank, "unknown rank"),
+    ("Predict", lambda: float_request([1] * 33, [1.0]),
+     "the shape has 33 dimensions, more than the 32 this server supports"),
     ("Predict", lambda: float_request([3], content=b"\0" * 8), "tensor_content holds 8 bytes"),
     ("Predict", _string_content, "a string tensor cannot use tensor_content"),
     ("Predict", lambda: _with_dtype(types_pb2.DT_RESOURCE), "unsupported dtype DT_RESOURCE"),
