@@ -95,6 +95,9 @@ _FLOAT_LIMITS = {types_pb2.DT_FLOAT: (float(np.finfo(np.float32).max), (1 << 24)
                  types_pb2.DT_DOUBLE: (float(np.finfo(np.float64).max), (1 << 53) - 1)}
 _INT_TYPES = (types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_UINT8,
               types_pb2.DT_UINT16, types_pb2.DT_INT64, types_pb2.DT_UINT32, types_pb2.DT_UINT64)
+# The types a leaf may have for each kind of tensor, compared exactly: a bool is no number.
+_NUMBERS, _INTEGERS, _BOOLS, _LIST = frozenset({int, float}), frozenset({int}), \
+    frozenset({bool}), {list}
 
 
 def json_type(value) -> str:
@@ -143,53 +146,78 @@ def json_shape(value) -> List[int]:
 
 def json_flatten(value, shape: List[int]) -> list:
     """The leaves of a rectangular JSON value of `shape`, in row-major order (FillTensorProto:
-    every list at a level has that level's size, every leaf is at the last level)."""
+    every list at a level has that level's size, every leaf is at the last level). Each level
+    is checked whole, its items' types and lengths as sets; only a level that fails is walked
+    item by item, to name the first item out of place."""
     level = [value]
     for depth, size in enumerate(shape):
-        for item in level:
-            if not isinstance(item, list):
-                raise invalid_argument(
-                    f"JSON Value: {json_text(item)} found at incorrect level: {depth + 1} in "
-                    f"the JSON DOM. Expected at level: {len(shape)}")
-            if len(item) != size:
-                raise invalid_argument(f"Encountered list at unexpected size: {len(item)} at "
-                                       f"level: {depth} expected size: {size}")
+        if level and (set(map(type, level)) != _LIST or set(map(len, level)) != {size}):
+            _check_level(level, depth, size, len(shape))
         level = list(chain.from_iterable(level))
     return level
+
+
+def _check_level(level: list, depth: int, size: int, rank: int) -> None:
+    for item in level:
+        if not isinstance(item, list):
+            raise invalid_argument(
+                f"JSON Value: {json_text(item)} found at incorrect level: {depth + 1} in "
+                f"the JSON DOM. Expected at level: {rank}")
+        if len(item) != size:
+            raise invalid_argument(f"Encountered list at unexpected size: {len(item)} at "
+                                   f"level: {depth} expected size: {size}")
 
 
 def json_to_ndarray(value: Any, dtype: int, name: str, budget: Optional[ElementBudget] = None
                     ) -> np.ndarray:
     """A JSON value (nested lists, {"b64": ...} for bytes) as an array of `dtype`; the
-    request's `budget` is charged before any conversion."""
+    request's `budget` is charged before any conversion. The leaves are typed as one set and
+    converted and range-checked as a whole array; a value is looked at on its own only to
+    word an error or where the array cannot settle it (`_floats`, `_integers`)."""
     shape = json_shape(value)
     if budget is not None:
         budget.charge(math.prod(shape))
     flat = json_flatten(value, shape)
-    if flat and isinstance(flat[0], list) or any(type(v) is list for v in flat):
+    types = set(map(type, flat))
+    if list in types:
         raise invalid_argument(f"Encountered list at unexpected level: {len(shape)} expected "
                                f"< {len(shape)}")
     if dtype == types_pb2.DT_STRING:
         return object_array(_json_strings(flat)).reshape(shape)
-    types = set(map(type, flat))
     if dtype in _FLOAT_LIMITS:
-        if not types <= {int, float}:
-            raise _type_error(next(v for v in flat if type(v) not in (int, float)), dtype)
-        _check_lossless(flat, dtype, types)
+        if not types <= _NUMBERS:
+            raise _type_error(next(v for v in flat if type(v) not in _NUMBERS), dtype)
+        array = _floats(flat, dtype, types)
     elif dtype in _INT_TYPES:
-        if not types <= {int}:
+        if not types <= _INTEGERS:
             raise _type_error(next(v for v in flat if type(v) is not int), dtype)
-        info = np.iinfo(numpy_dtype(dtype))
-        if flat and (min(flat) < info.min or max(flat) > info.max):
-            raise _type_error(next(v for v in flat if not info.min <= v <= info.max), dtype)
+        array = _integers(flat, dtype)
     elif dtype == types_pb2.DT_BOOL:
-        if not types <= {bool}:
+        if not types <= _BOOLS:
             raise _type_error(next(v for v in flat if type(v) is not bool), dtype)
+        array = np.array(flat, dtype=np.bool_)
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value: "
                                                f"{json_text(value)} to type: "
                                                f"{dtype_name(dtype)}")
-    return np.array(flat, dtype=numpy_dtype(dtype)).reshape(shape)
+    return array.reshape(shape)
+
+
+def _floats(flat: list, dtype: int, types) -> np.ndarray:
+    """JSON numbers as the float `dtype`, IsLosslessDecimal checked on the whole array: as
+    doubles (exact for floats; an integer rounds, never across 2**24 or 2**53), every value
+    within the integers' exact range, or with no integer within the float's range (NaN
+    passes), settles it. +/-Infinity, a float beyond 2**24 next to an integer, an integer
+    beyond a double: `_check_lossless` value by value."""
+    max_float, max_int = _FLOAT_LIMITS[dtype]
+    try:
+        wide = np.array(flat, dtype=np.float64)
+    except OverflowError:  # an integer beyond any double
+        wide = None
+    if wide is None or (np.abs(wide) > (max_int if int in types else max_float)).any():
+        _check_lossless(flat, dtype, types)  # names the first value that does not fit
+        return np.array(flat, dtype=numpy_dtype(dtype))
+    return wide if dtype == types_pb2.DT_DOUBLE else wide.astype(np.float32)
 
 
 def _check_lossless(flat: list, dtype: int, types) -> None:
@@ -213,6 +241,23 @@ def _check_lossless(flat: list, dtype: int, types) -> None:
         if not ok:
             raise invalid_argument(f"Cannot convert JSON value: {json_text(v)} to "
                                    f"{dtype_name(dtype)} without loss of precision.")
+
+
+def _integers(flat: list, dtype: int) -> np.ndarray:
+    """JSON integers as the integer `dtype`, range-checked as an int64 array; values beyond
+    int64 (uint64's upper half, or out of every range) are checked as Python integers."""
+    target = numpy_dtype(dtype)
+    info = np.iinfo(target)
+    try:
+        wide = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        wide = None
+    if wide is not None and (not flat or info.min <= int(wide.min()) and
+                             int(wide.max()) <= info.max):
+        return wide.astype(target, copy=False)
+    if min(flat) < info.min or max(flat) > info.max:
+        raise _type_error(next(v for v in flat if not info.min <= v <= info.max), dtype)
+    return np.array(flat, dtype=target)
 
 
 def _json_strings(flat: list) -> list:
@@ -336,10 +381,11 @@ def _row_inputs(instances, sig, budget) -> Dict[str, np.ndarray]:
         if len(names) != 1:
             raise invalid_argument("instances is a plain list, but expecting list of objects "
                                    "as multiple input tensors required as per tensorinfo_map")
-        for i, item in enumerate(instances):
-            if _is_named(item):
-                raise invalid_argument(f"Expecting value/list but got object at item {i} of "
-                                       f"input list")
+        if dict in set(map(type, instances)):  # {"b64"} is a value, any other object is not
+            for i, item in enumerate(instances):
+                if _is_named(item):
+                    raise invalid_argument(f"Expecting value/list but got object at item {i} "
+                                           f"of input list")
         return {names[0]: _json_input(names[0], instances, sig, budget)}
     columns: Dict[str, list] = {name: [] for name in names}
     for i, item in enumerate(instances):
