@@ -4,9 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV        ?= .venv
-REPOSITORY  ?= model_repository
-PIPELINE_ROOT ?= tfx_runs
-DATA_CACHE  ?= .cache
+# Defaults as the commands' own: the TOOLKIT_* environment variables when set.
+REPOSITORY  ?= $(or $(TOOLKIT_REPOSITORY),model_repository)
+PIPELINE_ROOT ?= $(or $(TOOLKIT_PIPELINE_ROOT),tfx_runs)
+DATA_CACHE  ?= $(or $(TOOLKIT_CACHE_DIR),.cache)
 # Which pipelines `make pipeline` runs, in order.
 PIPELINES   ?= half_plus_two mnist
 # Extra flags for `python -m pipelines run`, e.g. PIPELINE_ARGS="--no-cache".
@@ -27,7 +28,7 @@ SPANS_ARGS   ?=
 comma := ,
 empty :=
 space := $(empty) $(empty)
-SERVING_STATE   ?= .cache/serving
+SERVING_STATE   ?= $(or $(TOOLKIT_STATE_DIR),.cache/serving)
 SERVING_BACKEND ?= auto
 SERVING_MODELS  ?= $(subst $(space),$(comma),$(strip $(PIPELINES)))
 # The official image when it is present, else the stand-in built by `make serving-image`.
@@ -55,7 +56,7 @@ PYTHON ?= $(shell \
     done; \
   fi)
 
-.PHONY: help install lock pipeline retrain spans history test test-unit lint clean serving-image \
+.PHONY: help install lock pipeline retrain spans history test test-unit lint docs clean serving-image \
         serve serve-status serve-down protos notebook kernel
 
 help:
@@ -74,6 +75,7 @@ help:
 	@echo "make install    create $(VENV) from requirements.lock (done by the targets above)"
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
 	@echo "make protos     regenerate the model server's *_pb2.py from its vendored .proto files"
+	@echo "make docs       regenerate docs/cli.md, the command-line reference, from the parsers"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
 	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
@@ -106,7 +108,7 @@ protos: $(INSTALLED)
 
 pipeline: $(INSTALLED)
 	$(PY) -m pipelines run $(PIPELINES) --repository $(REPOSITORY) --pipeline-root $(PIPELINE_ROOT) \
-	  --cache-dir $(DATA_CACHE) --serving-state-dir $(SERVING_STATE) \
+	  --cache-dir $(DATA_CACHE) --state-dir $(SERVING_STATE) \
 	  $(PIPELINE_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
 
 pipeline-%: $(INSTALLED)
@@ -114,7 +116,7 @@ pipeline-%: $(INSTALLED)
 
 retrain: $(INSTALLED)
 	$(PY) -m pipelines retrain $(MODEL) --data $(DATA) --repository $(REPOSITORY) \
-	  --pipeline-root $(PIPELINE_ROOT) --cache-dir $(DATA_CACHE) --serving-state-dir $(SERVING_STATE) \
+	  --pipeline-root $(PIPELINE_ROOT) --cache-dir $(DATA_CACHE) --state-dir $(SERVING_STATE) \
 	  $(RETRAIN_ARGS) $(if $(strip $(BEAM_ARGS)),-- $(BEAM_ARGS))
 
 spans: $(INSTALLED)
@@ -127,7 +129,7 @@ serving-image: $(INSTALLED)
 	PYTHON=$(PY) serving/image/build.sh
 
 serve: $(INSTALLED)
-	$(PY) -m serving up --repository $(REPOSITORY) --models $(SERVING_MODELS) \
+	$(PY) -m serving up --repository $(REPOSITORY) --model $(SERVING_MODELS) \
 	  --backend $(SERVING_BACKEND) --image $(SERVING_IMAGE) --state-dir $(SERVING_STATE) $(SERVE_ARGS)
 
 serve-status: $(INSTALLED)
@@ -156,8 +158,12 @@ test: $(INSTALLED) $(KERNEL_SPEC)
 test-unit: $(INSTALLED)
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
+# docs/cli.md: every command's --help (tests/test_cli_reference.py checks it is current).
+docs: $(INSTALLED)
+	$(PY) docs/cli_reference.py
+
 lint: $(INSTALLED)
-	$(PY) -m flake8 pipelines components serving tests benchmarks
+	$(PY) -m flake8 pipelines components serving tests benchmarks docs
 
 clean:
 	rm -rf $(VENV) $(PIPELINE_ROOT) .pytest_cache $(DATA_CACHE)/mnist $(DATA_CACHE)/serving-image

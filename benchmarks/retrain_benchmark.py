@@ -66,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     python = [sys.executable, "-m", "pipelines"]
-    common = ["--cache-dir", str(args.cache_dir), "--serving-state-dir", str(work / "none")]
+    common = ["--cache-dir", str(args.cache_dir), "--state-dir", str(work / "none")]
     print("| run | exit | pipeline wall (summary) | whole command | peak RSS | eval (its own split) "
           "| official test set |")
     print("|---|---|---|---|---|---|---|")

@@ -10,20 +10,19 @@ import argparse
 import contextlib
 import json
 import os
+import posixpath
 import signal
 import sys
 import time
 import traceback
 import warnings
-from pathlib import Path
 from typing import List, Optional
 
 from components.spans import SPAN_KINDS
 from pipelines import interrupts, outcomes
 from pipelines.interrupts import RunAbandoned
+from serving import cli, defaults
 
-RUN_OUTCOMES = (outcomes.PUSHED, outcomes.ERROR, outcomes.USAGE, outcomes.NOT_BLESSED,
-                outcomes.NOT_SERVED, outcomes.LOCKED)
 RETRAIN_HELP = """Retrain on new data: DIR holds span-1/, span-2/, ... each with train/ and eval/
 (TFRecords of tf.Example for mnist, CSV for half_plus_two). The newest span is ingested;
 the model trains on the newest --window spans, warm-started from the latest blessed
@@ -32,59 +31,68 @@ the Evaluator's gates and, when Docker and a serving image are there, TFX's
 InfraValidator; with a server up (`python -m serving up`), the new version is checked
 through it and rolled back when it does not serve well. Arguments after `--` go to Beam."""
 SCHEDULE_ONLY = {"--every": 1, "--max-runs": 1, "--on-stop": 1}
+PROFILES = ("default", "fast")
+# Commands that take a pipeline as NAME or --model NAME.
+NAMED_COMMANDS = ("run", "retrain", "schedule", "make-spans", "history", "compile")
+# Commands that pass arguments after `--` to Beam.
+BEAM_COMMANDS = ("run", "retrain", "schedule", "compile")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m pipelines` and all its commands (what --help shows)."""
     from pipelines.registry import PIPELINES
 
-    names = sorted(PIPELINES)
-    paths = argparse.ArgumentParser(add_help=False)
-    paths.add_argument("--repository", type=Path, default=Path("model_repository"),
-                       help="model repository root; versions go to REPOSITORY/<model>/<version> "
-                            "(default: %(default)s)")
-    paths.add_argument("--pipeline-root", type=Path, default=Path("tfx_runs"),
-                       help="artifacts and ML Metadata (SQLite) go here (default: %(default)s)")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--cache-dir", type=Path, default=Path(".cache"),
-                      help="downloaded and converted data sets (default: %(default)s)")
-    data.add_argument("--profile", default="default", choices=["default", "fast"],
+    names = ", ".join(sorted(PIPELINES))
+    paths = cli.options_group()
+    cli.add_repository(paths)
+    cli.add_pipeline_root(paths)
+    data = cli.options_group()
+    cli.add_cache_dir(data)
+    data.add_argument("--profile", default="default", choices=PROFILES,
                       help="sizes: 'fast' is a small, quick configuration for tests")
-    execution = argparse.ArgumentParser(add_help=False)
+    execution = cli.options_group()
     execution.add_argument("--no-cache", dest="enable_cache", action="store_false",
                            help="re-run every component instead of reusing cached results")
-    execution.add_argument("--serving-state-dir", type=Path, default=Path(".cache/serving"),
-                           help="where `python -m serving up` records the running server; "
-                                "when one is up, each pushed version is checked through it "
-                                "(default: %(default)s)")
-    execution.add_argument("--serving-timeout", type=float, default=300.0,
-                           help="seconds to wait for a pushed version to become AVAILABLE")
+    cli.add_state_dir(execution, "where `python -m serving up` records the running server; "
+                                 "when one is up, each pushed version is checked through it")
+    cli.add_timeout(execution, 300.0, "how long to wait for a pushed version to be "
+                                      "AVAILABLE on the running server")
     execution.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
+    cli.refuse_renamed(execution, "--serving-state-dir", "--state-dir")
+    cli.refuse_renamed(execution, "--serving-timeout", "--timeout")
 
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m pipelines", description=__doc__.split("\n\n")[0],
-        epilog=outcomes.exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=outcomes.exit_codes_help(outcomes.ALL, "exit codes (each COMMAND's --help lists "
+                                                      "its own; these are retrain's):")
+        + "\n\n" + cli.environment_help(defaults.ALL))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("list", help="list the pipelines")
+    lst = commands.add_parser(
+        "list", help="list the pipelines", epilog=_epilog("list"),
+        description="The pipelines `run`, `retrain` and the other commands know, one a line.")
+    cli.add_json(lst, "print them as a JSON list")
 
     run = commands.add_parser(
         "run", parents=[paths, data, execution], help="run one or more pipelines",
         usage="python -m pipelines run NAME [NAME ...] [options] [-- BEAM_ARGS ...]",
-        description="Train, evaluate and push. Arguments after `--` go to Beam, e.g. "
+        description="Train, evaluate and push. The pipelines are NAME ... or --model NAME "
+                    "(repeatable), not both. Arguments after `--` go to Beam, e.g. "
                     "`-- --runner=FlinkRunner --flink_master=host:8081`.",
-        epilog=outcomes.exit_codes_help(RUN_OUTCOMES),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("names", nargs="+", metavar="NAME", choices=names,
-                     help=f"pipeline to run: {', '.join(names)}")
-    run.add_argument("--data-dir", type=Path, default=None,
+        epilog=_epilog("run"))
+    run.add_argument("names", nargs="*", metavar="NAME", help=f"pipeline to run: {names}")
+    cli.add_model(run, many=True, required=False,
+                  text="pipeline to run, as NAME does; repeat it or separate names with "
+                       "commas (no default: give NAME or --model)")
+    run.add_argument("--data-dir", type=cli.existing_dir, default=None, metavar="DIR",
                      help="use your own input data instead of the pipeline's data source "
                           "(half_plus_two: x,y CSV files; mnist: mnist.npz or the CSV pair, "
-                          "or train/ and eval/ directories of tf.Example TFRecords)")
+                          "or train/ and eval/ directories of tf.Example TFRecords); "
+                          "default: the pipeline's own data")
 
     retrain = commands.add_parser(
         "retrain", parents=[paths, data, execution], help="retrain on the newest span of new data",
         usage="python -m pipelines retrain NAME --data DIR [options] [-- BEAM_ARGS ...]",
-        description=RETRAIN_HELP, epilog=outcomes.exit_codes_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=RETRAIN_HELP, epilog=_epilog("retrain"))
     _retrain_arguments(retrain, names)
 
     schedule = commands.add_parser(
@@ -96,95 +104,174 @@ def _parser() -> argparse.ArgumentParser:
                     "failed run does not stop it. SIGTERM/SIGINT stop it, abandoning the "
                     "current run cleanly (or letting it finish: --on-stop finish). Exits 0 "
                     "once stopped.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog("schedule"))
     _retrain_arguments(schedule, names)
-    schedule.add_argument("--every", required=True,
+    schedule.add_argument("--every", required=True, type=_interval, metavar="INTERVAL",
                           help="interval between runs: 90s, 15m, 6h, 1d")
-    schedule.add_argument("--max-runs", type=int, default=None,
+    schedule.add_argument("--max-runs", type=cli.positive_int, default=None, metavar="N",
                           help="stop after this many runs (default: never)")
     schedule.add_argument("--on-stop", choices=["abandon", "finish"], default="abandon",
-                          help="on SIGTERM: abandon the current run cleanly, or let it "
-                               "finish (default: %(default)s)")
+                          help="on SIGTERM: abandon the current run cleanly, or let it finish")
 
     spans = commands.add_parser(
         "make-spans", parents=[data], help="write a data set as spans, to try retraining",
+        epilog=_epilog("make-spans"),
         description="Write spans span-N/{train,eval}/ of the pipeline's own data (MNIST from "
                     "the verified loader; generated rows for half_plus_two), numbered after "
                     "the spans already in --out. --kind corrupted / label-shift write a span "
                     "that the schema gate / the drift gate stop.")
-    spans.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
-    spans.add_argument("--out", type=Path, required=True, help="the spans directory")
-    spans.add_argument("--spans", type=int, default=1, help="how many spans (default 1)")
-    spans.add_argument("--start", type=int, default=None,
+    _name_arguments(spans, names)
+    spans.add_argument("--out", type=cli.dir_path, required=True, metavar="DIR",
+                       help="the spans directory (made when missing)")
+    spans.add_argument("--spans", type=cli.positive_int, default=1, metavar="N",
+                       help="how many spans")
+    spans.add_argument("--start", type=cli.positive_int, default=None, metavar="N",
                        help="number of the first span (default: after the last one in --out)")
     spans.add_argument("--kind", default="clean", choices=SPAN_KINDS,
-                       help="clean (default), corrupted (schema anomalies) or label-shift "
+                       help="clean, corrupted (schema anomalies) or label-shift "
                             "(a drifted distribution)")
-    spans.add_argument("--data-dir", type=Path, default=None,
-                       help="mnist: your own mnist.npz or CSV pair (as for `run`)")
+    spans.add_argument("--data-dir", type=cli.existing_dir, default=None, metavar="DIR",
+                       help="mnist: your own mnist.npz or CSV pair, as for `run` "
+                            "(default: the verified download)")
 
     hist = commands.add_parser(
         "history", parents=[paths], help="past runs of a model, from ML Metadata",
+        epilog=_epilog("history"),
         description="Every run of the model's pipelines (`run`, `retrain`, notebook experiments) under the "
                     "pipeline root: start time, spans, metrics, blessed, pushed version, outcome.")
-    hist.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
-    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    _name_arguments(hist, names)
+    cli.add_json(hist)
 
     comp = commands.add_parser(
-        "compile", help="write the pipeline for another orchestrator",
+        "compile", help="write the pipeline for another orchestrator", epilog=_epilog("compile"),
         description="Compile the pipeline (as `run` builds it) for Kubeflow Pipelines v2 / "
                     "Vertex AI Pipelines with TFX's KubeflowV2DagRunner. Paths are the "
-                    "orchestrator's (e.g. gs://...); nothing is read or downloaded here.")
-    comp.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
-    comp.add_argument("--target", choices=["kubeflow-v2"], default="kubeflow-v2")
-    comp.add_argument("--output", type=Path, required=True, help="the pipeline spec (JSON)")
+                    "orchestrator's (e.g. gs://...); nothing is read or downloaded here. "
+                    "Arguments after `--` go to Beam in the workers.")
+    _name_arguments(comp, names)
+    comp.add_argument("--target", choices=["kubeflow-v2"], default="kubeflow-v2",
+                      help="the orchestrator: kubeflow-v2 is Kubeflow Pipelines v2 and Vertex "
+                           "AI Pipelines (a PipelineJob JSON)")
+    comp.add_argument("--output", type=cli.output_file, required=True, metavar="FILE",
+                      help="the pipeline spec to write, JSON (a .yaml name: YAML); its "
+                           "directory must exist")
     comp.add_argument("--image", default=None,
                       help="container image every component runs in (default: "
                            "tfx-serving-toolkit/pipeline:latest, built from pipelines/image/)")
-    comp.add_argument("--pipeline-root", required=True,
+    comp.add_argument("--pipeline-root", required=True, metavar="URI",
                       help="artifacts root the workers write, e.g. gs://bucket/tfx")
-    comp.add_argument("--data-root", required=True,
+    comp.add_argument("--data-root", required=True, metavar="URI",
                       help="the input data the workers read, e.g. gs://bucket/mnist "
                            "(train/ and eval/ TFRecords for mnist, x,y CSVs for half_plus_two)")
-    comp.add_argument("--repository", required=True,
+    comp.add_argument("--repository", required=True, type=_worker_path, metavar="DIR",
                       help="the model repository as an absolute path inside the workers "
                            "(a mounted volume): publishing renames directories")
-    comp.add_argument("--profile", default="default", choices=["default", "fast"])
+    comp.add_argument("--profile", default="default", choices=PROFILES,
+                      help="sizes, as for `run`")
     return parser
 
 
-def _retrain_arguments(parser: argparse.ArgumentParser, names: List[str]) -> None:
-    parser.add_argument("name", metavar="NAME", choices=names, help=", ".join(names))
-    parser.add_argument("--data", type=Path, required=True,
+def _epilog(command: str) -> str:
+    return outcomes.exit_codes_help(outcomes.BY_COMMAND[command])
+
+
+def _name_arguments(parser: argparse.ArgumentParser, names: str) -> None:
+    """NAME, or --model NAME: the same thing, spelled either way."""
+    parser.add_argument("name", nargs="?", metavar="NAME", help=f"the pipeline: {names}")
+    cli.add_model(parser, many=False, required=False,
+                  text="the pipeline, as NAME does (no default: give NAME or --model)")
+
+
+def _retrain_arguments(parser: argparse.ArgumentParser, names: str) -> None:
+    _name_arguments(parser, names)
+    parser.add_argument("--data", type=cli.existing_dir, required=True, metavar="DIR",
                         help="directory of spans: span-1/, span-2/, ... with train/ and eval/")
-    parser.add_argument("--window", type=int, default=3,
-                        help="train on the newest K spans (default: %(default)s)")
+    parser.add_argument("--window", type=cli.positive_int, default=3, metavar="K",
+                        help="train on the newest K spans")
     parser.add_argument("--accept-drift", action="store_true",
                         help="let a span through that the drift gate would stop")
     parser.add_argument("--infra-validation", choices=["auto", "require", "off"], default="auto",
                         help="TFX InfraValidator before the push: auto runs it when a Docker "
-                             "Engine and the serving image are there (default: %(default)s)")
-    parser.add_argument("--serving-image", default=None,
+                             "Engine and the serving image are there")
+    parser.add_argument("--serving-image", default=None, metavar="IMAGE",
                         help="image InfraValidator loads the model in (default: the running "
                              "server's, else tensorflow/serving:2.16.1 when present, else "
                              "the stand-in from `make serving-image`)")
-    parser.add_argument("--trainer-module", type=Path, default=None,
-                        help="another Trainer module file (TFX's module_file) to train with")
-    parser.add_argument("--smoke-examples", type=int, default=200,
-                        help="eval examples sent through the running server after a push "
-                             "(default: %(default)s)")
+    parser.add_argument("--trainer-module", type=cli.existing_file, default=None, metavar="FILE",
+                        help="another Trainer module file (TFX's module_file) to train with "
+                             "(default: the model's own)")
+    parser.add_argument("--smoke-examples", type=cli.non_negative_int, default=200, metavar="N",
+                        help="eval examples sent through the running server after a push")
+
+
+def _interval(text: str) -> float:
+    from pipelines.schedule import parse_interval
+
+    try:
+        return parse_interval(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _worker_path(text: str) -> str:
+    """compile --repository: an absolute filesystem path in the workers (not a URI)."""
+    if not posixpath.isabs(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the Pusher publishes by renaming directories, so give an absolute "
+            f"filesystem path inside the workers (a mounted volume), not a relative path or URI")
+    return text
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """argv -> the checked namespace; a bad command line exits 2 (argparse's SystemExit)
+    before anything heavy is imported or anything is written."""
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args: List[str] = []
     if "--" in argv:
         split = argv.index("--")
         argv, beam_args = argv[:split], argv[split + 1:]
-    args = _parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in NAMED_COMMANDS:
+        _resolve_names(_subparser(parser, args.command), args)
+    if beam_args and args.command not in BEAM_COMMANDS:
+        _subparser(parser, args.command).error(
+            f"arguments after `--` go to Beam; only {', '.join(BEAM_COMMANDS)} take them")
     args.beam_args = tuple(beam_args)
     args.raw_argv = argv + (["--", *beam_args] if beam_args else [])
     return args
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
+def _resolve_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """NAME and --model NAME are the same thing: one of them (or both, naming the same
+    pipelines), each a known pipeline. Sets args.names (run) or args.name."""
+    from pipelines.registry import PIPELINES
+
+    many = args.command == "run"
+    positional = list(args.names) if many else ([args.name] if args.name else [])
+    flagged = list(args.model or []) if many else ([args.model] if args.model else [])
+    if not positional and not flagged:
+        parser.error("which pipeline? give NAME or --model NAME "
+                     "(`python -m pipelines list` lists them)")
+    if positional and flagged and positional != flagged:
+        parser.error(f"NAME says {', '.join(positional)} but --model says {', '.join(flagged)}: "
+                     f"give the pipeline{'s' if many else ''} one way")
+    chosen = positional or flagged
+    if not many and len(chosen) > 1:
+        parser.error("one pipeline at a time")
+    for name in chosen:
+        if name not in PIPELINES:
+            parser.error(f"invalid choice: {name!r} (choose from {', '.join(sorted(PIPELINES))}; "
+                         f"`python -m pipelines list` lists them)")
+    if many:
+        args.names = chosen
+    else:
+        args.name = chosen[0]
 
 
 def _run_config(args, data_dir):
@@ -204,7 +291,6 @@ def run(args: argparse.Namespace) -> int:
     expected_errors = (DataError, MnistDataError, RepositoryError, local_runner.PipelineFailed,
                        run_lock.Locked)
     config = _run_config(args, args.data_dir)
-    commit, dirty = provenance.git_state()
     codes = []
     for name in args.names:
         try:
@@ -212,8 +298,7 @@ def run(args: argparse.Namespace) -> int:
                 module = registry.get(name)  # imports TensorFlow: its noise goes to the log
                 repository = ModelRepository(config.repository)
                 repository.check_writable(module.MODEL_NAME)  # before any data or training
-                lineage = {"pipeline": name, "gates": module.gates(config),
-                           "git_commit": commit, "git_dirty": dirty}
+                lineage = provenance.lineage_fields(name, config, module)
                 pipeline = module.build(config, log=lambda line: print(line, file=console),
                                         lineage=lineage)
                 metadata_path = config.metadata_path(name)
@@ -252,12 +337,12 @@ def check_served(model: str, version: int, args: argparse.Namespace) -> int:
     from serving import lifecycle
 
     try:
-        served = lifecycle.verify_pushed(model, version, timeout=args.serving_timeout,
-                                         state_dir=args.serving_state_dir)
+        served = lifecycle.verify_pushed(model, version, timeout=args.timeout,
+                                         state_dir=args.state_dir)
     except lifecycle.LifecycleError as e:
-        print(f"error: {model} version {version} was pushed but is not served: {e}",
-              file=sys.stderr)
-        return outcomes.NOT_SERVED.exit_code
+        print(f"error: {model} version {version} was pushed but is not served (it stays in "
+              f"the repository; nothing was rolled back): {e}", file=sys.stderr)
+        return outcomes.RUN_NOT_SERVED.exit_code
     if served is None:
         print("  serving: no server is up (start one with `make serve`)")
         return outcomes.PUSHED.exit_code
@@ -280,7 +365,7 @@ def retrain(args: argparse.Namespace) -> int:
             accept_drift=args.accept_drift, infra_validation=args.infra_validation,
             serving_image=args.serving_image,
             trainer_module=str(args.trainer_module.absolute()) if args.trainer_module else None,
-            serving_state_dir=args.serving_state_dir, serving_timeout=args.serving_timeout,
+            serving_state_dir=args.state_dir, serving_timeout=args.timeout,
             smoke_examples=args.smoke_examples)
     except ValueError as e:
         print(f"python -m pipelines retrain: error: {e}", file=sys.stderr)
@@ -315,15 +400,10 @@ def retrain(args: argparse.Namespace) -> int:
 
 
 def schedule(args: argparse.Namespace) -> int:
-    from pipelines.schedule import Scheduler, parse_interval, retrain_command
+    from pipelines.schedule import Scheduler, retrain_command
 
-    try:
-        every = parse_interval(args.every)
-    except ValueError as e:
-        print(f"python -m pipelines schedule: error: --every: {e}", file=sys.stderr)
-        return outcomes.USAGE.exit_code
     argv = args.raw_argv[args.raw_argv.index("schedule") + 1:]
-    scheduler = Scheduler(retrain_command(argv, SCHEDULE_ONLY), every, args.max_runs,
+    scheduler = Scheduler(retrain_command(argv, SCHEDULE_ONLY), args.every, args.max_runs,
                           finish_on_stop=args.on_stop == "finish",
                           log=lambda line: print(line, flush=True))
     signal.signal(signal.SIGTERM, scheduler.stop)
@@ -336,10 +416,6 @@ def make_spans(args: argparse.Namespace) -> int:
     from pipelines import registry
     from pipelines.config import RunConfig
 
-    if args.spans < 1 or (args.start is not None and args.start < 1):
-        print("python -m pipelines make-spans: error: --spans and --start must be at least 1",
-              file=sys.stderr)
-        return outcomes.USAGE.exit_code
     start = args.start
     if start is None:
         start = max(spans.existing_spans(args.out), default=0) + 1
@@ -411,7 +487,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.command == "list":
         from pipelines.registry import PIPELINES
-        print("\n".join(sorted(PIPELINES)))
+        print(json.dumps(sorted(PIPELINES)) if args.json else "\n".join(sorted(PIPELINES)))
         return 0
     if not getattr(args, "verbose", False):
         # Before TensorFlow is imported. A run's output goes to its log file; the other

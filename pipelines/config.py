@@ -6,17 +6,21 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Tuple
 
+from serving import defaults
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Where a pipeline run reads, writes and publishes; shared by every pipeline."""
 
-    pipeline_root: Path = Path("tfx_runs")
-    repository: Path = Path("model_repository")
+    # Defaults: <project>/tfx_runs, <project>/model_repository and <project>/.cache, or
+    # $TOOLKIT_PIPELINE_ROOT, $TOOLKIT_REPOSITORY, $TOOLKIT_CACHE_DIR (serving/defaults.py).
+    pipeline_root: Path = dataclasses.field(default_factory=defaults.pipeline_root)
+    repository: Path = dataclasses.field(default_factory=defaults.repository)
     # User-supplied input data; None means the pipeline's own data source.
     data_dir: Optional[Path] = None
     # Downloaded and converted data sets, reused across runs (MNIST: ~30 MB).
-    cache_dir: Path = Path(".cache")
+    cache_dir: Path = dataclasses.field(default_factory=defaults.cache_dir)
     # Pass-through Beam flags for the data-heavy components (DirectRunner when empty).
     beam_args: Tuple[str, ...] = ()
     enable_cache: bool = True
@@ -52,7 +56,8 @@ class RetrainConfig:
     trainer_module: Optional[str] = None
     # After a push, when a server is up: wait this long for the version, then send this
     # many eval examples of the newest span through it.
-    serving_state_dir: Path = Path(".cache/serving")
+    # Default: <project>/.cache/serving, or $TOOLKIT_STATE_DIR.
+    serving_state_dir: Path = dataclasses.field(default_factory=defaults.state_dir)
     serving_timeout: float = 300.0
     smoke_examples: int = 200
 

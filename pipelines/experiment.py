@@ -294,9 +294,8 @@ def start(config: RunConfig, hyperparameters: Dict[str, Any],
             source_uri=str(import_version(repository, baseline_version, pipeline_dir)),
             artifact_type=tfx.types.standard_artifacts.Model, output_key="model",
             custom_properties={"repository_version": baseline_version}).with_id(BASELINE_ID)
-    commit, dirty = provenance.git_state()
-    lineage = {"pipeline": PIPELINE, "run_id": run_id, "gates": mnist.gates(config),
-               "git_commit": commit, "git_dirty": dirty}
+    lineage = provenance.lineage_fields(PIPELINE, config, mnist, notebook=True,
+                                        hyperparameters=hyperparameters, run_id=run_id)
     components = mnist.create_components(
         examples_dir=str(examples_dir), serving_model_dir=str(config.model_destination(MODEL)),
         profile=profile, baseline=baseline, lineage=lineage, hyperparameters=hyperparameters)

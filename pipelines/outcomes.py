@@ -40,10 +40,34 @@ ALL: Tuple[Outcome, ...] = (PUSHED, UNCHANGED, ERROR, ANOMALIES, USAGE, NOT_BLES
 # window ended, as `history` shows it.
 INGESTED = Outcome("ingested", 0, "an older span passed the data gates into the window")
 
+# `run` never rolls back (only `retrain` does): its exit 4 leaves the pushed version in place.
+RUN_NOT_SERVED = Outcome("not served", 4, "pushed, but the running server did not serve it "
+                                          "(it failed to load, or was not AVAILABLE within "
+                                          "--timeout); nothing was rolled back: the version "
+                                          "stays in the repository")
+# The other commands' outcomes.
+DONE = Outcome("done", 0, "the command did what it says")
+FAILED = Outcome("error", 1, "the command failed; the message says why")
+SPANS_FAILED = Outcome("error", 1, "a bad --out, data that cannot be loaded, or a span that "
+                                   "already exists; nothing was written")
+STOPPED = Outcome("stopped", 0, "the loop ended: SIGTERM/SIGINT or --max-runs (each run's own "
+                                "exit code is in the loop's output)")
 
-def exit_codes_help(outcomes=ALL) -> str:
+# Each command's exit codes, as its --help lists them (`python -m pipelines COMMAND --help`).
+BY_COMMAND = {
+    "list": (DONE, USAGE),
+    "run": (PUSHED, ERROR, USAGE, NOT_BLESSED, RUN_NOT_SERVED, LOCKED, ABANDONED),
+    "retrain": ALL,
+    "schedule": (STOPPED, USAGE),
+    "make-spans": (DONE, SPANS_FAILED, USAGE),
+    "history": (DONE, FAILED, USAGE),
+    "compile": (DONE, FAILED, USAGE),
+}
+
+
+def exit_codes_help(outcomes=ALL, title: str = "exit codes:") -> str:
     """The `exit codes:` block of --help."""
-    lines = ["exit codes:"]
+    lines = [title]
     for o in outcomes:
         lines.append(f"  {o.exit_code:<3} {o.name}: {o.meaning}")
     return "\n".join(lines)

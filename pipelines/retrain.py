@@ -67,9 +67,8 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
         _ingest(span, parts, config, pipeline_name, model, repository, out, log)
 
     infra_image, infra_note = _infra_validation(config)
-    commit, dirty = provenance.git_state()
-    lineage = {"pipeline": pipeline_name, "gates": module.gates(run), "git_commit": commit,
-               "git_dirty": dirty, "infra_validation": infra_note}
+    lineage = provenance.lineage_fields(pipeline_name, run, module, trainer_module=config.trainer_module,
+                                        infra_validation=infra_note)
     pipeline = retraining.create_pipeline(
         parts=parts, model_name=model, pipeline_name=pipeline_name,
         pipeline_root=str(run.pipeline_dir(pipeline_name)),

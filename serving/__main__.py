@@ -1,7 +1,7 @@
 """`python -m serving`: start, check, roll back and stop the model server over the repository.
 
 Flags are parsed here and only here; they become an UpConfig (or plain arguments) for
-serving.lifecycle. Exit codes are listed in EXIT_CODES and in --help.
+serving.lifecycle. Exit codes: serving/lifecycle/errors.py's EXIT_CODES, also in --help.
 """
 
 from __future__ import annotations
@@ -13,95 +13,115 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-EXIT_CODES = """exit codes:
-  0  done (status: every model healthy)
-  1  the operation failed: version failed to load, timeout, rollback not verified,
-     the server exited (up removes it), status: a model is not healthy
-  2  bad command line
-  3  environment not ready: port taken, Docker daemon not answering, image missing,
-     repository missing (the message says the next step)
-  4  no server recorded for this --state-dir (status: the recorded one stopped)"""
+from serving import cli, defaults
 
 
-def _parser() -> argparse.ArgumentParser:
-    from serving.lifecycle.config import DEFAULT_IMAGE, DEFAULT_STATE_DIR, STANDIN_IMAGE
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m serving` and all its commands (what --help shows)."""
+    from serving.lifecycle.config import DEFAULT_IMAGE, STANDIN_IMAGE
+    from serving.lifecycle.errors import EXIT_CODES
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help="where `up` records its server, so later commands find it "
-                             "(default %(default)s)")
+    epilog = cli.exit_codes_help(EXIT_CODES)
+    common = cli.options_group()
+    cli.add_state_dir(common, "where `up` records its server, so later commands (and "
+                              "`python -m pipelines run`) find it")
     common.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
 
-    p = argparse.ArgumentParser(
-        prog="python -m serving", epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = cli.Parser(
+        prog="python -m serving", epilog=epilog + "\n\n" + cli.environment_help(
+            (defaults.REPOSITORY, defaults.STATE_DIR)),
         description="Serve the model repository with TF Serving (docker) or the embedded "
                     "server (process), and prove each pushed version is served.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", parents=[common], epilog=EXIT_CODES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
+    up = sub.add_parser("up", parents=[common], epilog=epilog,
                         help="start serving models from the repository",
-                        description="Start serving. Extra tensorflow_model_server flags go "
-                                    "after `--` and are appended to the server's command.")
-    up.add_argument("--repository", type=Path, required=True, help="the model repository")
-    up.add_argument("--models", required=True,
-                    help="comma-separated model names; several share one server through "
-                         "a generated models.config")
+                        description="Start serving the models from the repository (made "
+                                    "when missing) and wait until each model's latest version "
+                                    "is AVAILABLE. A model with no version yet is reported as "
+                                    "waiting and served once its first version is pushed, as "
+                                    "TF Serving does. A version trained with a non-default "
+                                    "profile (fast, notebook) is served with a warning. Extra "
+                                    "tensorflow_model_server flags go after `--` and are "
+                                    "appended to the server's command.")
+    cli.add_repository(up, "the model repository to serve")
+    cli.add_model(up, many=True, required=True,
+                  text="a model to serve; repeat it or separate names with commas: several "
+                       "share one server through a generated models.config")
+    cli.refuse_renamed(up, "--models", "--model")
     up.add_argument("--backend", choices=("docker", "process", "auto"), default="auto",
                     help="auto: docker when the daemon answers and the image is present, "
-                         "else process (default %(default)s)")
+                         "else process")
     up.add_argument("--image", default=DEFAULT_IMAGE,
-                    help=f"docker image (default %(default)s; the stand-in built by "
+                    help=f"docker image (default: %(default)s; the stand-in built by "
                          f"`make serving-image` is {STANDIN_IMAGE})")
-    up.add_argument("--grpc-port", type=int, default=8500, help="0: ephemeral (default 8500)")
-    up.add_argument("--rest-port", type=int, default=8501, help="0: ephemeral (default 8501)")
-    up.add_argument("--file-system-poll-seconds", type=float, default=1.0,
-                    help="how often the server looks for new versions (default 1)")
-    up.add_argument("--config-poll-seconds", type=float, default=5.0,
-                    help="how often the server re-reads the generated models.config "
-                         "(default 5)")
-    up.add_argument("--wait-seconds", type=float, default=300.0,
-                    help="wait this long for each model's latest version to be AVAILABLE; "
-                         "0: return at once (default 300)")
-    up.add_argument("--docker-url", default=None,
+    up.add_argument("--grpc-port", type=cli.port, default=8500, metavar="PORT",
+                    help="0: an ephemeral port")
+    up.add_argument("--rest-port", type=cli.port, default=8501, metavar="PORT",
+                    help="0: an ephemeral port")
+    up.add_argument("--file-system-poll-seconds", type=cli.seconds, default=1.0,
+                    metavar="SECONDS", help="how often the server looks for new versions")
+    up.add_argument("--config-poll-seconds", type=cli.seconds, default=5.0, metavar="SECONDS",
+                    help="how often the server re-reads the generated models.config")
+    cli.add_timeout(up, 300.0, "how long to wait for each model's latest version to be "
+                               "AVAILABLE; 0: return once the server is started (once it "
+                               "listens, when a model is waiting for its first version)")
+    cli.refuse_renamed(up, "--wait-seconds", "--timeout")
+    up.add_argument("--docker-url", default=None, metavar="URL",
                     help="Docker daemon URL (default: the SDK's, from DOCKER_HOST or the socket)")
-    up.add_argument("--json", action="store_true", help="print the recorded state as JSON")
+    cli.add_json(up, "print the recorded state as JSON")
 
-    st = sub.add_parser("status", parents=[common], epilog=EXIT_CODES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        help="versions, states and addresses; exit 1 when unhealthy")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st = sub.add_parser("status", parents=[common], epilog=epilog,
+                        help="versions, states and addresses; exit 1 when unhealthy",
+                        description="What the recorded server serves: per model the expected "
+                                    "version, every version's state, and where it came from "
+                                    "(lineage). Healthy = the expected version is AVAILABLE, "
+                                    "or the model is waiting for its first version.")
+    cli.add_json(st)
 
-    wt = sub.add_parser("wait", parents=[common], epilog=EXIT_CODES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        help="block until a version is AVAILABLE")
-    wt.add_argument("--model", required=True)
-    wt.add_argument("--version", type=int, default=None,
+    wt = sub.add_parser("wait", parents=[common], epilog=epilog,
+                        help="block until a version is AVAILABLE",
+                        description="Block until a version of a model is AVAILABLE on the "
+                                    "recorded server; fail at once when it fails to load.")
+    cli.add_model(wt, many=False, required=True)
+    wt.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
                     help="default: the latest version in the repository")
-    wt.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    cli.add_timeout(wt, 300.0, "how long to wait for the version to be AVAILABLE")
 
-    lg = sub.add_parser("logs", parents=[common], help="the server's log")
-    lg.add_argument("--tail", type=int, default=None, help="last N lines only")
+    lg = sub.add_parser("logs", parents=[common], epilog=epilog, help="the server's log",
+                        description="Print the recorded server's log (the container's, or "
+                                    "the process's log file).")
+    lg.add_argument("--tail", type=cli.non_negative_int, default=None, metavar="N",
+                    help="the last N lines only (default: all)")
 
-    dn = sub.add_parser("down", parents=[common],
-                        help="stop and remove the server `up` started (never anything else)")
-    dn.add_argument("--timeout", type=float, default=30.0,
-                    help="seconds to drain before killing (default 30)")
+    dn = sub.add_parser("down", parents=[common], epilog=epilog,
+                        help="stop and remove the server `up` started (never anything else)",
+                        description="Stop the server recorded in --state-dir (and any "
+                                    "container left labelled with it), remove it, and forget "
+                                    "it. Nothing running is not an error.")
+    cli.add_timeout(dn, 30.0, "how long to let the server drain before it is killed")
 
-    rb = sub.add_parser("rollback", parents=[common], epilog=EXIT_CODES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        help="serve version N of a model, with no restart, and verify it")
-    rb.add_argument("--model", required=True)
-    rb.add_argument("--to", required=True, help="a version number, or `latest` to unpin")
-    rb.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    rb = sub.add_parser("rollback", parents=[common], epilog=epilog,
+                        help="serve version N of a model, with no restart, and verify it",
+                        description="Pin a model to version N (or unpin it: --to latest) on "
+                                    "the running server, with no restart, and return once N "
+                                    "is the only AVAILABLE version.")
+    cli.add_model(rb, many=False, required=True)
+    rb.add_argument("--to", required=True, type=cli.version_or_latest, metavar="N|latest",
+                    help="a version number, or `latest` to unpin")
+    cli.add_timeout(rb, 120.0, "how long to wait for the version to be the only one "
+                               "AVAILABLE")
 
-    pr = sub.add_parser("predict", parents=[common], help="one sample REST prediction")
-    pr.add_argument("--model", required=True)
-    pr.add_argument("--instances", default=None,
-                    help="JSON list; default: one instance of zeros shaped like the "
-                         "model's serving_default inputs")
-    pr.add_argument("--version", type=int, default=None)
+    pr = sub.add_parser("predict", parents=[common], epilog=epilog,
+                        help="one sample REST prediction",
+                        description="Send one REST predict request to the recorded server "
+                                    "and print its JSON answer.")
+    cli.add_model(pr, many=False, required=True)
+    pr.add_argument("--instances", type=cli.json_list, default=None, metavar="JSON",
+                    help="a JSON list (default: one instance of zeros shaped like the "
+                         "model's serving_default inputs)")
+    pr.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
+                    help="default: the version the server picks (the latest it serves)")
     return p
 
 
@@ -124,13 +144,13 @@ def _run(args, extra: Tuple[str, ...]) -> int:
     from serving.lifecycle.config import UpConfig
 
     if args.command == "up":
-        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        models = tuple(dict.fromkeys(args.model))  # in order, each once
         config = UpConfig(repository=args.repository, models=models, state_dir=args.state_dir,
                           backend=args.backend, image=args.image, grpc_port=args.grpc_port,
                           rest_port=args.rest_port, extra_args=extra,
                           config_poll_seconds=args.config_poll_seconds,
                           file_system_poll_seconds=args.file_system_poll_seconds,
-                          wait_seconds=args.wait_seconds, docker_url=args.docker_url)
+                          wait_seconds=args.timeout, docker_url=args.docker_url)
         state = lifecycle.up(config)
         if args.json:
             print(json.dumps(state.to_json(), indent=2))
@@ -140,8 +160,18 @@ def _run(args, extra: Tuple[str, ...]) -> int:
                   f"REST {state.addresses.rest_url}\ngRPC {state.addresses.grpc_target}")
         return 0
     if args.command == "status":
-        report = lifecycle.status(args.state_dir)
-        print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
+        try:
+            report = lifecycle.status(args.state_dir)
+        except lifecycle.NotRunning as e:
+            if not args.json:
+                raise
+            print(json.dumps({"running": False, "recorded": False, "healthy": False,
+                              "state_dir": str(Path(args.state_dir).absolute()),
+                              "error": e.message, "next_step": e.next_step}, indent=2))
+            return e.exit_code
+        print(json.dumps({**report.to_json(), "recorded": True,
+                          "state_dir": str(Path(args.state_dir).absolute())}, indent=2)
+              if args.json else report.to_text())
         if not report.running:
             return 4
         return 0 if report.healthy else 1
@@ -157,34 +187,25 @@ def _run(args, extra: Tuple[str, ...]) -> int:
         print("stopped and removed" if was_running else "nothing was running")
         return 0
     if args.command == "rollback":
-        to = None if args.to == "latest" else _int(args.to, "--to")
-        st = lifecycle.rollback(args.model, to, args.state_dir, args.timeout)
+        st = lifecycle.rollback(args.model, args.to, args.state_dir, args.timeout)
         print(f"{args.model}: serving {st.available()}")
         return 0
     if args.command == "predict":
-        instances = json.loads(args.instances) if args.instances else None
-        print(json.dumps(lifecycle.sample_prediction(args.model, instances, args.state_dir,
+        print(json.dumps(lifecycle.sample_prediction(args.model, args.instances, args.state_dir,
                                                      args.version)))
         return 0
     raise AssertionError(args.command)
-
-
-def _int(text: str, flag: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        print(f"python -m serving: error: {flag} takes a version number or `latest`, "
-              f"got {text!r}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from serving.lifecycle.errors import LifecycleError
 
     argv, extra = split_extra(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if extra and args.command != "up":
-        _parser().error("extra server flags after `--` are for `up` only")
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error("extra server flags after `--` are for `up` only")
     _configure_logging(args.quiet)
     try:
         return _run(args, extra)

@@ -2,9 +2,11 @@
 
 It is written into the staging directory before the version is renamed into place, so a
 version never exists without it, and it moves with the version directory wherever that is
-copied. It says which run made the model, from which data, how it was judged and from
-which code; `python -m serving status` shows it per served version and
-`python -m pipelines history` lists the runs it came from. TF Serving ignores the file.
+copied. It says which run made the model, from which data, how it was judged, how it was
+trained (profile, hyperparameters, Trainer module) and from which code; `python -m serving
+status` shows it per served version (and `up` and `status` warn about a version trained
+with a profile other than the default one) and `python -m pipelines history` lists the
+runs it came from. TF Serving ignores the file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any, Dict, List, Optional
 
 LINEAGE_FILE = "lineage.json"
 FORMAT = 1
+# The profile of production training (`make pipeline`'s); any other (a fast test run, a
+# notebook experiment) is shown and warned about wherever the version is served.
+DEFAULT_PROFILE = "default"
 
 
 @dataclasses.dataclass
@@ -36,6 +41,12 @@ class Lineage:
     infra_validation: str = ""          # "passed", or "skipped: <why>"
     git_commit: str = ""
     git_dirty: Optional[bool] = None
+    # How it was trained: the profile's name ("default", "fast", "notebook", ...), its sizes
+    # and hyperparameters (examples, epochs, steps, batch size...) and the Trainer module.
+    # "" where the record predates these fields or another tool published the version.
+    profile: str = ""
+    hyperparameters: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    trainer_module: str = ""
     run_started_at: str = ""            # ISO 8601, UTC
     published_at: str = ""
     # Set when a version is withdrawn after it was published (see ModelRepository.reject).
@@ -49,9 +60,26 @@ class Lineage:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @property
+    def non_default_profile(self) -> bool:
+        return self.profile not in ("", DEFAULT_PROFILE)
+
+    def profile_warning(self, model: str, version: int) -> Optional[str]:
+        """What to tell whoever serves this version when it was trained with a profile other
+        than the default one; None when it was not (or the record does not say)."""
+        if not self.non_default_profile:
+            return None
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(self.hyperparameters.items()))
+        return (f"{model} version {version} was trained with the {self.profile} profile, "
+                f"not the {DEFAULT_PROFILE} one" + (f" ({sizes})" if sizes else "")
+                + (f", trainer {self.trainer_module}" if self.trainer_module else ""))
+
     def describe(self) -> str:
-        """One line for people: run, spans, warm start, metrics."""
+        """One line for people: run, profile (when not the default), spans, warm start,
+        metrics."""
         parts = [f"run {self.run_id or '?'}"]
+        if self.non_default_profile:
+            parts.append(f"{self.profile} profile")
         if self.spans:
             parts.append("spans " + span_ranges(self.spans))
         if self.warm_start:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from serving.lifecycle import backends, health, model_config, sample, state as state_store
 from serving.lifecycle.config import DEFAULT_STATE_DIR, MODEL_CONFIG_FILENAME, UpConfig
@@ -18,18 +18,33 @@ from serving.lifecycle.errors import (EnvironmentProblem, LifecycleError, NotRun
 from serving.lifecycle.reload import reload_config
 from serving.lifecycle.report import ModelReport, ServerReport
 from serving.lifecycle.state import ServerState
-from serving.repository import ModelRepository
+from serving.repository import ModelRepository, RepositoryError
 
 log = logging.getLogger("serving.lifecycle")
 
 LOG_TAIL = 30
+# How long `up` waits for the server to listen when it must not wait for versions.
+START_SECONDS = 300.0
 
 
 def up(config: UpConfig) -> ServerState:
-    """Start serving `config.models`; returns once each latest version is AVAILABLE
-    (unless config.wait_seconds is 0). The state is recorded first, so `down` works even
-    when the wait fails."""
-    repo = _check_repository(config)
+    """Start serving `config.models`; returns once the latest version of each model that
+    has one is AVAILABLE (unless config.wait_seconds is 0). The state is recorded first, so
+    `down` works even when the wait fails.
+
+    A model with no version yet is served as TF Serving serves it: the server waits for
+    its first version and loads it when it appears. `up` creates the repository and the
+    model's base directory, logs that the model is waiting, and does not wait for it. As
+    tensorflow_model_server loads every model of its first config before it listens, the
+    waiting models join through the polled models.config once the server listens (so
+    `up` waits for that much even with wait_seconds 0).
+    """
+    repo = _prepare_repository(config)
+    waiting = [m for m in config.models if repo.latest_version(m) is None]
+    if waiting and config.config_poll_seconds <= 0:
+        raise ValueError(f"{', '.join(waiting)} has no version yet: the server adds it when it "
+                         f"re-reads its models.config, which a config poll of "
+                         f"{config.config_poll_seconds:g} s turns off")
     existing = state_store.load(config.state_dir)
     if existing is not None:
         old = _backend_for(existing)
@@ -44,10 +59,10 @@ def up(config: UpConfig) -> ServerState:
     backend = backends.choose(config)
     backend.remove_orphans(Path(config.state_dir))
     config_path = None
-    if config.uses_model_config:
+    if config.uses_model_config or waiting:
         config_path = Path(config.state_dir).absolute() / "config" / MODEL_CONFIG_FILENAME
         state_store.write_atomically(config_path, model_config.render(
-            backend.base_paths(config), {}, config.models))
+            backend.base_paths(config), {}, [m for m in config.models if m not in waiting]))
     server_args = _server_args(config, backend, config_path)
     log.info("starting %s backend: models %s from %s", backend.name, ",".join(config.models),
              repo.root)
@@ -56,16 +71,22 @@ def up(config: UpConfig) -> ServerState:
     state_store.save(state)
     log.info("listening: REST %s, gRPC %s", state.addresses.rest_url,
              state.addresses.grpc_target)
-    if config.wait_seconds > 0:
-        deadline = time.monotonic() + config.wait_seconds
-        try:
+    for model in config.models:
+        for warning in _profile_warnings(repo, model, [repo.latest_version(model)]):
+            log.warning(warning)
+    deadline = time.monotonic() + (config.wait_seconds or START_SECONDS)
+    try:
+        if config.wait_seconds > 0:
             for model in config.models:
-                wait_for_version(model, repo.latest_version(model),
-                                 max(0.0, deadline - time.monotonic()), config.state_dir)
-        except ServerExited as e:
-            down(config.state_dir, timeout=5)  # nothing to keep: the error carries the log
-            e.next_step = "fix what the log below says (extra server flags?) and `up` again"
-            raise
+                if model not in waiting:
+                    wait_for_version(model, repo.latest_version(model),
+                                     max(0.0, deadline - time.monotonic()), config.state_dir)
+        if waiting:
+            _add_waiting(state, config_path, waiting, deadline)
+    except ServerExited as e:
+        down(config.state_dir, timeout=5)  # nothing to keep: the error carries the log
+        e.next_step = "fix what the log below says (extra server flags?) and `up` again"
+        raise
     return state
 
 
@@ -94,23 +115,24 @@ def wait_for_version(model: str, version: Optional[int], timeout: float,
     Raises VersionFailed (with the server's own error and the last log lines) when the
     server gave up on that version, WaitTimeout when time ran out, ServerExited when the
     server stopped, NotRunning when none is recorded. `version=None` waits for the latest
-    version in the repository.
+    version in the repository; where the model has none yet, for its first version to be
+    published and then to be AVAILABLE.
     """
     state = current(state_dir)
     if model not in state.models:
         raise LifecycleError(f"model {model!r} is not served "
                              f"(serving: {', '.join(state.models)})",
                              next_step="pass one of those to --model")
-    if version is None:
-        version = _expected_version(state, model)
     backend = _backend_for(state)
     deadline = time.monotonic() + timeout
     last = health.ModelStatus(model, error="not asked yet")
     while True:
+        if version is None:
+            version = _expected_version(state, model)
         last = health.get_model_status(state.addresses.rest_url, model)
-        if last.is_available(version):
+        if version is not None and last.is_available(version):
             return last
-        v = last.version(version)
+        v = last.version(version) if version is not None else None
         if v is not None and v.failed:
             raise VersionFailed(
                 f"{model} version {version} failed to load: {v.error_code}: {v.error_message}",
@@ -123,9 +145,10 @@ def wait_for_version(model: str, version: Optional[int], timeout: float,
                                          "and `up` again",
                                details=_log_tail(backend, state))
         if time.monotonic() >= deadline:
+            what = f"version {version} not AVAILABLE" if version is not None else \
+                f"no version published in {ModelRepository(state.repository).model_dir(model)}"
             raise WaitTimeout(
-                f"{model} version {version} not AVAILABLE after {timeout:.0f}s; "
-                f"server says: {_describe(last)}",
+                f"{model}: {what} after {timeout:.0f}s; server says: {_describe(last)}",
                 next_step="check that the version was published into the served repository, "
                           "or wait longer with --timeout",
                 details=_log_tail(backend, state))
@@ -229,21 +252,59 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, timeout: float = 30.0) -> bool:
 
 # ---- helpers ----
 
-def _check_repository(config: UpConfig) -> ModelRepository:
-    root = Path(config.repository)
-    if not root.is_dir():
+def _prepare_repository(config: UpConfig) -> ModelRepository:
+    """The repository, with the base directory of each served model: created when missing,
+    as TF Serving expects an (empty) base path before a model's first version, and as the
+    docker backend mounts the repository."""
+    repo = ModelRepository(config.repository)
+    try:
+        for model in config.models:
+            repo.model_dir(model).mkdir(parents=True, exist_ok=True)
+    except RepositoryError as e:  # a model name no base path can have
+        raise ValueError(str(e)) from e
+    except OSError as e:
         raise EnvironmentProblem(
-            f"model repository {root} does not exist",
-            next_step="run the pipeline first (`make pipeline`) or pass --repository with "
-                      "the directory the Pusher writes to")
-    repo = ModelRepository(root)
-    for model in config.models:
-        if not repo.versions(model):
-            raise EnvironmentProblem(
-                f"model {model} has no version in {repo.root}",
-                next_step=f"publish one first (`make pipeline-{model}`), or serve only "
-                          f"models listed there: {', '.join(repo.models()) or '(none)'}")
+            f"cannot create the model repository {repo.root}: {e.strerror or e}: "
+            f"{e.filename or repo.root}",
+            next_step="pass --repository with a directory you can write to (the one the "
+                      "Pusher writes to)") from e
     return repo
+
+
+def _add_waiting(state: ServerState, config_path: Path, waiting: Sequence[str],
+                 deadline: float) -> None:
+    """Once the server listens (its first config is loaded), give it every model through
+    its polled models.config: it then waits for the first version of each waiting model
+    and loads it when it appears, as TF Serving does for a model added to its config."""
+    backend = _backend_for(state)
+    while not health.answers(state.addresses.rest_url):
+        if not backend.is_running(state):
+            raise ServerExited(f"the {state.backend} server stopped before it listened",
+                               details=_log_tail(backend, state))
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"the {state.backend} server does not answer on "
+                              f"{state.addresses.rest_url}",
+                              next_step="read the log below; wait longer with --timeout",
+                              details=_log_tail(backend, state))
+        time.sleep(0.25)
+    state_store.write_atomically(config_path, model_config.render(
+        state.base_paths, state.pinned, state.models))
+    repo = ModelRepository(state.repository)
+    for model in waiting:
+        log.warning("%s: waiting for a first version in %s", model, repo.model_dir(model))
+
+
+def _profile_warnings(repo: ModelRepository, model: str,
+                      versions: Iterable[Optional[int]]) -> List[str]:
+    """A warning for each of `versions` trained with a profile other than the default one
+    (a fast or notebook model), from its lineage record."""
+    warnings = []
+    for version in sorted({v for v in versions if v is not None}):
+        record = repo.lineage(model, version)
+        warning = record.profile_warning(model, version) if record is not None else None
+        if warning:
+            warnings.append(warning)
+    return warnings
 
 
 def _server_args(config: UpConfig, backend, config_path: Optional[Path]) -> tuple:
@@ -278,8 +339,11 @@ def _model_report(state: ServerState, model: str) -> ModelReport:
     repo = ModelRepository(state.repository)
     lineage = {v.version: record for v in st.versions
                if (record := repo.lineage(model, v.version)) is not None}
-    return ModelReport(model=model, expected_version=_expected_version(state, model),
-                       pinned=model in state.pinned, status=st, lineage=lineage)
+    expected = _expected_version(state, model)
+    return ModelReport(model=model, expected_version=expected,
+                       pinned=model in state.pinned, status=st, lineage=lineage,
+                       base_path=str(repo.model_dir(model)),
+                       warnings=_profile_warnings(repo, model, [expected, *st.available()]))
 
 
 def _describe(st: health.ModelStatus) -> str:

@@ -10,9 +10,12 @@ import dataclasses
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from serving import defaults
+
 DEFAULT_IMAGE = "tensorflow/serving:2.16.1"  # matches tensorflow 2.16 in requirements.lock
 STANDIN_IMAGE = "tfx-serving-toolkit/model-server:latest"  # `make serving-image`
-DEFAULT_STATE_DIR = Path(".cache/serving")
+# <project>/.cache/serving, or $TOOLKIT_STATE_DIR (serving/defaults.py; as of the import).
+DEFAULT_STATE_DIR = defaults.state_dir()
 
 # The official image's entrypoint contract.
 CONTAINER_GRPC_PORT = 8500
@@ -39,11 +42,14 @@ class UpConfig:
     grpc_port: int = 8500
     rest_port: int = 8501
     extra_args: Tuple[str, ...] = ()
-    # How often the server re-reads the generated models.config (several models, rollback).
+    # How often the server re-reads the generated models.config (several models, rollback,
+    # a model with no version yet).
     config_poll_seconds: float = 5.0
     # How often the server polls the repository for new versions (TF Serving's default: 1s).
     file_system_poll_seconds: float = 1.0
-    # How long `up` waits for every model's latest version to be AVAILABLE (0: do not wait).
+    # How long `up` waits for the latest version of every model that has one to be
+    # AVAILABLE (0: do not wait; with a model that has no version, only for the server to
+    # listen).
     wait_seconds: float = 300.0
     docker_url: Optional[str] = None  # None: the SDK's default (DOCKER_HOST or the socket)
     # Always use a models.config, even for one model (the official image accepts both).

@@ -10,8 +10,23 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1       # the operation ran and failed: timeout, load error, verification
 EXIT_USAGE = 2        # bad flags (argparse)
-EXIT_ENVIRONMENT = 3  # port taken, daemon down, image missing, repository missing
+EXIT_ENVIRONMENT = 3  # port taken, daemon down, image missing, repository cannot be made
 EXIT_NOT_RUNNING = 4  # no server recorded by `up` (status: the recorded one stopped)
+
+# (code, meaning): the table every `python -m serving` command's --help lists.
+EXIT_CODES = (
+    (EXIT_OK, "done (status: every model healthy or waiting for its first version; down: "
+              "also when nothing was running)"),
+    (EXIT_FAILED, "the operation failed: a version failed to load, a timeout, a rollback "
+                  "not verified, the server exited (up removes it); status: a model is not "
+                  "healthy"),
+    (EXIT_USAGE, "bad command line: an unknown or renamed option, a bad path, number or name"),
+    (EXIT_ENVIRONMENT, "environment not ready: port taken, Docker daemon not answering, "
+                       "image missing, the repository cannot be made (the message says the "
+                       "next step)"),
+    (EXIT_NOT_RUNNING, "no server recorded for this --state-dir (status: the recorded one "
+                       "stopped; with --json, status still prints its answer)"),
+)
 
 
 class LifecycleError(RuntimeError):

@@ -80,6 +80,16 @@ def get_model_status(rest_url: str, model: str, timeout: float = 5.0,
     return parse_model_status(model, body)
 
 
+def answers(rest_url: str, timeout: float = 2.0) -> bool:
+    """True when the server answers HTTP on its REST port, whatever the answer: it listens,
+    so it has loaded the models of its first config."""
+    try:
+        requests.get(f"{rest_url}/v1/models", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return True
+
+
 def predict(rest_url: str, model: str, instances: list, version: Optional[int] = None,
             timeout: float = 30.0, session: Optional[requests.Session] = None) -> dict:
     """REST predict; raises requests.HTTPError with the server's error text on failure."""

@@ -15,6 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 def build(base_paths: Mapping[str, str], pinned: Mapping[str, int],
           order: Iterable[str]) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.SetInParent()  # a list, even of no model
     for name in order:
         entry = config.model_config_list.config.add()
         entry.name = name

@@ -43,7 +43,7 @@ def test_no_running_server_means_nothing_to_wait_for(tmp_path, capsys):
     from pipelines.__main__ import check_served
     from pipelines.outcomes import PUSHED
 
-    args = parse_args(["run", "half_plus_two", "--serving-state-dir", str(tmp_path / "none")])
+    args = parse_args(["run", "half_plus_two", "--state-dir", str(tmp_path / "none")])
     assert check_served("half_plus_two", 1, args) == PUSHED.exit_code
     assert "no server is up" in capsys.readouterr().out
 
@@ -62,8 +62,10 @@ def test_retrain_help_lists_every_exit_code(capsys):
 def test_retrain_usage_errors_exit_2(tmp_path, capsys):
     from pipelines.__main__ import main
 
-    assert main(["retrain", "mnist", "--data", str(tmp_path), "--window", "0"]) == 2
-    assert "--window must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "mnist", "--data", str(tmp_path), "--window", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --window: must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["retrain", "mnist"])  # --data is required
     assert exit_info.value.code == 2
@@ -72,8 +74,10 @@ def test_retrain_usage_errors_exit_2(tmp_path, capsys):
 def test_schedule_refuses_a_bad_interval(tmp_path, capsys):
     from pipelines.__main__ import main
 
-    assert main(["schedule", "mnist", "--data", str(tmp_path), "--every", "often"]) == 2
-    assert "--every" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["schedule", "mnist", "--data", str(tmp_path), "--every", "often"])
+    assert exit_info.value.code == 2
+    assert "argument --every: expected an interval" in capsys.readouterr().err
 
 
 def test_make_spans_numbers_after_the_existing_spans(tmp_path):

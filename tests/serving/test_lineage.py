@@ -29,3 +29,18 @@ def test_the_one_line_description_names_run_spans_warm_start_and_metrics():
     assert record.describe() == ("run r1, spans 1-3, 5, warm-started from version 4, "
                                  "accuracy 0.9877")
     assert lineage.span_ranges([4]) == "4"
+
+
+def test_a_version_trained_with_another_profile_says_so_and_warns():
+    record = lineage.Lineage(run_id="r1", profile="fast",
+                             hyperparameters={"epochs": 2, "train_limit": 8000},
+                             trainer_module="components/mnist_trainer.py")
+    assert record.non_default_profile
+    assert record.profile_warning("mnist", 3) == (
+        "mnist version 3 was trained with the fast profile, not the default one "
+        "(epochs=2, train_limit=8000), trainer components/mnist_trainer.py")
+    assert record.describe() == "run r1, fast profile"
+    for quiet in (lineage.Lineage(profile=lineage.DEFAULT_PROFILE),
+                  lineage.Lineage()):  # a record from before profiles were recorded
+        assert not quiet.non_default_profile and quiet.profile_warning("mnist", 1) is None
+        assert "profile" not in quiet.describe()

@@ -153,7 +153,7 @@ def test_cli_round_trip(backend, repo, templates, tmp_path):
     state_dir = str(tmp_path / "cli_state")
     cli = _cli(state_dir)
     try:
-        r = cli("up", "--repository", str(repo), "--models", MODEL, "--backend", backend,
+        r = cli("up", "--repository", str(repo), "--model", MODEL, "--backend", backend,
                 "--image", test_image(), "--grpc-port", "0", "--rest-port", "0",
                 "--json", "--", "--file_system_poll_wait_seconds=1")
         assert r.returncode == 0, r.stderr

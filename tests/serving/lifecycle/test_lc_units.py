@@ -131,8 +131,8 @@ def test_state_round_trip(tmp_path):
 
 
 def test_split_extra():
-    assert split_extra(["up", "--models", "a", "--", "--x=1", "--y"]) == (
-        ["up", "--models", "a"], ("--x=1", "--y"))
+    assert split_extra(["up", "--model", "a", "--", "--x=1", "--y"]) == (
+        ["up", "--model", "a"], ("--x=1", "--y"))
     assert split_extra(["status"]) == (["status"], ())
 
 
@@ -151,23 +151,34 @@ def test_cli_help_and_usage_errors():
         r = cli(sub, "--help")
         assert r.returncode == 0, (sub, r.stderr)
     assert "exit codes" in cli("--help").stdout
-    assert cli("up", "--models", "a").returncode == EXIT_USAGE  # --repository missing
-    assert cli("up", "--repository", ".", "--models", "a", "--backend", "k8s").returncode == 2
+    assert cli("up", "--repository", ".").returncode == EXIT_USAGE  # --model missing
+    assert cli("up", "--repository", ".", "--model", "a", "--backend", "k8s").returncode == 2
     assert cli("rollback", "--model", "a", "--to", "one").returncode == EXIT_USAGE
     assert cli("status", "--", "--x").returncode == EXIT_USAGE
 
 
-def test_cli_repository_missing(tmp_path):
-    r = cli("up", "--repository", str(tmp_path / "nope"), "--models", "a",
-            "--state-dir", str(tmp_path / "s"))
-    assert r.returncode == EXIT_ENVIRONMENT
-    assert "does not exist" in r.stderr and "Next step:" in r.stderr
+def test_cli_repository_that_cannot_be_created(tmp_path):
+    """A missing repository is created (a model's first version may come later); one that
+    cannot be is an environment problem, reported before anything starts."""
+    (tmp_path / "file").write_text("")
+    r = cli("up", "--repository", str(tmp_path / "file" / "repository"), "--model", "a",
+            "--backend", "process", "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == EXIT_ENVIRONMENT, r.stderr
+    assert "cannot create the model repository" in r.stderr and "Next step:" in r.stderr
+    assert not (tmp_path / "s" / "server.json").exists()
 
 
-def test_cli_model_without_versions(tmp_path):
-    r = cli("up", "--repository", str(tmp_path), "--models", "mnist",
-            "--state-dir", str(tmp_path / "s"))
-    assert r.returncode == EXIT_ENVIRONMENT and "no version" in r.stderr
+def test_up_makes_the_base_paths_and_needs_the_config_poll_for_a_model_with_no_version(
+        tmp_path):
+    """The server adds a model with no version through its polled models.config: with the
+    poll off it never would, so `up` refuses before it starts anything."""
+    repository = tmp_path / "missing" / "repository"
+    cfg = UpConfig(repository=repository, models=("a", "b"), state_dir=tmp_path / "s",
+                   backend="process", config_poll_seconds=0)
+    with pytest.raises(ValueError, match="a, b has no version yet"):
+        api.up(cfg)
+    assert sorted(p.name for p in repository.iterdir()) == ["a", "b"]
+    assert state_store.load(tmp_path / "s") is None
 
 
 def test_cli_nothing_running(tmp_path):
@@ -216,7 +227,7 @@ def test_cli_port_taken(tmp_path, which, backend, pytestconfig):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+        r = cli("up", "--repository", str(tmp_path / "repo"), "--model", "half_plus_two",
                 "--backend", backend, "--image", test_image(), which, str(port),
                 "--state-dir", str(tmp_path / "s"))
     assert r.returncode == EXIT_ENVIRONMENT, r.stderr
@@ -230,7 +241,7 @@ def test_verify_pushed_is_a_no_op_with_no_server(tmp_path):
 
 def test_cli_docker_daemon_not_answering(tmp_path):
     fake_model(tmp_path / "repo")
-    r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+    r = cli("up", "--repository", str(tmp_path / "repo"), "--model", "half_plus_two",
             "--backend", "docker", "--docker-url", f"unix://{tmp_path}/no-daemon.sock",
             "--state-dir", str(tmp_path / "s"))
     assert r.returncode == EXIT_ENVIRONMENT, r.stderr
@@ -240,8 +251,52 @@ def test_cli_docker_daemon_not_answering(tmp_path):
 def test_cli_image_missing(tmp_path, pytestconfig):
     require_docker(pytestconfig, need_image=False)
     fake_model(tmp_path / "repo")
-    r = cli("up", "--repository", str(tmp_path / "repo"), "--models", "half_plus_two",
+    r = cli("up", "--repository", str(tmp_path / "repo"), "--model", "half_plus_two",
             "--backend", "docker", "--image", "tfx-serving-toolkit/no-such-image:0",
             "--state-dir", str(tmp_path / "s"))
     assert r.returncode == EXIT_ENVIRONMENT, r.stderr
     assert "is not present" in r.stderr and "make serving-image" in r.stderr
+
+
+def test_status_shows_a_model_with_no_version_as_waiting_and_warns_of_a_fast_model(
+        fake_rest, tmp_path):
+    from serving import lineage
+    from serving.lifecycle.report import ServerReport
+    from serving.repository import ModelRepository
+
+    repo = tmp_path / "repo"
+    fake_model(repo, "fast_model", 1)
+    fake_model(repo, "fast_model", 2)
+    lineage.write(repo / "fast_model" / "1", lineage.Lineage(profile="default"))
+    lineage.write(repo / "fast_model" / "2", lineage.Lineage(
+        run_id="r2", profile="fast", hyperparameters={"epochs": 2}))
+    (repo / "new_model").mkdir()
+    state = state_store.ServerState(
+        backend="process", handle="0", name="n", image="", repository=str(repo),
+        models=("fast_model", "new_model"),
+        addresses=Addresses("127.0.0.1", 1, fake_rest.server_address[1]),
+        state_dir=str(tmp_path / "s"))
+    fake_rest.body = {"model_version_status": [_status(2, "AVAILABLE")]}
+    fast = api._model_report(state, "fast_model")
+    # TF Serving's answer for a model in its config with no version yet
+    fake_rest.code, fake_rest.body = 404, {"error": "Could not find any versions of model "
+                                                    "new_model"}
+    new = api._model_report(state, "new_model")
+    report = ServerReport(state, True, [fast, new])
+
+    assert fast.healthy and not fast.waiting and new.waiting and not new.healthy
+    assert report.healthy  # waiting for a first version is not a failure
+    warning = ("fast_model version 2 was trained with the fast profile, not the default one "
+               "(epochs=2)")
+    assert fast.warnings == [warning] and new.warnings == []
+    text = report.to_text()
+    assert f"new_model: waiting for a first version in {repo / 'new_model'}" in text
+    assert f"  WARNING: {warning}" in text and "from run r2, fast profile" in text
+    assert "Could not find any versions" not in text
+    as_json = report.to_json()
+    assert as_json["healthy"] is True
+    assert [(m["waiting"], m["healthy"], m["warnings"]) for m in as_json["models"]] == [
+        (False, True, [warning]), (True, False, [])]
+    assert as_json["models"][1]["base_path"] == str(repo / "new_model")
+    # Version 1 (default profile) is not served: nothing to warn about it, nor with no record.
+    assert api._profile_warnings(ModelRepository(repo), "fast_model", [1, None]) == []
