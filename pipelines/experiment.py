@@ -34,7 +34,7 @@ import pandas as pd
 from components import mnist_data
 from pipelines import history, local_runner, metadata, mnist, outcomes, provenance
 from pipelines.config import NOTEBOOK_SUFFIX, RunConfig
-from serving import lifecycle
+from serving import defaults, lifecycle
 from serving.lifecycle.state import ServerState
 from serving.repository import ModelRepository, tree_digest
 
@@ -46,19 +46,26 @@ SERVING_MODEL_DIR = "Format-Serving"
 CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA's model names in a comparison
 
 
-def project_config(profile: str = "default", repository: str = "model_repository",
-                   pipeline_root: str = "tfx_runs", cache_dir: str = ".cache") -> RunConfig:
+def project_config(profile: str = "default", repository: Optional[str] = None,
+                   pipeline_root: Optional[str] = None, cache_dir: Optional[str] = None
+                   ) -> RunConfig:
     """A RunConfig whose relative paths start at the project root, as `make`'s do, wherever
-    the notebook's kernel runs."""
+    the notebook's kernel runs; a path left None is the commands' default (its TOOLKIT_*
+    environment variable, else under the project)."""
     if profile not in mnist.PROFILES:
         raise ValueError(f"profile must be one of {sorted(mnist.PROFILES)}, got {profile!r}")
-    return RunConfig(pipeline_root=project_path(pipeline_root),
-                     repository=project_path(repository), cache_dir=project_path(cache_dir),
-                     profile=profile)
+    return RunConfig(pipeline_root=project_path(pipeline_root, defaults.PIPELINE_ROOT),
+                     repository=project_path(repository, defaults.REPOSITORY),
+                     cache_dir=project_path(cache_dir, defaults.CACHE_DIR), profile=profile)
 
 
-def project_path(path: os.PathLike | str) -> Path:
-    """`path` as is when absolute, else under the project root."""
+def project_path(path: Optional[os.PathLike | str],
+                 default: Optional[defaults.Default] = None) -> Path:
+    """`path` as is when absolute, else under the project root; None: `default`'s path."""
+    if path is None:
+        if default is None:
+            raise ValueError("a path, or the default it stands for, is needed")
+        return defaults.path(default).absolute()
     return Path(provenance.PROJECT_ROOT, path).absolute()
 
 

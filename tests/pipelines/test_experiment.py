@@ -27,6 +27,17 @@ def test_relative_paths_start_at_the_project_root(tmp_path):
         experiment.project_config("quick")
 
 
+def test_paths_left_unset_are_the_commands_defaults(tmp_path, monkeypatch):
+    """The notebook's None parameters follow TOOLKIT_* as `python -m pipelines` does."""
+    monkeypatch.setenv("TOOLKIT_REPOSITORY", str(tmp_path / "repo"))
+    monkeypatch.delenv("TOOLKIT_PIPELINE_ROOT", raising=False)
+    config = experiment.project_config("fast")
+    assert config.repository == tmp_path / "repo"
+    assert config.pipeline_root == provenance.PROJECT_ROOT / "tfx_runs"
+    state_dir = experiment.project_path(None, experiment.defaults.STATE_DIR)
+    assert state_dir == provenance.PROJECT_ROOT / ".cache" / "serving"
+
+
 def test_an_unknown_hyperparameter_is_refused_before_anything_runs(tmp_path):
     config = RunConfig(pipeline_root=tmp_path / "runs", repository=tmp_path / "repo")
     with pytest.raises(ValueError, match=r"conv_filters.*conv1_filters"):
