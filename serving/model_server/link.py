@@ -5,17 +5,29 @@ With workers, the gRPC and REST front ends (the wire: HTTP and JSON, gRPC framin
 worker processes, each with its own interpreter and so its own share of the cores, and
 the one model process runs the APIs over the one ServerCore: one Manager, one set of
 versions, one batching queue per version, one metrics registry. A worker passes each call
-on as TF Serving's own request proto, serialized, the way TF Serving's REST handler turns
-JSON into a PredictRequest and calls Predict, and gets the response proto back.
+on as TF Serving's own request proto, serialized, and gets the response proto back - but for
+a REST Predict, whose inputs the worker has already decoded from JSON into arrays: those
+cross as arrays (dtype, shape, raw bytes), and so do its outputs, where a TensorProto would
+be built by one process only for the other to parse it back. Either way the model process
+makes the same `PredictCall` of it and awaits the one Predict entry point.
 
 Each worker front end holds one connection to a Unix socket of the model process (in a
-private directory: only this server's processes reach it). A frame is a 4-byte length and a
-pickled tuple:
+private directory: only this server's processes reach it). A frame is a header (the lengths
+of what follows: 4 bytes, 8 bytes), a pickled tuple and a payload of raw bytes, empty but
+for a REST Predict's arrays (`link_arrays`):
   worker -> model: ("call", id, method, entrypoint, timeout, request bytes)
+                   ("call", id, "PredictArrays", entrypoint, timeout,
+                    (model name, signature name, version, output_filter, descriptors))
+                   + the inputs' bytes: a REST worker's Predict, its inputs decoded from
+                   JSON there and sent as arrays (no TensorProto built and parsed back);
+                   a gRPC worker passes Predict's request bytes through (the cheaper of
+                   the two for a request that arrives as TensorProtos: benchmarks/README.md)
                    ("cancel", id)   the caller gave up (a gRPC deadline, a closed client)
                    ("refused", api, model name, entrypoint, code)   a request the front end
                    refused while decoding, for the metrics
   model -> worker: ("ok", id, response bytes) | ("error", id, code, message)
+                   ("ok", id, ((model name, version, signature name), descriptors))
+                   + the outputs' bytes: the answer to "PredictArrays"
                    ("serving", {model: ({version: SignatureDefMap bytes}, {label: version})})
                    the AVAILABLE versions, the signatures a Predict may run on each, and
                    the labels, sent on connecting, on every change and ahead of a NOT_FOUND
@@ -32,19 +44,20 @@ import logging
 import os
 import pickle
 import struct
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     predict_pb2, regression_pb2)
+                                     model_pb2, predict_pb2, regression_pb2)
 
+from serving.model_server import link_arrays
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.manager import resolve
 
 log = logging.getLogger("serving.model_server")
 
-_LENGTH = struct.Struct("!I")
+_HEADER = struct.Struct("!IQ")  # the pickled tuple's length, the payload's
 # method -> (request type, Apis method, takes a timeout)
 _PROTO_APIS = {
     "Classify": (classification_pb2.ClassificationRequest, "classify", True),
@@ -64,14 +77,23 @@ def ready_path(link_path: str, worker_pid: int) -> str:
     return os.path.join(os.path.dirname(link_path), f"ready-{worker_pid}")
 
 
-def _frame(message: tuple) -> bytes:
+def _frame(message: tuple, payload: Sequence = ()) -> bytes:
+    """One frame: `message` pickled, then the buffers of `payload` as they are."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+    if not payload:
+        return _HEADER.pack(len(data), 0) + data
+    size = sum(memoryview(chunk).nbytes for chunk in payload)
+    return b"".join((_HEADER.pack(len(data), size), data, *payload))
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple:
-    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return pickle.loads(await reader.readexactly(size))
+async def _read_frame(reader: asyncio.StreamReader) -> Tuple[tuple, memoryview]:
+    """(message, payload): the payload is a view into the frame as read, not a copy."""
+    size, payload = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    frame = memoryview(await reader.readexactly(size + payload))
+    message = pickle.loads(frame[:size])
+    if not isinstance(message, tuple) or not message:
+        raise ValueError(f"a link frame holds {type(message).__name__}, not a message")
+    return message, frame[size:]
 
 
 # ---- the model process's side --------------------------------------------------------------
@@ -135,9 +157,9 @@ class LinkServer:
         tasks: Dict[int, asyncio.Task] = {}
         try:
             while True:
-                message = await _read_frame(reader)
+                message, payload = await _read_frame(reader)
                 if message[0] == "call":
-                    task = asyncio.create_task(self._answer(writer, *message[1:]))
+                    task = asyncio.create_task(self._answer(writer, *message[1:], payload))
                     tasks[message[1]] = task
                     task.add_done_callback(lambda _, i=message[1]: tasks.pop(i, None))
                 elif message[0] == "cancel" and message[1] in tasks:
@@ -146,6 +168,8 @@ class LinkServer:
                     self.apis.core.metrics.refused(*message[1:])
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker stopped
+        except Exception:  # noqa: BLE001 - a garbled frame: drop that worker, serve on
+            log.exception("A front-end worker sent a malformed frame; dropping its link")
         finally:
             self._writers.discard(writer)
             for task in list(tasks.values()):
@@ -153,10 +177,14 @@ class LinkServer:
             writer.close()
 
     async def _answer(self, writer, call_id: int, method: str, entrypoint: str,
-                      timeout: Optional[float], body: bytes) -> None:
-        frames = []
+                      timeout: Optional[float], body: Any, payload: memoryview) -> None:
+        frames, out = [], ()
         try:
-            reply = ("ok", call_id, await self._call(method, entrypoint, timeout, body))
+            if method == "PredictArrays":
+                answer, out = await self._predict_arrays(entrypoint, timeout, body, payload)
+            else:
+                answer = await self._call(method, entrypoint, timeout, body)
+            reply = ("ok", call_id, answer)
         except ServingError as e:
             reply = ("error", call_id, int(e.code), e.message)
             if e.code == Code.NOT_FOUND:
@@ -168,7 +196,23 @@ class LinkServer:
             log.exception("%s from a front-end worker failed", method)
             reply = ("error", call_id, int(Code.INTERNAL), f"{type(e).__name__}: {e}")
         if not writer.is_closing():
-            writer.writelines(frames + [_frame(reply)])
+            writer.writelines(frames + [_frame(reply, out)])
+
+    async def _predict_arrays(self, entrypoint: str, timeout, body, payload: memoryview):
+        """A REST worker's Predict: ((name, version, signature name), descriptors) and the
+        outputs' bytes."""
+        from serving.model_server.apis import PredictCall
+
+        name, signature_name, version, output_filter, descriptors = body
+        spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
+        spec.version.value = version
+        result = await self.apis.predict(
+            PredictCall(spec, link_arrays.ArrayInputs(descriptors, payload), output_filter),
+            entrypoint, timeout)
+        descriptors, chunks = link_arrays.encode(result.outputs)
+        answered = result.model_spec
+        return ((answered.name, answered.version.value, answered.signature_name),
+                descriptors), chunks
 
     async def _call(self, method: str, entrypoint: str, timeout, body: bytes) -> bytes:
         from serving.model_server.apis import PredictCall
@@ -245,7 +289,7 @@ class LinkClient:
     async def _read(self) -> None:
         try:
             while True:
-                message = await _read_frame(self._reader)
+                message, payload = await _read_frame(self._reader)
                 kind = message[0]
                 if kind == "serving":
                     self.mirror.update(message[1])
@@ -256,7 +300,7 @@ class LinkClient:
                 if future is None or future.done():
                     continue
                 if kind == "ok":
-                    future.set_result(message[2])
+                    future.set_result((message[2], payload))
                 else:
                     future.set_exception(ServingError(message[2], message[3]))
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -278,12 +322,18 @@ class LinkClient:
     async def call(self, method: str, entrypoint: str, body: bytes,
                    timeout: Optional[float] = None) -> bytes:
         """The model process's answer (response bytes), or its ServingError."""
+        return (await self.exchange(method, entrypoint, body, (), timeout))[0]
+
+    async def exchange(self, method: str, entrypoint: str, body: Any, payload: Sequence,
+                       timeout: Optional[float] = None) -> Tuple[Any, memoryview]:
+        """The model process's answer and the payload that came with it (a view into its
+        frame), or its ServingError; `payload`: buffers sent after the call's header."""
         if self.closed.done():
             raise ServingError(Code.UNAVAILABLE, "The model process is gone")
         call_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        self._writer.write(_frame(("call", call_id, method, entrypoint, timeout, body)))
+        self._writer.write(_frame(("call", call_id, method, entrypoint, timeout, body), payload))
         try:
             return await future
         except asyncio.CancelledError:

@@ -210,9 +210,9 @@ def object_array(values) -> np.ndarray:
     return out
 
 
-def to_tensor_proto(value: np.ndarray, packed: bool = False) -> tensor_pb2.TensorProto:
-    """numpy -> TensorProto in the typed repeated field (AsProtoField), or with `packed`
-    in `tensor_content` (AsProtoTensorContent; strings always go to string_val)."""
+def to_tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+    """numpy -> TensorProto in the typed repeated field (AsProtoField; strings in
+    string_val)."""
     value = np.asarray(value)
     dtype = datatype_of(value)
     if dtype is None:
@@ -222,9 +222,6 @@ def to_tensor_proto(value: np.ndarray, packed: bool = False) -> tensor_pb2.Tenso
     flat = value.ravel()
     if dtype == types_pb2.DT_STRING:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
-        return proto
-    if packed:
-        proto.tensor_content = flat.tobytes()
         return proto
     field = _TYPES[dtype][1]
     if field == "half_val":

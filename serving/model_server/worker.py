@@ -7,8 +7,9 @@ and N worker processes - `serving.model_server.worker` run through `tf_protos` (
 protos without its runtime: about 65 MB and half a second of start-up each), started and
 watched by `workers.Workers` - run the gRPC and REST front ends: REST on the listening
 socket the model process bound and hands down (one accept queue), gRPC on the same port in
-every worker (SO_REUSEPORT, grpcio's default). They pass every call on over `link` as TF
-Serving's request proto, so every client sees one server: one set of versions, one
+every worker (SO_REUSEPORT, grpcio's default). They pass every call on over `link` - as TF
+Serving's request proto, but a REST Predict as the arrays decoded from its JSON
+(`link_arrays`) - so every client sees one server: one set of versions, one
 batching queue per version, one metrics registry, and a version switch is the model
 process's alone.
 
@@ -34,15 +35,14 @@ from typing import List, Optional
 
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, predict_pb2, regression_pb2)
+                                     get_model_status_pb2, model_pb2, regression_pb2)
 
-from serving.model_server import signatures
+from serving.model_server import link_arrays, signatures
 from serving.model_server.apis import OFFLOAD_BYTES, PredictCall, PredictResult
 from serving.model_server.config import EXIT_DRAIN_INCOMPLETE, ServerConfig
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.link import GRPC_METHODS, LinkClient, ready_path
 from serving.model_server.logs import configure_logging
-from serving.model_server.tensors import to_ndarray, to_tensor_proto
 
 log = logging.getLogger("serving.model_server")
 
@@ -81,21 +81,23 @@ class RemoteApis:
         link = await self.link()
         pinned = call.model_spec.WhichOneof("version_choice") == "version"
         for attempt in range(2):
-            request = await self._request(link, call, entrypoint)
+            request, payload = await self._request(link, call, entrypoint)
             try:
-                body = await link.call("Predict", entrypoint, request.SerializeToString(),
-                                       timeout)
+                answer, out = await link.exchange("PredictArrays", entrypoint, request, payload,
+                                                  timeout)
                 break
             except ServingError as e:
                 if pinned or attempt or e.code != Code.NOT_FOUND:
                     raise
-        response = predict_pb2.PredictResponse.FromString(body)
-        return PredictResult(response.model_spec,
-                             {alias: to_ndarray(t, alias) for alias, t in response.outputs.items()})
+        (name, version, signature_name), descriptors = answer
+        spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
+        spec.version.value = version
+        return PredictResult(spec, link_arrays.decode(descriptors, out,
+                                                      link_arrays.elements(descriptors)))
 
-    async def _request(self, link: LinkClient, call: PredictCall,
-                       entrypoint: str) -> predict_pb2.PredictRequest:
-        """The PredictRequest for `call`, its inputs converted here, for a version by number."""
+    async def _request(self, link: LinkClient, call: PredictCall, entrypoint: str):
+        """The "PredictArrays" call for `call` and its payload: its inputs converted here,
+        for a version by number."""
         with self.count_failures("Predict", call.model_spec.name, entrypoint):
             version, sigdefs = link.mirror.resolve(call.model_spec)
             name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
@@ -107,13 +109,9 @@ class RemoteApis:
                     self.executor, call.inputs.decode, sig, self.max_elements)
             else:
                 inputs = call.inputs.decode(sig, self.max_elements)
-        request = predict_pb2.PredictRequest(output_filter=call.output_filter)
-        request.model_spec.name = call.model_spec.name
-        request.model_spec.signature_name = call.model_spec.signature_name
-        request.model_spec.version.value = version
-        for alias, value in inputs.items():
-            request.inputs[alias].CopyFrom(to_tensor_proto(value, packed=True))
-        return request
+        descriptors, payload = link_arrays.encode(inputs)
+        return (call.model_spec.name, call.model_spec.signature_name, version,
+                tuple(call.output_filter), descriptors), payload
 
     async def _proto(self, method, request, response_type, entrypoint, timeout=None):
         link = await self.link()
