@@ -10,6 +10,7 @@ are built by `saved_models`.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
@@ -67,6 +68,51 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Co
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`run_cli(module, *args)` in this process: `module.__main__.main(args)` with fds 1 and 2
+    (and sys.stdout, sys.stderr) sent to files, as a child's would be. For the tests where
+    a new process is not what is tested: TensorFlow and TFX are imported once, not per run.
+    The signal handlers, environment and working directory main may change are restored."""
+    import importlib
+    import tempfile
+
+    main = importlib.import_module(f"{module}.__main__").main
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    environ, cwd = dict(os.environ), os.getcwd()
+    streams = sys.stdout, sys.stderr
+    for stream in streams:
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout, sys.stderr = (io.TextIOWrapper(open(fd, "wb", closefd=False),
+                                                   line_buffering=True) for fd in (1, 2))
+        try:
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's usage errors and --help
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+            os.environ.clear()
+            os.environ.update(environ)
+            os.chdir(cwd)
+        texts = []
+        for f in (out, err):
+            f.seek(0)
+            texts.append(f.read().decode(errors="replace"))
+    return subprocess.CompletedProcess([module, *args], code, *texts)
 
 
 def require_docker(config, need_image: bool = True) -> None:
@@ -251,6 +297,40 @@ def execute_notebook(path: Path, parameters: Dict[str, Any], timeout: float = 90
     NotebookClient(notebook, timeout=timeout,
                    resources={"metadata": {"path": str(Path(path).parent)}}).execute()
     return notebook
+
+
+class MnistSeed(NamedTuple):
+    """A weak MNIST model pushed as version 1 by the MNIST pipeline and recorded as `run`
+    records its runs (see `seed_mnist`)."""
+    root: Path
+    config: Any  # pipelines.config.RunConfig
+
+    def trained_model(self) -> Path:
+        """The Trainer's output: the directory holding Format-Serving/, as an Importer or
+        InfraValidator reads a Model artifact."""
+        [trained] = (self.config.pipeline_dir("mnist") / "Trainer" / "model").glob(
+            "*/Format-Serving")
+        return trained.parent
+
+
+def seed_mnist(root: Path) -> MnistSeed:
+    """Run the MNIST pipeline once, in this process, on a sliver of real MNIST (1,000 training
+    images, one epoch: deliberately weak, so any fast-profile variant beats it) into
+    `root`/runs and `root`/repo, and record the run in its history as `run` does."""
+    from pipelines import history, local_runner, mnist, outcomes
+    from pipelines.config import RunConfig
+    from serving.repository import ModelRepository
+
+    config = RunConfig(pipeline_root=root / "runs", repository=root / "repo", cache_dir=CACHE)
+    weak = mnist.Profile(train_limit=1000, eval_limit=200, epochs=1, accuracy_gate=0.5)
+    metadata_path = config.metadata_path(mnist.MODEL_NAME)
+    result = local_runner.run_pipeline(
+        mnist.build(config, profile=weak, lineage={"pipeline": mnist.MODEL_NAME}),
+        model_name=mnist.MODEL_NAME, repository=ModelRepository(config.repository),
+        metadata_path=metadata_path, out=io.StringIO())
+    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result)
+    assert result.pushed and result.version == 1
+    return MnistSeed(root, config)
 
 
 def record_finished_run(pipeline_root: Path, pipeline: str, run_id: str, outcome, result=None,

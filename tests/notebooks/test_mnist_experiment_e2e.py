@@ -10,7 +10,6 @@ compare with that version, push the next one, serve it.
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 from pathlib import Path
@@ -27,24 +26,10 @@ VARIANT = {"conv1_filters": 16}
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
+def seeded(mnist_seed):
     """A repository holding version 1, pushed by the MNIST pipeline and recorded as `run`
-    records its runs."""
-    from pipelines import history, local_runner, mnist, outcomes
-    from pipelines.config import RunConfig
-    from serving.repository import ModelRepository
-
-    tmp = tmp_path_factory.mktemp("notebook")
-    config = RunConfig(pipeline_root=tmp / "runs", repository=tmp / "repo", cache_dir=CACHE)
-    weak = mnist.Profile(train_limit=1000, eval_limit=200, epochs=1, accuracy_gate=0.5)
-    metadata_path = config.metadata_path(mnist.MODEL_NAME)
-    result = local_runner.run_pipeline(
-        mnist.build(config, profile=weak, lineage={"pipeline": mnist.MODEL_NAME}),
-        model_name=mnist.MODEL_NAME, repository=ModelRepository(config.repository),
-        metadata_path=metadata_path, out=io.StringIO())
-    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result)
-    assert result.pushed and result.version == 1
-    return tmp, config
+    records its runs: the session's `mnist_seed`, which this module alone adds to."""
+    return mnist_seed.root, mnist_seed.config
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""End to end: the real half_plus_two pipeline (TFX, MLMD, TFMA), driven by its CLI."""
+"""End to end: the real half_plus_two pipeline (TFX, MLMD, TFMA), driven by its CLI: the
+first run as a process, as a user runs it; the others through the CLI's main() in the test's
+process (the same arguments, exit code and output, without importing TFX again)."""
 
 from __future__ import annotations
 
@@ -6,23 +8,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from toolkit_testing import run_cli
+from toolkit_testing import run_cli, run_main
 
 pytestmark = pytest.mark.e2e
 
 EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 3
 
 
-def run_half_plus_two(tmp_path, *extra):
-    return run_cli("pipelines", "run", "half_plus_two", "--profile", "fast",
-                   "--repository", str(tmp_path / "repo"),
-                   "--pipeline-root", str(tmp_path / "runs"), *extra)
+def run_half_plus_two(tmp_path, *extra, process: bool = False):
+    return (run_cli if process else run_main)(
+        "pipelines", "run", "half_plus_two", "--profile", "fast",
+        "--repository", str(tmp_path / "repo"), "--pipeline-root", str(tmp_path / "runs"),
+        *extra)
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("half_plus_two")
-    return tmp_path, run_half_plus_two(tmp_path)
+    return tmp_path, run_half_plus_two(tmp_path, process=True)
 
 
 def test_pipeline_pushes_a_model_that_serves_half_plus_two(first_run):
@@ -81,9 +84,9 @@ def test_model_that_misses_the_gate_is_not_pushed(tmp_path):
 def test_unwritable_repository_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run_cli("pipelines", "run", "half_plus_two", "--profile", "fast",
-                     "--repository", str(blocker / "repo"),
-                     "--pipeline-root", str(tmp_path / "runs"))
+    result = run_main("pipelines", "run", "half_plus_two", "--profile", "fast",
+                      "--repository", str(blocker / "repo"),
+                      "--pipeline-root", str(tmp_path / "runs"))
     assert result.returncode == EXIT_ERROR
     assert "not writable" in result.stderr
     assert "] CsvExampleGen" not in result.stdout

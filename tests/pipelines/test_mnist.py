@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from toolkit_testing import CACHE, run_cli
+from toolkit_testing import CACHE, run_cli, run_main
 from components.signatures import CLASSIFY_METHOD, PREDICT_METHOD
 
 pytestmark = pytest.mark.e2e
@@ -18,16 +18,19 @@ pytestmark = pytest.mark.e2e
 EXIT_PUSHED, EXIT_ERROR = 0, 1
 
 
-def run_mnist(tmp_path: Path, *extra: str):
-    return run_cli("pipelines", "run", "mnist", "--profile", "fast", "--cache-dir", str(CACHE),
-                   "--repository", str(tmp_path / "repo"),
-                   "--pipeline-root", str(tmp_path / "runs"), *extra)
+def run_mnist(tmp_path: Path, *extra: str, process: bool = False):
+    """The CLI as a process (`process`), as a user runs it, else its main() in this process
+    (TensorFlow and TFX already imported): the same arguments, exit code and output."""
+    return (run_cli if process else run_main)(
+        "pipelines", "run", "mnist", "--profile", "fast", "--cache-dir", str(CACHE),
+        "--repository", str(tmp_path / "repo"), "--pipeline-root", str(tmp_path / "runs"),
+        *extra)
 
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mnist")
-    return tmp_path, run_mnist(tmp_path)
+    return tmp_path, run_mnist(tmp_path, process=True)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,11 @@
 
 One scenario, in order (each test is a step and relies on the ones before it), with the
 fast profile, real TFX components, ML Metadata, the embedded model server as a process,
-and InfraValidator in the stand-in image where a Docker Engine runs:
+and InfraValidator in the stand-in image where a Docker Engine runs. The run that step 6
+kills is a `python -m pipelines retrain` process, as cron starts one; the steps call the same
+CLI's main() in the test's process (the same arguments, exit codes and output, without a new
+interpreter importing TensorFlow and TFX for each; the half_plus_two scenario runs `retrain`
+processes to their end, under `schedule` and to SIGTERM):
 1. span 1: pushed as version 1; served.
 2. span 2: warm-started from version 1, pushed as version 2 and served; lineage and
    history show spans 1-2.
@@ -30,7 +34,7 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import CACHE, ROOT, run_cli, wait_until
+from toolkit_testing import CACHE, ROOT, run_main, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -63,11 +67,15 @@ class Scenario:
     def args(self, *extra: str):
         return ("pipelines", "retrain", "mnist", "--data", str(self.data), "--profile", "fast",
                 "--repository", str(self.repository), "--pipeline-root", str(self.runs),
-                "--cache-dir", str(CACHE), "--serving-state-dir", str(self.state),
-                "--serving-timeout", "120", *extra)
+                "--cache-dir", str(CACHE), "--state-dir", str(self.state),
+                "--timeout", "120", *extra)
 
     def retrain(self, *extra: str):
-        return run_cli(*self.args(*extra), timeout=900)
+        return run_main(*self.args(*extra))
+
+    def history(self):
+        return json.loads(run_main("pipelines", "history", "mnist", "--json",
+                                   "--pipeline-root", str(self.runs)).stdout)
 
     def served(self):
         return lifecycle.status(self.state).models[0].status.available()
@@ -120,9 +128,7 @@ def test_2_a_new_span_is_warm_started_pushed_served_and_traceable(scenario):
     status = lifecycle.status(scenario.state).to_json()["models"][0]["versions"]
     assert next(v for v in status if v["version"] == 2)["lineage"]["spans"] == [1, 2]
 
-    history = run_cli("pipelines", "history", "mnist", "--json",
-                      "--pipeline-root", str(scenario.runs))
-    runs = json.loads(history.stdout)
+    runs = scenario.history()
     assert [(r["spans"], r["pushed_version"], r["outcome"]) for r in runs] == [
         ([1], 1, "pushed"), ([1, 2], 2, "pushed")]
     assert runs[1]["run_id"] == record.run_id
@@ -192,7 +198,6 @@ def test_7_a_model_that_serves_garbage_is_rolled_back_and_never_served_again(sce
     time.sleep(3)  # several polls of the repository later, version 3 is still not back
     status = lifecycle.status(scenario.state)
     assert status.models[0].status.available() == [2] and status.healthy
-    runs = json.loads(run_cli("pipelines", "history", "mnist", "--json",
-                              "--pipeline-root", str(scenario.runs)).stdout)
+    runs = scenario.history()
     assert runs[-1]["outcome"] == "rolled back" and runs[-1]["pushed_version"] == 3
     assert [r["outcome"] for r in runs[2:4]] == ["anomalies", "drift"]

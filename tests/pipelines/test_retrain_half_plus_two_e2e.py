@@ -1,5 +1,9 @@
 """End to end: half_plus_two retraining from CSV spans, on a schedule, verified through a
-server, and abandoned cleanly on SIGTERM. Steps run in order and rely on each other."""
+server, and abandoned cleanly on SIGTERM. Steps run in order and rely on each other.
+
+The schedule starts each retrain as a process, and the run stopped by SIGTERM is one; the
+other commands (make-spans, history, the retrain checked through the server) call the CLI's
+main() in the test's process: the same arguments, exit code and output."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import ROOT, run_cli, wait_until
+from toolkit_testing import ROOT, run_cli, run_main, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +32,18 @@ class Scenario:
         self.state = root / "serving"
 
     def add_span(self) -> None:
-        result = run_cli("pipelines", "make-spans", "half_plus_two", "--out", str(self.data),
-                         "--profile", "fast")
+        result = run_main("pipelines", "make-spans", "half_plus_two", "--out", str(self.data),
+                          "--profile", "fast")
         assert result.returncode == 0, result.stderr
 
     def options(self):
         return ["half_plus_two", "--data", str(self.data), "--profile", "fast",
                 "--repository", str(self.repository), "--pipeline-root", str(self.runs),
-                "--serving-state-dir", str(self.state), "--infra-validation", "off"]
+                "--state-dir", str(self.state), "--infra-validation", "off"]
 
     def history(self):
-        return json.loads(run_cli("pipelines", "history", "half_plus_two", "--json",
-                                  "--pipeline-root", str(self.runs)).stdout)
+        return json.loads(run_main("pipelines", "history", "half_plus_two", "--json",
+                                   "--pipeline-root", str(self.runs)).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +73,21 @@ def test_a_retrained_version_is_checked_through_the_server(scenario):
                           state_dir=scenario.state, backend="process", grpc_port=0,
                           rest_port=0, file_system_poll_seconds=1, wait_seconds=180))
     scenario.add_span()
-    result = run_cli("pipelines", "retrain", *scenario.options(), timeout=900)
+    result = run_main("pipelines", "retrain", *scenario.options())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warm-started from version 1" in result.stdout
     assert "smoke check regress mean_squared_error" in result.stdout
     assert "predict mean_squared_error" in result.stdout
-    assert lifecycle.status(scenario.state).models[0].status.available() == [2]
-    assert lineage.read(scenario.repository / "half_plus_two" / "2").spans == [1, 2, 3]
+    report = lifecycle.status(scenario.state)
+    assert report.models[0].status.available() == [2]
+    record = lineage.read(scenario.repository / "half_plus_two" / "2")
+    assert record.spans == [1, 2, 3]
+    # how it was trained, and the warning wherever it is served
+    assert (record.profile, record.trainer_module) == ("fast",
+                                                       "components/half_plus_two_trainer.py")
+    assert record.hyperparameters["warm_start_steps"] == 100
+    assert report.models[0].warnings[0].startswith(
+        "half_plus_two version 2 was trained with the fast profile")
 
 
 def test_sigterm_abandons_a_run_cleanly(scenario):

@@ -20,16 +20,12 @@ POLL_SECONDS = 1.0
 
 
 @pytest.fixture(scope="session")
-def templates(tmp_path_factory):
-    """Exported once: half_plus_two versions 1 (b=2) and 2 (b=3), and an MNIST-shaped
-    model (the model server's stand-in for the trained one) under "mnist"."""
-    import saved_models
-
-    root = tmp_path_factory.mktemp("lc_templates")
-    saved_models.export_half_plus_two(root / "v1", 0.5, 2.0)
-    saved_models.export_half_plus_two(root / "v2", 0.5, 3.0)
-    saved_models.export_mnist_like(root / "mnist")
-    return {1: root / "v1", 2: root / "v2", "mnist": root / "mnist"}
+def templates(saved_model_templates):
+    """Exported once per session (`saved_model_templates`, shared with the model server's
+    tests): half_plus_two versions 1 (b=2) and 2 (b=3), and an MNIST-shaped model (the
+    model server's stand-in for the trained one) under "mnist"."""
+    root = saved_model_templates
+    return {1: root / "hp2_v1", 2: root / "hp2_v2", "mnist": root / "mnist"}
 
 
 @pytest.fixture(params=["docker", "process"])

@@ -22,17 +22,15 @@ def start_server():
 
 
 @pytest.fixture(scope="session")
-def model_templates(tmp_path_factory) -> Path:
-    """Exported once: the pipeline's half_plus_two with b=2 ('hp2_v1') and b=3 ('hp2_v2'),
-    the MNIST-like model ('mnist'), TF Serving's TF1 half_plus_two ('tf1_hp2', with a
-    second meta graph tagged serve+experimental; 'tf1_hp2_main_op' with a main_op), and
-    half_plus_two saved by tf.saved_model.save ('tf2_hp2') and by Keras ('keras_hp2')."""
+def model_templates(saved_model_templates) -> Path:
+    """Exported once: the session's `saved_model_templates` (the pipeline's half_plus_two
+    with b=2 'hp2_v1' and b=3 'hp2_v2', the MNIST-like 'mnist'), and beside them TF
+    Serving's TF1 half_plus_two ('tf1_hp2', with a second meta graph tagged
+    serve+experimental; 'tf1_hp2_main_op' with a main_op), and half_plus_two saved by
+    tf.saved_model.save ('tf2_hp2') and by Keras ('keras_hp2')."""
     import saved_models
 
-    root = tmp_path_factory.mktemp("templates")
-    saved_models.export_half_plus_two(root / "hp2_v1", 0.5, 2.0)
-    saved_models.export_half_plus_two(root / "hp2_v2", 0.5, 3.0)
-    saved_models.export_mnist_like(root / "mnist")
+    root = saved_model_templates
     saved_models.export_tf1_half_plus_two(root / "tf1_hp2", extra_tags=["experimental"])
     saved_models.export_tf1_half_plus_two(root / "tf1_hp2_main_op", use_main_op=True)
     saved_models.export_tf2_half_plus_two(root / "tf2_hp2")
