@@ -286,10 +286,14 @@ def run(args: argparse.Namespace) -> int:
     from components.half_plus_two_data import DataError
     from components.mnist_data import MnistDataError
     from pipelines import history, local_runner, provenance, registry, run_lock
+    from pipelines.console import LogError
+    from pipelines.metadata import StoreError
+    from serving import disk
     from serving.repository import ModelRepository, RepositoryError
 
     expected_errors = (DataError, MnistDataError, RepositoryError, local_runner.PipelineFailed,
-                       run_lock.Locked)
+                       run_lock.Locked, history.NotRecorded, StoreError, LogError,
+                       disk.DiskFull)
     config = _run_config(args, args.data_dir)
     codes = []
     for name in args.names:
@@ -307,7 +311,15 @@ def run(args: argparse.Namespace) -> int:
                         pipeline, model_name=module.MODEL_NAME, repository=repository,
                         metadata_path=metadata_path, out=console)
                 except local_runner.PipelineFailed as e:
-                    history.record_run(metadata_path, e.run_id, outcomes.ERROR, str(e.cause))
+                    failed = outcomes.DISK_FULL if e.disk_full else outcomes.ERROR
+                    try:
+                        history.record_run(metadata_path, e.run_id, failed,
+                                           str(e.disk_full or e.cause))
+                    except history.NotRecorded as not_recorded:
+                        e.not_recorded = str(not_recorded)
+                    if not e.run_id:
+                        e.not_recorded = (f"the run is not in `history`: it failed before "
+                                          f"ML Metadata ({metadata_path}) recorded it")
                     raise
                 outcome = outcomes.PUSHED if result.pushed else outcomes.NOT_BLESSED
                 history.record_run(metadata_path, result.run_id, outcome,
@@ -317,11 +329,16 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
             return outcomes.ABANDONED.exit_code
         except Exception as e:  # every failure is reported, then the next pipeline runs
-            print(f"error: {name}: {e}", file=sys.stderr)
-            if not isinstance(e, expected_errors):
+            full = None if isinstance(e, expected_errors) else \
+                disk.as_disk_full(e, config.pipeline_dir(name))
+            print(f"error: {name}: {full or e}", file=sys.stderr)
+            if getattr(e, "not_recorded", ""):
+                print(f"error: {name}: {e.not_recorded}", file=sys.stderr)
+            if not isinstance(e, expected_errors) and full is None:
                 traceback.print_exc()
             print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
             codes.append(outcomes.LOCKED.exit_code if isinstance(e, run_lock.Locked)
+                         else outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None
                          else outcomes.ERROR.exit_code)
             continue
         print(local_runner.format_summary(result, module.gates(config)), flush=True)
@@ -357,6 +374,7 @@ def retrain(args: argparse.Namespace) -> int:
     from components.spans import SpanError
     from pipelines import local_runner, run_lock
     from pipelines.config import RetrainConfig
+    from serving import disk
     from serving.repository import RepositoryError
 
     try:
@@ -385,10 +403,14 @@ def retrain(args: argparse.Namespace) -> int:
         print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
               flush=True)
         return outcomes.ABANDONED.exit_code
-    except (SpanError, RepositoryError, local_runner.PipelineFailed, RuntimeError) as e:
-        print(f"error: {name}: {e}", file=sys.stderr)
+    except (SpanError, RepositoryError, local_runner.PipelineFailed, RuntimeError, OSError) as e:
+        # OSError: a full disk or an unusable file outside any component (the log, the lock)
+        full = disk.as_disk_full(e, config.run.pipeline_dir(config.pipeline_name(name))) \
+            if isinstance(e, OSError) else None
+        print(f"error: {name}: {full or e}", file=sys.stderr)
         print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
-        return outcomes.ERROR.exit_code
+        return outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None \
+            else outcomes.ERROR.exit_code
     if report.message:
         print(report.message, file=sys.stderr if report.outcome.exit_code else sys.stdout,
               flush=True)
@@ -434,9 +456,14 @@ def make_spans(args: argparse.Namespace) -> int:
 def show_history(args: argparse.Namespace) -> int:
     from pipelines import history
     from pipelines.config import RunConfig
+    from pipelines.metadata import StoreError
 
     config = RunConfig(pipeline_root=args.pipeline_root, repository=args.repository)
-    records = history.runs(config, args.name)
+    try:
+        records = history.runs(config, args.name)
+    except StoreError as e:  # locked, or left half-made by a full disk
+        print(f"error: {args.name}: {e}", file=sys.stderr)
+        return outcomes.FAILED.exit_code
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2))
     elif not records:

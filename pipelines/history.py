@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from pipelines import metadata
 from pipelines.config import NOTEBOOK_SUFFIX, RETRAIN_SUFFIX, RunConfig
 from pipelines.local_runner import RunResult
-from pipelines.outcomes import ABANDONED, ERROR, Outcome
+from pipelines.outcomes import ABANDONED, DISK_FULL, ERROR, Outcome
 
 SUMMARY = "toolkit_summary"
 SPAN = "toolkit_span"
@@ -58,9 +58,27 @@ def record_run(metadata_path: Path, run_id: Optional[str], outcome: Outcome, rea
                result: Optional[RunResult] = None, span: Optional[int] = None,
                span_fingerprint: str = "",
                hyperparameters: Optional[Dict[str, Any]] = None) -> None:
-    """Write how run `run_id` ended onto its context (no-op for a run that never started)."""
+    """Write how run `run_id` ended onto its context (no-op for a run that never started).
+    Raises NotRecorded, saying why, when the store cannot take it (its disk is full, another
+    process holds it locked)."""
     if not run_id or not Path(metadata_path).exists():
         return
+    try:
+        _record_run(metadata_path, run_id, outcome, reason, result, span, span_fingerprint,
+                    hyperparameters)
+    except Exception as e:
+        raise NotRecorded(
+            f"the run's outcome ({outcome.name}) could not be recorded in the ML Metadata "
+            f"store {Path(metadata_path).absolute()}: {metadata.describe_error(e, metadata_path)}; "
+            f"`history` shows the run as incomplete") from e
+
+
+class NotRecorded(RuntimeError):
+    """A run's outcome that its ML Metadata store could not take."""
+
+
+def _record_run(metadata_path, run_id, outcome, reason, result, span, span_fingerprint,
+                hyperparameters) -> None:
     store = metadata.open_store(metadata_path, readonly=False)
     context = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, run_id)
     if context is None:
@@ -94,7 +112,7 @@ def last_finished_with(metadata_path: Path, span: int) -> Optional[RunRecord]:
     runs do not count: their span is tried again)."""
     if not Path(metadata_path).exists():
         return None
-    retry = (ERROR.name, ABANDONED.name, "incomplete")
+    retry = (ERROR.name, DISK_FULL.name, ABANDONED.name, "incomplete")
     done = [r for r in _read_runs(metadata_path, "") if r.span == span and r.outcome not in retry]
     return done[-1] if done else None
 

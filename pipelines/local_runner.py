@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, TextIO
 from absl import logging as absl_logging
 
 from pipelines import interrupts
+from serving import disk
 from serving.lineage import span_ranges
 from serving.repository import ModelRepository
 
@@ -68,12 +69,25 @@ class PipelineFailed(RuntimeError):
     `run_id` is the failed run's (None if it failed before any component started)."""
 
     def __init__(self, component: Optional[str], cause: BaseException,
-                 run_id: Optional[str] = None):
+                 run_id: Optional[str] = None, pipeline_root: Optional[str] = None,
+                 metadata_path: Optional[Path] = None):
         where = f"component {component} failed" if component else "pipeline failed"
-        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+        # A full disk, named (filesystem, free space, path) whatever error type said it.
+        self.disk_full = disk.as_disk_full(cause, pipeline_root or "/",
+                                           f"in {component or 'the run'}",
+                                           database=metadata_path)
+        why = self.disk_full if self.disk_full is not None else f"{type(cause).__name__}: {cause}"
+        if self.disk_full is None and metadata_path is not None:
+            from pipelines import metadata
+
+            if metadata.is_locked_error(cause):  # another process held the store too long
+                why = f"{why}: the ML Metadata store {Path(metadata_path).absolute()}: " \
+                      f"{metadata.describe_error(cause, metadata_path)}"
+        super().__init__(f"{where}: {why}")
         self.component = component
         self.cause = cause
         self.run_id = run_id
+        self.not_recorded = ""  # why its outcome could not be recorded, if it could not
 
 
 class ProgressReporter(logging.Handler):
@@ -177,7 +191,8 @@ def run_pipeline(pipeline: "tfx.dsl.Pipeline", *, model_name: str, repository: M
         except Exception as e:  # a component's own error, re-raised with its name
             reporter.fail()
             failed = reporter.current.node_id if reporter.current else None
-            raise PipelineFailed(failed, e, _new_run_id(metadata_path, before)) from e
+            raise PipelineFailed(failed, e, _new_run_id(metadata_path, before),
+                                 pipeline.pipeline_info.pipeline_root, metadata_path) from e
         except interrupts.RunAbandoned as e:  # a signal: say which run it stopped, if any
             reporter.fail()
             e.run_id = _new_run_id(metadata_path, before)
@@ -192,8 +207,11 @@ def _new_run_id(metadata_path: Path, before) -> Optional[str]:
     """The run TFX began since the run ids `before` were taken; None if it began none."""
     from pipelines import metadata
 
-    run = metadata.new_run(metadata.open_store(metadata_path), before) \
-        if metadata_path.exists() else None
+    try:
+        run = metadata.new_run(metadata.open_store(metadata_path), before) \
+            if metadata_path.exists() else None
+    except Exception:  # a store that failed with the run (full disk, locked): no run id
+        return None
     return run.name if run else None
 
 

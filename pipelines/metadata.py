@@ -11,6 +11,8 @@ of the training window and a rolled-back model stops being the baseline.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Union
 
@@ -27,16 +29,99 @@ PUSHED_VERSION = "toolkit_pushed_version"
 ABANDONED_REASON = "toolkit_abandoned_reason"
 
 Value = Union[str, int, float]
+# How long a run waits for a store that another process holds locked (a long transaction
+# of a script or a `sqlite3` shell on metadata.sqlite) before it gives up, saying so.
+STORE_WAIT_SECONDS = 60.0
+# What ML Metadata says when another connection holds the SQLite file locked.
+_LOCKED_TEXTS = ("database is locked", "Concurrent writes aborted",
+                 "subset of tables in MLMD instance")
 
 
-def open_store(path: Path, readonly: bool = True, create: bool = False) -> mlmd.MetadataStore:
-    """`create`: a new, empty store when there is none at `path` (read-write)."""
+class StoreError(RuntimeError):
+    """A store that cannot be opened; the message names it and says why."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store locked for longer than the run waits."""
+
+    def __init__(self, path: Path, waited: float):
+        super().__init__(
+            f"the ML Metadata store {Path(path).absolute()} is locked by another process "
+            f"(waited {waited:.0f}s for it): a process holds a transaction open on it. Find "
+            f"it with `fuser -v {Path(path).absolute()}` (or `lsof`), let it finish or stop "
+            f"it, then run again")
+        self.path = Path(path)
+
+
+def wait_until_free(path: Path, write: bool, timeout: float) -> None:
+    """Wait (at most `timeout` seconds) until no other process holds a lock on the store
+    that would stop this one (any lock, to write; an exclusive one, to read); raises
+    StoreLocked after that. SQLite's own busy handler does the waiting."""
+    started = time.monotonic()
+    try:
+        mode = "rw" if write else "ro"  # a read-only connection takes no exclusive lock
+        connection = sqlite3.connect(f"file:{Path(path).absolute()}?mode={mode}", uri=True,
+                                     timeout=timeout, isolation_level=None)
+    except sqlite3.Error:
+        return  # no file or not a database: ML Metadata says what is wrong
+    try:
+        if write:
+            # the lock a commit needs: waits for every reader and writer to finish
+            connection.execute("BEGIN EXCLUSIVE")
+        else:
+            connection.execute("BEGIN")
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise StoreLocked(path, time.monotonic() - started) from None
+    finally:
+        connection.close()
+
+
+def is_locked_error(error: BaseException) -> bool:
+    """Whether ML Metadata failed because another connection held the store locked."""
+    return isinstance(error, StoreLocked) or any(marker in str(error)
+                                                 for marker in _LOCKED_TEXTS)
+
+
+def describe_error(error: BaseException, path: Path) -> str:
+    """What went wrong with the store, in words: locked by another process, a full disk,
+    else the error itself."""
+    from serving import disk
+
+    text = str(error)
+    if isinstance(error, StoreLocked):
+        return text
+    if is_locked_error(error):
+        return (f"it is locked by another process (find it with `fuser -v "
+                f"{Path(path).absolute()}`, let it finish or stop it)")
+    full = disk.as_disk_full(error, path)
+    return str(full) if full is not None else f"{type(error).__name__}: {text}"
+
+
+def open_store(path: Path, readonly: bool = True, create: bool = False,
+               wait: Optional[float] = None) -> mlmd.MetadataStore:
+    """`create`: a new, empty store when there is none at `path` (read-write). An existing
+    store another process holds locked is waited for, `wait` seconds at most (default
+    STORE_WAIT_SECONDS), then StoreLocked."""
+    if Path(path).exists():
+        wait_until_free(path, write=not readonly,
+                        timeout=STORE_WAIT_SECONDS if wait is None else wait)
     modes = metadata_store_pb2.SqliteMetadataSourceConfig
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(path)
     config.sqlite.connection_mode = (modes.READWRITE_OPENCREATE if create
                                      else modes.READONLY if readonly else modes.READWRITE)
-    return mlmd.MetadataStore(config)
+    try:
+        return mlmd.MetadataStore(config)
+    except Exception as e:
+        if readonly and "readonly database" in str(e):
+            # a store whose creation was cut short (its disk filled up, its process was
+            # killed) lacks some of its types: opening it read-write completes it
+            return open_store(path, readonly=False, create=create, wait=wait)
+        raise StoreError(f"cannot open the ML Metadata store {Path(path).absolute()}: "
+                         f"{describe_error(e, path)}") from e
 
 
 def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:

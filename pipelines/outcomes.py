@@ -32,10 +32,14 @@ NOTHING_NEW = Outcome("nothing new", 5, "no span newer than the last one trained
 LOCKED = Outcome("locked", 6, "another run of the same model is in progress")
 DRIFT = Outcome("drift", 7, "the new span drifted beyond a threshold; nothing pushed "
                             "(--accept-drift lets it through)")
+DISK_FULL = Outcome("disk full", 8, "a disk ran out of space: the repository's during the "
+                                    "push, or the pipeline root's; the message names the "
+                                    "filesystem, its free space and the path. Nothing "
+                                    "half-written is served; free space and run again")
 ABANDONED = Outcome("abandoned", 143, "stopped by SIGTERM or SIGINT; nothing pushed")
 
 ALL: Tuple[Outcome, ...] = (PUSHED, UNCHANGED, ERROR, ANOMALIES, USAGE, NOT_BLESSED,
-                            NOT_SERVED, NOTHING_NEW, LOCKED, DRIFT, ABANDONED)
+                            NOT_SERVED, NOTHING_NEW, LOCKED, DRIFT, DISK_FULL, ABANDONED)
 # Not a command's outcome: how a run that only ingested an older span into the training
 # window ended, as `history` shows it.
 INGESTED = Outcome("ingested", 0, "an older span passed the data gates into the window")
@@ -56,7 +60,7 @@ STOPPED = Outcome("stopped", 0, "the loop ended: SIGTERM/SIGINT or --max-runs (e
 # Each command's exit codes, as its --help lists them (`python -m pipelines COMMAND --help`).
 BY_COMMAND = {
     "list": (DONE, USAGE),
-    "run": (PUSHED, ERROR, USAGE, NOT_BLESSED, RUN_NOT_SERVED, LOCKED, ABANDONED),
+    "run": (PUSHED, ERROR, USAGE, NOT_BLESSED, RUN_NOT_SERVED, LOCKED, DISK_FULL, ABANDONED),
     "retrain": ALL,
     "schedule": (STOPPED, USAGE),
     "make-spans": (DONE, SPANS_FAILED, USAGE),
@@ -75,7 +79,7 @@ def exit_codes_help(outcomes=ALL, title: str = "exit codes:") -> str:
 
 def worst(codes) -> int:
     """The exit code of several runs (`run a b`): errors first, then the most serious."""
-    order = [ERROR.exit_code, ABANDONED.exit_code, DRIFT.exit_code, NOT_SERVED.exit_code,
+    order = [ERROR.exit_code, DISK_FULL.exit_code, ABANDONED.exit_code, DRIFT.exit_code, NOT_SERVED.exit_code,
              NOT_BLESSED.exit_code, LOCKED.exit_code, NOTHING_NEW.exit_code]
     for code in order:
         if code in codes:

@@ -84,7 +84,9 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     except local_runner.PipelineFailed as e:
         outcome = _gate_failed(e, metadata_path, pipeline_name, span_facts)
         step = NEXT_STEP.get(outcome)
-        return Report(outcome, f"error: {name}: {e}" + (f"\nNext step: {step}" if step else ""))
+        return Report(outcome, f"error: {name}: {e}"
+                      + (f"\nerror: {name}: {e.not_recorded}" if e.not_recorded else "")
+                      + (f"\nNext step: {step}" if step else ""))
     except interrupts.RunAbandoned as e:  # SIGTERM/SIGINT: nothing was pushed
         history.record_run(metadata_path, e.run_id, outcomes.ABANDONED, type(e).__name__,
                            **span_facts)
@@ -138,11 +140,19 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
 
 def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_name: str,
                  span_facts) -> Outcome:
-    """Record a failed run; a span a data gate stopped is abandoned in ML Metadata."""
-    outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
-    if outcome is not outcomes.ERROR:
-        _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
-    history.record_run(metadata_path, e.run_id, outcome, str(e.cause), **span_facts)
+    """Record a failed run; a span a data gate stopped is abandoned in ML Metadata. A store
+    that cannot take the record (full, locked) is noted on `e.not_recorded`."""
+    if e.disk_full is not None:
+        outcome = outcomes.DISK_FULL
+    else:
+        outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
+    try:
+        if outcome not in (outcomes.ERROR, outcomes.DISK_FULL):
+            _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
+        history.record_run(metadata_path, e.run_id, outcome, str(e.disk_full or e.cause),
+                           **span_facts)
+    except history.NotRecorded as not_recorded:
+        e.not_recorded = str(not_recorded)
     return outcome
 
 
@@ -177,7 +187,7 @@ def _ingest(span: int, parts: retraining.ModelParts, config: RetrainConfig,
                                            metadata_path=metadata_path, out=out)
     except local_runner.PipelineFailed as e:
         outcome = _gate_failed(e, metadata_path, pipeline_name, {"span": span})
-        if outcome is outcomes.ERROR:
+        if outcome in (outcomes.ERROR, outcomes.DISK_FULL):
             raise
         log(f"   span {span}: stopped by {e.component}; it stays out of the window")
         return

@@ -12,6 +12,11 @@ staging directories whose lock is free, and never one whose publisher is alive.
 A version found bad after it was published (a failed post-push check) is withdrawn by
 renaming it to `.rejected-<version>`: servers stop seeing it at their next poll, its
 number is never given out again, and its lineage record says why.
+
+A publish that runs out of space (ENOSPC anywhere: the copy, the lineage record, the
+fsync, the rename) raises `RepositoryDiskFull`, naming the filesystem, its free space and
+the path; its staging directory is removed like any failed publish's, so the next publish,
+once there is space, needs no cleanup.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from serving import disk
 from serving import lineage as lineage_record
 
 log = logging.getLogger("serving.repository")
@@ -42,6 +48,10 @@ _STAGING_PID = re.compile(r"^\.staging-(\d+)-")
 
 class RepositoryError(RuntimeError):
     """A repository operation that cannot be done as asked (not writable, invalid model...)."""
+
+
+class RepositoryDiskFull(disk.DiskFull, RepositoryError):
+    """A publish ran out of space; nothing was published and its staging copy is gone."""
 
 
 def is_complete_saved_model(path: Path) -> bool:
@@ -132,29 +142,44 @@ class ModelRepository:
         staged directory is not a complete SavedModel, the staging directory is removed and
         no version appears. Staging directories left by dead publishers are removed first.
         """
-        self.check_writable(model_name)
         model_dir = self.model_dir(model_name)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        self.reclaim_staging(model_name)
-        staging = model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
-        lock_path = _lock_path(staging)
-        lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        self.reclaim_staging(model_name)  # first: what a publisher killed mid-copy left frees space
+        try:
+            self.check_writable(model_name)
+            model_dir.mkdir(parents=True, exist_ok=True)
+            staging = model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+            lock_path = _lock_path(staging)
+            lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        except (OSError, RepositoryError) as e:
+            self._raise_if_full(e, model_name, model_dir)
+            raise
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # ours alone: the name is new
             staging.mkdir()
             publication = Publication(model_name=model_name, staging=staging)
-            yield publication
-            if not is_complete_saved_model(staging):
-                raise RepositoryError(
-                    f"refusing to publish {model_name}: {staging} has no saved_model.pb and variables/")
-            _fsync_tree(staging)
-            publication.version = self._rename_into_next_version(model_name, staging)
+            try:
+                yield publication
+                if not is_complete_saved_model(staging):
+                    raise RepositoryError(f"refusing to publish {model_name}: {staging} has no "
+                                          f"saved_model.pb and variables/")
+                _fsync_tree(staging)
+                publication.version = self._rename_into_next_version(model_name, staging)
+            except Exception as e:  # the copy (TensorFlow's errors too), fsync, rename
+                self._raise_if_full(e, model_name, staging)
+                raise
             publication.path = self.version_path(model_name, publication.version)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
             lock_path.unlink(missing_ok=True)
             os.close(lock_fd)
+
+    def _raise_if_full(self, error: BaseException, model_name: str, where: Path) -> None:
+        path = disk.find_full_disk(error)
+        if path is not None:
+            raise RepositoryDiskFull(
+                path or where, f"publishing {model_name} into {self.root}",
+                "nothing was published (the staging copy is removed)") from error
 
     def reclaim_staging(self, model_name: str) -> List[Path]:
         """Remove staging directories whose publisher is gone (killed mid-publish); returns
