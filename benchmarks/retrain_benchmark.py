@@ -4,10 +4,10 @@ Each row is one real command, as a user or cron runs it (wall time and peak RSS 
 process tree); accuracy is measured afterwards on the whole official 10,000-image test set,
 through the pushed model's `predict_images` signature, for both models:
 
-1. cold: `python -m pipelines run mnist` (all 60,000 training images, 6 epochs);
+1. cold: `python -m pipelines run mnist` (all 60,000 training images, 5 epochs);
 2. setup (not the measured retrain): `make-spans` writes N spans of 10,000 training and
    2,000 eval images; the first `retrain` finds spans 1..N-1 waiting, ingests the older
-   ones into its window first, and trains from scratch (6 epochs);
+   ones into its window first, and trains from scratch (5 epochs);
 3. retrain: span N arrives; `retrain` ingests it and trains warm-started from the model
    of step 2 on the newest --window spans, for 2 epochs.
 
@@ -75,7 +75,7 @@ def main() -> int:
     cold = measure(python + ["run", "mnist", "--pipeline-root", str(work / "cold" / "runs"),
                              "--repository", str(work / "cold" / "repo")] + common)
     keep(work, "cold", cold)
-    print(row("cold full run (60k, 6 epochs)", cold,
+    print(row("cold full run (60k, 5 epochs)", cold,
               test_set_accuracy(work / "cold" / "repo" / "mnist" / "1", args.cache_dir)),
           flush=True)
 

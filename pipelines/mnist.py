@@ -34,7 +34,7 @@ CONFUSION_MATRIX_PLOT = "MultiClassConfusionMatrixPlot"
 class Profile:
     train_limit: Optional[int] = None  # None: all 60,000 training images
     eval_limit: Optional[int] = None   # None: the whole official 10,000-image test set
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 128
     learning_rate: float = 2e-3
     accuracy_gate: float = 0.99
