@@ -15,6 +15,8 @@ PIPELINE_ARGS ?=
 # Pass-through Beam flags, e.g. BEAM_ARGS="--runner=FlinkRunner --flink_master=host:8081".
 BEAM_ARGS   ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (tests/conftest.py groups the tests); 0 runs in one process.
+TEST_WORKERS ?= 2
 
 # Retraining (python -m pipelines retrain): MODEL's spans span-1/, span-2/, ... under DATA.
 MODEL        ?= mnist
@@ -77,7 +79,7 @@ help:
 	@echo "make protos     regenerate the model server's *_pb2.py from its vendored .proto files"
 	@echo "make docs       regenerate docs/cli.md, the command-line reference, from the parsers"
 	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
-	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS"
+	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS TEST_WORKERS"
 	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
 	@echo "           SERVING_STATE SERVING_BACKEND SERVING_MODELS SERVING_IMAGE SERVE_ARGS"
 	@echo "           NOTEBOOK_PORT"
@@ -153,7 +155,7 @@ notebook: $(KERNEL_SPEC)
 	  notebooks/mnist_experiment.ipynb
 
 test: $(INSTALLED) $(KERNEL_SPEC)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -11,6 +11,46 @@ import pytest
 from toolkit_testing import seed_mnist, write_fake_saved_model
 
 
+# `make test` runs two pytest-xdist workers with --dist loadgroup. Every module is one group,
+# so its module-scoped servers and runs are built once, on one worker; modules that share a
+# session fixture too expensive to build twice are one group together. The slowest groups
+# are handed out first, so that the two workers finish at about the same time (the order
+# comes from the durations in benchmarks/README.md; a module not listed runs after these).
+SHARED_GROUPS = {"mnist_seed": "the MNIST seed run"}
+SLOWEST_FIRST = (
+    "tests/pipelines/test_retrain_e2e.py",
+    "tests/pipelines/test_retrain_half_plus_two_e2e.py",
+    "tests/pipelines/test_faults.py",
+    "tests/serving/lifecycle/test_lc_e2e.py",
+    "tests/pipelines/test_half_plus_two.py",
+    "tests/pipelines/test_mnist.py",
+    "tests/pipelines/test_beam_args.py",
+    "tests/notebooks/test_mnist_experiment_e2e.py",
+    "tests/components/test_infra_validation.py",
+    "tests/pipelines/test_main.py",
+    "tests/serving/model_server/test_ms_cli_e2e.py",
+    "tests/serving/lifecycle/test_lc_first_version_e2e.py",
+    "tests/serving/model_server/test_ms_api_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The xdist groups and their order (see SLOWEST_FIRST); harmless without xdist."""
+    group_of = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        shared = next((name for name in SHARED_GROUPS if name in item.fixturenames), None)
+        if shared is not None or module not in group_of:
+            group_of[module] = shared or group_of.get(module) or module
+    rank = {}
+    for module, group in group_of.items():
+        order = SLOWEST_FIRST.index(module) if module in SLOWEST_FIRST else len(SLOWEST_FIRST)
+        rank[group] = min(rank.get(group, order), order)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of[item.nodeid.split("::", 1)[0]]))
+    items.sort(key=lambda item: rank[group_of[item.nodeid.split("::", 1)[0]]])
+
+
 def pytest_addoption(parser):
     parser.addoption("--require-docker", action="store_true",
                      help="fail docker tests when no daemon or image is available, instead of "
