@@ -78,7 +78,7 @@ help:
 	@echo "make lock       re-resolve requirements.in into requirements.lock"
 	@echo "make protos     regenerate the model server's *_pb2.py from its vendored .proto files"
 	@echo "make docs       regenerate docs/cli.md, the command-line reference, from the parsers"
-	@echo "make clean      remove the venv, pipeline runs and caches (keeps $(REPOSITORY)/)"
+	@echo "make clean      remove the venv, ./tfx_runs and ./.cache's data (keeps model_repository/)"
 	@echo "Variables: PYTHON REPOSITORY PIPELINE_ROOT DATA_CACHE PIPELINES PIPELINE_ARGS BEAM_ARGS PYTEST_ARGS TEST_WORKERS"
 	@echo "           MODEL DATA RETRAIN_ARGS SPANS_ARGS"
 	@echo "           SERVING_STATE SERVING_BACKEND SERVING_MODELS SERVING_IMAGE SERVE_ARGS"
@@ -155,7 +155,7 @@ notebook: $(KERNEL_SPEC)
 	  notebooks/mnist_experiment.ipynb
 
 test: $(INSTALLED) $(KERNEL_SPEC)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
@@ -167,6 +167,7 @@ docs: $(INSTALLED)
 lint: $(INSTALLED)
 	$(PY) -m flake8 pipelines components serving tests benchmarks docs
 
+# Only this checkout's own directories, never a TOOLKIT_* location elsewhere.
 clean:
-	rm -rf $(VENV) $(PIPELINE_ROOT) .pytest_cache $(DATA_CACHE)/mnist $(DATA_CACHE)/serving-image
+	rm -rf $(VENV) tfx_runs .pytest_cache .cache/mnist .cache/serving-image
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -11,6 +11,7 @@ as GZIP TFRecords of tf.Example for ImportExampleGen.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -340,9 +341,24 @@ def export_tfrecords(arrays: Arrays, out_dir: Path, train_limit: Optional[int] =
     manifest = _manifest(arrays_sha256(arrays), train_limit, eval_limit)
     if export_is_current(out_dir, manifest):
         return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One exporter at a time (two runs, or two test workers, on a cold cache): the second
+    # waits, then finds the first one's export current instead of replacing it under a
+    # reader. The lock is on the parent directory itself, so nothing is left behind.
+    lock = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not export_is_current(out_dir, manifest):
+            _export(arrays, out_dir, manifest, train_limit, eval_limit)
+    finally:
+        os.close(lock)  # releases the lock
+    return out_dir
+
+
+def _export(arrays: Arrays, out_dir: Path, manifest: dict, train_limit: Optional[int],
+            eval_limit: Optional[int]) -> None:
     splits = {"train": (arrays["x_train"][:train_limit], arrays["y_train"][:train_limit]),
               "eval": (arrays["x_test"][:eval_limit], arrays["y_test"][:eval_limit])}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; readers (a serving container) need it
@@ -355,7 +371,6 @@ def export_tfrecords(arrays: Arrays, out_dir: Path, train_limit: Optional[int] =
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def export_is_current(out_dir: Path, manifest: dict) -> bool:

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_state_dir(execution, "where `python -m serving up` records the running server; "
                                  "when one is up, each pushed version is checked through it")
     cli.add_timeout(execution, 300.0, "how long to wait for a pushed version to be "
-                                      "AVAILABLE on the running server")
+                                      "AVAILABLE on the running server (0: it must already be)")
     execution.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
     cli.refuse_renamed(execution, "--serving-state-dir", "--state-dir")
     cli.refuse_renamed(execution, "--serving-timeout", "--timeout")
@@ -233,18 +233,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in NAMED_COMMANDS:
-        _resolve_names(_subparser(parser, args.command), args)
+        _resolve_names(cli.subparser(parser, args.command), args)
     if beam_args and args.command not in BEAM_COMMANDS:
-        _subparser(parser, args.command).error(
+        cli.subparser(parser, args.command).error(
             f"arguments after `--` go to Beam; only {', '.join(BEAM_COMMANDS)} take them")
     args.beam_args = tuple(beam_args)
     args.raw_argv = argv + (["--", *beam_args] if beam_args else [])
     return args
-
-
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[command]
 
 
 def _resolve_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -322,8 +317,9 @@ def run(args: argparse.Namespace) -> int:
                                           f"ML Metadata ({metadata_path}) recorded it")
                     raise
                 outcome = outcomes.PUSHED if result.pushed else outcomes.NOT_BLESSED
-                history.record_run(metadata_path, result.run_id, outcome,
-                                   "; ".join(result.validation_failures), result)
+                not_recorded = history.record_run_or_note(
+                    metadata_path, result.run_id, outcome,
+                    "; ".join(result.validation_failures), result)
         except RunAbandoned:
             print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
                   flush=True)
@@ -342,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
                          else outcomes.ERROR.exit_code)
             continue
         print(local_runner.format_summary(result, module.gates(config)), flush=True)
+        if not_recorded:
+            print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
         if not result.pushed:
             codes.append(outcomes.NOT_BLESSED.exit_code)
         else:

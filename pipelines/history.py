@@ -77,6 +77,19 @@ class NotRecorded(RuntimeError):
     """A run's outcome that its ML Metadata store could not take."""
 
 
+def record_run_or_note(metadata_path: Path, run_id: Optional[str], outcome: Outcome,
+                       reason: str = "", result: Optional[RunResult] = None,
+                       **facts) -> str:
+    """record_run for a run whose outcome stands whether or not the store takes it (pushed,
+    rolled back, not blessed...): "" when recorded, else a warning that says why not. The
+    run's exit code stays its outcome's; only `history` misses it."""
+    try:
+        record_run(metadata_path, run_id, outcome, reason, result, **facts)
+    except NotRecorded as e:
+        return f"warning: the run ended {outcome.name}, but `history` will not show it: {e}"
+    return ""
+
+
 def _record_run(metadata_path, run_id, outcome, reason, result, span, span_fingerprint,
                 hyperparameters) -> None:
     store = metadata.open_store(metadata_path, readonly=False)

@@ -88,8 +88,10 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
                       + (f"\nerror: {name}: {e.not_recorded}" if e.not_recorded else "")
                       + (f"\nNext step: {step}" if step else ""))
     except interrupts.RunAbandoned as e:  # SIGTERM/SIGINT: nothing was pushed
-        history.record_run(metadata_path, e.run_id, outcomes.ABANDONED, type(e).__name__,
-                           **span_facts)
+        note = history.record_run_or_note(metadata_path, e.run_id, outcomes.ABANDONED,
+                                          type(e).__name__, **span_facts)
+        if note:
+            log(note)
         raise
 
     if infra_note:
@@ -98,13 +100,12 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     if not result.pushed:
         if result.blessed and result.infra_validation == "FAILED":
             _abandon_model(metadata_path, result, pipeline_name, "failed infra validation")
-        history.record_run(metadata_path, result.run_id, outcomes.NOT_BLESSED,
-                           "; ".join(result.validation_failures), result, **span_facts)
-        return Report(outcomes.NOT_BLESSED)
+        return Report(outcomes.NOT_BLESSED, history.record_run_or_note(
+            metadata_path, result.run_id, outcomes.NOT_BLESSED,
+            "; ".join(result.validation_failures), result, **span_facts))
     if result.push_cached:
-        history.record_run(metadata_path, result.run_id, outcomes.UNCHANGED, "", result,
-                           **span_facts)
-        return Report(outcomes.UNCHANGED)
+        return Report(outcomes.UNCHANGED, history.record_run_or_note(
+            metadata_path, result.run_id, outcomes.UNCHANGED, "", result, **span_facts))
 
     with interrupts.finish_first():  # a pushed version is verified or rolled back, whatever comes
         return _verify(module, config, result, newest, repository, metadata_path,
@@ -122,20 +123,21 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
         repository, config.serving_state_dir, config.serving_timeout, log)
     if verification.status == post_push.ROLLED_BACK:
         _abandon_model(metadata_path, result, pipeline_name, verification.reason)
-        history.record_run(metadata_path, result.run_id, outcomes.NOT_SERVED,
-                           verification.reason, result, **span_facts)
+        note = history.record_run_or_note(metadata_path, result.run_id, outcomes.NOT_SERVED,
+                                          verification.reason, result, **span_facts)
         serving = verification.serving_version
         return Report(outcomes.NOT_SERVED,
                       f"error: {model} version {result.version} was rolled back "
                       f"({verification.reason}); serving "
-                      f"{f'version {serving}' if serving else 'nothing'}")
+                      f"{f'version {serving}' if serving else 'nothing'}"
+                      + (f"\n{note}" if note else ""))
     if verification.status == post_push.SERVED:
         log(f"  serving: version {result.version} is served; smoke check "
             f"{verification.smoke.describe()}")
     else:
         log("  serving: no server is up for this model (start one with `make serve`)")
-    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result, **span_facts)
-    return Report(outcomes.PUSHED)
+    return Report(outcomes.PUSHED, history.record_run_or_note(
+        metadata_path, result.run_id, outcomes.PUSHED, "", result, **span_facts))
 
 
 def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_name: str,
@@ -151,7 +153,7 @@ def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_n
             _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
         history.record_run(metadata_path, e.run_id, outcome, str(e.disk_full or e.cause),
                            **span_facts)
-    except history.NotRecorded as not_recorded:
+    except (history.NotRecorded, metadata.StoreError) as not_recorded:
         e.not_recorded = str(not_recorded)
     return outcome
 

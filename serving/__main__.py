@@ -142,16 +142,21 @@ def _configure_logging(quiet: bool) -> None:
 def _run(args, extra: Tuple[str, ...]) -> int:
     from serving import lifecycle
     from serving.lifecycle.config import UpConfig
+    from serving.lifecycle.errors import EXIT_USAGE
 
     if args.command == "up":
         models = tuple(dict.fromkeys(args.model))  # in order, each once
-        config = UpConfig(repository=args.repository, models=models, state_dir=args.state_dir,
-                          backend=args.backend, image=args.image, grpc_port=args.grpc_port,
-                          rest_port=args.rest_port, extra_args=extra,
-                          config_poll_seconds=args.config_poll_seconds,
-                          file_system_poll_seconds=args.file_system_poll_seconds,
-                          wait_seconds=args.timeout, docker_url=args.docker_url)
-        state = lifecycle.up(config)
+        try:  # a configuration UpConfig or up() refuses is a usage error, found before a start
+            config = UpConfig(repository=args.repository, models=models,
+                              state_dir=args.state_dir, backend=args.backend, image=args.image,
+                              grpc_port=args.grpc_port, rest_port=args.rest_port,
+                              extra_args=extra, config_poll_seconds=args.config_poll_seconds,
+                              file_system_poll_seconds=args.file_system_poll_seconds,
+                              wait_seconds=args.timeout, docker_url=args.docker_url)
+            state = lifecycle.up(config)
+        except ValueError as e:
+            print(f"python -m serving up: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
         if args.json:
             print(json.dumps(state.to_json(), indent=2))
         else:
@@ -198,23 +203,23 @@ def _run(args, extra: Tuple[str, ...]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from serving.lifecycle.errors import LifecycleError
+    from serving.lifecycle.errors import EXIT_FAILED, LifecycleError
 
     argv, extra = split_extra(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra and args.command != "up":
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        subparsers.choices[args.command].error("extra server flags after `--` are for `up` only")
+        cli.subparser(parser, args.command).error(
+            "extra server flags after `--` are for `up` only")
     _configure_logging(args.quiet)
     try:
         return _run(args, extra)
     except LifecycleError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except ValueError as e:  # a config the dataclass rejects
+    except ValueError as e:  # an answer that is not what it should be (not JSON, ...)
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

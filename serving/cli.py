@@ -86,6 +86,12 @@ class Parser(argparse.ArgumentParser):
         return super().add_subparsers(**kwargs)
 
 
+def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of `command` under `parser` (for an error worded as that command's)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def options_group() -> Parser:
     """A parent parser (add_help=False) for options several commands share."""
     return Parser(add_help=False)

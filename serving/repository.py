@@ -155,9 +155,9 @@ class ModelRepository:
             raise
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # ours alone: the name is new
-            staging.mkdir()
             publication = Publication(model_name=model_name, staging=staging)
             try:
+                staging.mkdir()  # a full directory table fails here
                 yield publication
                 if not is_complete_saved_model(staging):
                     raise RepositoryError(f"refusing to publish {model_name}: {staging} has no "

@@ -6,17 +6,31 @@ it: the weak MNIST run (`mnist_seed`) and the SavedModels the servers load (`sav
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
-from toolkit_testing import seed_mnist, write_fake_saved_model
+# No test reaches the developer's own server, repository or runs through a default: the
+# commands' defaults (serving/defaults.py) point into a directory of this test process,
+# set before anything reads them. The MNIST data cache stays the project's (shared, read
+# through toolkit_testing.CACHE). Tests that check the defaults themselves unset these.
+_DEFAULTS_HOME = tempfile.mkdtemp(prefix="toolkit-tests-")
+os.environ.update(TOOLKIT_REPOSITORY=os.path.join(_DEFAULTS_HOME, "model_repository"),
+                  TOOLKIT_PIPELINE_ROOT=os.path.join(_DEFAULTS_HOME, "tfx_runs"),
+                  TOOLKIT_STATE_DIR=os.path.join(_DEFAULTS_HOME, "serving"))
+os.environ.pop("TOOLKIT_CACHE_DIR", None)
+
+from toolkit_testing import seed_mnist, write_fake_saved_model  # noqa: E402 - after the env
 
 
-# `make test` runs two pytest-xdist workers with --dist loadgroup. Every module is one group,
-# so its module-scoped servers and runs are built once, on one worker; modules that share a
-# session fixture too expensive to build twice are one group together. The slowest groups
-# are handed out first, so that the two workers finish at about the same time (the order
-# comes from the durations in benchmarks/README.md; a module not listed runs after these).
-SHARED_GROUPS = {"mnist_seed": "the MNIST seed run"}
+# `make test` runs two pytest-xdist workers with --dist loadfile: a module's tests run on one
+# worker, so its module-scoped servers and runs are built once. (--dist loadgroup, which
+# could also keep the two modules of the MNIST seed together, does not group anything with
+# pytest 9: each worker may build that seed.) The slowest modules are handed out first, so
+# that the two workers finish at about the same time; the order comes from the durations in
+# benchmarks/README.md, and a module not listed runs after these.
 SLOWEST_FIRST = (
     "tests/pipelines/test_retrain_e2e.py",
     "tests/pipelines/test_retrain_half_plus_two_e2e.py",
@@ -35,20 +49,15 @@ SLOWEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """The xdist groups and their order (see SLOWEST_FIRST); harmless without xdist."""
-    group_of = {}
-    for item in items:
+    """The slowest modules first (SLOWEST_FIRST), each module's tests in their own order."""
+    def rank(item) -> int:
         module = item.nodeid.split("::", 1)[0]
-        shared = next((name for name in SHARED_GROUPS if name in item.fixturenames), None)
-        if shared is not None or module not in group_of:
-            group_of[module] = shared or group_of.get(module) or module
-    rank = {}
-    for module, group in group_of.items():
-        order = SLOWEST_FIRST.index(module) if module in SLOWEST_FIRST else len(SLOWEST_FIRST)
-        rank[group] = min(rank.get(group, order), order)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of[item.nodeid.split("::", 1)[0]]))
-    items.sort(key=lambda item: rank[group_of[item.nodeid.split("::", 1)[0]]])
+        return SLOWEST_FIRST.index(module) if module in SLOWEST_FIRST else len(SLOWEST_FIRST)
+    items.sort(key=rank)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_DEFAULTS_HOME, ignore_errors=True)
 
 
 def pytest_addoption(parser):

@@ -39,12 +39,16 @@ def up(config: UpConfig) -> ServerState:
     waiting models join through the polled models.config once the server listens (so
     `up` waits for that much even with wait_seconds 0).
     """
-    repo = _prepare_repository(config)
-    waiting = [m for m in config.models if repo.latest_version(m) is None]
+    repo = ModelRepository(config.repository)
+    try:  # decided before anything is created: a refused command line writes nothing
+        waiting = [m for m in config.models if repo.latest_version(m) is None]
+    except RepositoryError as e:  # a model name no base path can have
+        raise ValueError(str(e)) from e
     if waiting and config.config_poll_seconds <= 0:
         raise ValueError(f"{', '.join(waiting)} has no version yet: the server adds it when it "
                          f"re-reads its models.config, which a config poll of "
                          f"{config.config_poll_seconds:g} s turns off")
+    _prepare_repository(config)
     existing = state_store.load(config.state_dir)
     if existing is not None:
         old = _backend_for(existing)
@@ -76,13 +80,17 @@ def up(config: UpConfig) -> ServerState:
             log.warning(warning)
     deadline = time.monotonic() + (config.wait_seconds or START_SECONDS)
     try:
+        if waiting:  # first: the server's config poll may not wait for the others' loads
+            try:
+                _add_waiting(state, config_path, waiting, deadline)
+            except WaitTimeout:
+                down(config.state_dir, timeout=5)  # it never listened: nothing to keep
+                raise
         if config.wait_seconds > 0:
             for model in config.models:
                 if model not in waiting:
                     wait_for_version(model, repo.latest_version(model),
                                      max(0.0, deadline - time.monotonic()), config.state_dir)
-        if waiting:
-            _add_waiting(state, config_path, waiting, deadline)
     except ServerExited as e:
         down(config.state_dir, timeout=5)  # nothing to keep: the error carries the log
         e.next_step = "fix what the log below says (extra server flags?) and `up` again"
@@ -260,8 +268,6 @@ def _prepare_repository(config: UpConfig) -> ModelRepository:
     try:
         for model in config.models:
             repo.model_dir(model).mkdir(parents=True, exist_ok=True)
-    except RepositoryError as e:  # a model name no base path can have
-        raise ValueError(str(e)) from e
     except OSError as e:
         raise EnvironmentProblem(
             f"cannot create the model repository {repo.root}: {e.strerror or e}: "

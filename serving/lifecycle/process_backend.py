@@ -87,7 +87,9 @@ class ProcessBackend:
             lines = Path(state.log_path).read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "\n".join(lines[-tail:] if tail else lines) + ("\n" if lines else "")
+        if tail is not None:
+            lines = lines[len(lines) - tail:] if tail else []
+        return "\n".join(lines) + ("\n" if lines else "")
 
     def stop(self, state: ServerState, timeout: float = 30.0) -> None:
         if not self.is_running(state):

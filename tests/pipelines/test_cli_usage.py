@@ -241,19 +241,29 @@ def test_list_prints_json(capsys):
     assert json.loads(capsys.readouterr().out) == ["half_plus_two", "mnist"]
 
 
-def test_a_usage_error_is_fast_and_imports_no_tensorflow(tmp_path):
-    """The one subprocess test: the whole command as cron runs it."""
+@pytest.mark.parametrize("argv,error", [
+    (["pipelines", "retrain", "mnist", "--data", "{tmp}/missing", "--pipeline-root",
+      "{tmp}/runs"], "argument --data: {tmp}/missing does not exist"),
+    (["pipelines", "run", "half_plus_two", "--data-dir", "{tmp}/missing", "--pipeline-root",
+      "{tmp}/runs"], "argument --data-dir: {tmp}/missing does not exist"),
+    (["pipelines", "schedule", "mnist", "--data", "{tmp}", "--every", "often",
+      "--pipeline-root", "{tmp}/runs"], "argument --every"),
+    (["serving", "up", "--model", "mnist", "--grpc-port", "70000", "--repository",
+      "{tmp}/repo"], "argument --grpc-port"),
+], ids=["retrain-data", "run-data-dir", "schedule-every", "up-port"])
+def test_a_usage_error_is_fast_and_imports_no_tensorflow(tmp_path, argv, error):
+    """The whole command as cron runs it, in a fresh process (usage_error's in-process
+    import check can only see what this process had not imported yet)."""
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "pipelines", "retrain", "mnist",
-         "--data", str(tmp_path / "missing"), "--pipeline-root", str(tmp_path / "runs")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr
-    assert f"argument --data: {tmp_path / 'missing'} does not exist" in result.stderr
+    assert error.format(tmp=tmp_path) in result.stderr
     imported = {line.split("|")[-1].strip().split(".")[0]
                 for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "argparse" in imported and not imported & set(HEAVY)
-    assert elapsed < 5, elapsed
+    assert elapsed < 20, elapsed  # about 0.2-1 s; loose: the other test worker shares the cores
     assert sorted(p.name for p in tmp_path.iterdir()) == []

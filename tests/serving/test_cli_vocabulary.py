@@ -16,7 +16,7 @@ from pipelines.__main__ import parse_args as pipelines_args
 from serving import cli, defaults
 from serving.__main__ import build_parser, main
 from serving.lifecycle import state as state_store
-from serving.lifecycle.config import DEFAULT_STATE_DIR, Addresses
+from serving.lifecycle.config import Addresses
 from serving.lifecycle.errors import EXIT_CODES, EXIT_NOT_RUNNING, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_up_s_repository_defaults_to_the_project_s(no_toolkit_environment, monke
     monkeypatch.chdir(tmp_path)
     args = serving_args("up", "--model", "mnist")
     assert args.repository == ROOT / "model_repository"
-    assert args.state_dir == ROOT / ".cache" / "serving" == DEFAULT_STATE_DIR
+    assert args.state_dir == ROOT / ".cache" / "serving"
 
 
 @pytest.mark.parametrize("argv,flag", [

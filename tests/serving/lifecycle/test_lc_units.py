@@ -168,16 +168,15 @@ def test_cli_repository_that_cannot_be_created(tmp_path):
     assert not (tmp_path / "s" / "server.json").exists()
 
 
-def test_up_makes_the_base_paths_and_needs_the_config_poll_for_a_model_with_no_version(
-        tmp_path):
+def test_up_needs_the_config_poll_for_a_model_with_no_version_and_writes_nothing(tmp_path):
     """The server adds a model with no version through its polled models.config: with the
-    poll off it never would, so `up` refuses before it starts anything."""
+    poll off it never would, so `up` refuses before it creates or starts anything."""
     repository = tmp_path / "missing" / "repository"
     cfg = UpConfig(repository=repository, models=("a", "b"), state_dir=tmp_path / "s",
                    backend="process", config_poll_seconds=0)
     with pytest.raises(ValueError, match="a, b has no version yet"):
         api.up(cfg)
-    assert sorted(p.name for p in repository.iterdir()) == ["a", "b"]
+    assert not repository.exists()
     assert state_store.load(tmp_path / "s") is None
 
 
