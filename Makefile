@@ -155,7 +155,7 @@ notebook: $(KERNEL_SPEC)
 	  notebooks/mnist_experiment.ipynb
 
 test: $(INSTALLED) $(KERNEL_SPEC)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED)
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -26,11 +26,11 @@ from toolkit_testing import seed_mnist, write_fake_saved_model  # noqa: E402 - a
 
 
 # `make test` runs two pytest-xdist workers with --dist loadfile: a module's tests run on one
-# worker, so its module-scoped servers and runs are built once. (--dist loadgroup, which
-# could also keep the two modules of the MNIST seed together, does not group anything with
-# pytest 9: each worker may build that seed.) The slowest modules are handed out first, so
-# that the two workers finish at about the same time; the order comes from the durations in
-# benchmarks/README.md, and a module not listed runs after these.
+# worker, so its module-scoped servers and runs are built once. The slowest modules are
+# handed out first (--no-loadscope-reorder keeps this order), so that the two workers finish
+# at about the same time; the order comes from the durations in benchmarks/README.md, and a
+# module not listed runs after these. (--dist loadgroup, which could also keep the MNIST
+# seed's two modules together, groups nothing with pytest 9: each worker may build the seed.)
 SLOWEST_FIRST = (
     "tests/pipelines/test_retrain_e2e.py",
     "tests/pipelines/test_retrain_half_plus_two_e2e.py",

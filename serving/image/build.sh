@@ -72,7 +72,7 @@ else
 fi
 
 # ---- stage 2: model server code + entrypoint (fast) ----
-CODE_INPUTS=(serving/__init__.py serving/repository.py serving/lineage.py serving/image/Dockerfile
+CODE_INPUTS=(serving/__init__.py serving/image/Dockerfile
              serving/image/tf_serving_entrypoint.sh serving/image/tensorflow_model_server)
 while IFS= read -r f; do CODE_INPUTS+=("$f"); done \
   < <(cd "$ROOT" && find serving/model_server -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
@@ -84,8 +84,7 @@ else
   CONTEXT="$(mktemp -d)"
   trap 'rm -rf "$CONTEXT"' EXIT
   mkdir -p "$CONTEXT/serving/model_server"
-  cp "$ROOT/serving/__init__.py" "$ROOT/serving/repository.py" "$ROOT/serving/lineage.py" \
-     "$CONTEXT/serving/"
+  cp "$ROOT/serving/__init__.py" "$CONTEXT/serving/"  # the model server needs nothing else
   (cd "$ROOT" && find serving/model_server -name '*.py' -not -path '*/__pycache__/*' \
      -exec cp --parents {} "$CONTEXT/" \;)
   cp "$HERE/Dockerfile" "$HERE/tf_serving_entrypoint.sh" "$HERE/tensorflow_model_server" "$CONTEXT/"

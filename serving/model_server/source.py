@@ -20,11 +20,10 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs_pb2
 
-from serving.repository import is_complete_saved_model
-
 log = logging.getLogger("serving.model_server")
 
 VersionPolicy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 INCOMPLETE_SETTLE_SECONDS = 3.0
 
 
@@ -222,3 +221,12 @@ class FileSystemSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def is_complete_saved_model(path: Path) -> bool:
+    """What a version directory needs before it is loaded: the graph and the variables (a
+    publisher that copies in place, unlike serving/repository.py's rename, shows them late).
+    Here, not imported from the repository: the model server depends on nothing else in
+    serving/, so its image carries only serving/model_server/."""
+    return any((path / name).is_file() for name in SAVED_MODEL_FILES) and \
+        (path / "variables").is_dir()

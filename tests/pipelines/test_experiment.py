@@ -31,6 +31,7 @@ def test_paths_left_unset_are_the_commands_defaults(tmp_path, monkeypatch):
     """The notebook's None parameters follow TOOLKIT_* as `python -m pipelines` does."""
     monkeypatch.setenv("TOOLKIT_REPOSITORY", str(tmp_path / "repo"))
     monkeypatch.delenv("TOOLKIT_PIPELINE_ROOT", raising=False)
+    monkeypatch.delenv("TOOLKIT_STATE_DIR", raising=False)
     config = experiment.project_config("fast")
     assert config.repository == tmp_path / "repo"
     assert config.pipeline_root == provenance.PROJECT_ROOT / "tfx_runs"

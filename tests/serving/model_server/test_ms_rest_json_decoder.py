@@ -6,6 +6,7 @@ bytes), charge the same element budget, and refuse with the same code and messag
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import math
 from itertools import chain
@@ -352,12 +353,15 @@ def tensors(draw):
     valid = LEAVES.get(dtype, INTS)
     leaves = draw(st.sampled_from([valid, valid, st.one_of(valid, ANY_LEAF)]))
     flat = draw(st.lists(leaves, min_size=math.prod(shape), max_size=math.prod(shape)))
-    value = _nest(flat, shape)
+    value = copy.deepcopy(_nest(flat, shape))  # mutated below: never a value hypothesis holds
     mutation = draw(st.sampled_from(["none", "none", "append", "pop", "leaf", "list"]))
     if mutation != "none" and isinstance(value, list):
         node = value
         while node and isinstance(node[0], list) and draw(st.booleans()):
-            node = node[draw(st.integers(0, len(node) - 1))]
+            child = node[draw(st.integers(0, len(node) - 1))]
+            if not isinstance(child, list):  # a leaf that is itself a list or an object
+                break
+            node = child
         if mutation == "append":
             node.append(draw(ANY_LEAF) if not node or not isinstance(node[0], list) else [])
         elif mutation == "pop" and node:
