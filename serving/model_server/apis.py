@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Dict, Optional, Protocol, Sequence, Tuple
+from typing import ContextManager, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
@@ -28,14 +28,36 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_pb2, predict_pb2, regression_pb2)
 
 from serving.model_server import signatures
+from serving.model_server.config import ServerConfig
 from serving.model_server.errors import Code, ServingError, invalid_argument
 from serving.model_server.loader import Servable
+from serving.model_server.manager import Manager
+from serving.model_server.metrics import Metrics
 from serving.model_server.tensors import ProtoInputs, to_tensor_proto
 
-if TYPE_CHECKING:  # server_core loads versions with warmup, which replays through here
-    from serving.model_server.server_core import ServerCore
-
 OFFLOAD_BYTES = 256 << 10  # Predict inputs this large are converted off the event loop
+
+
+class Core(Protocol):
+    """What the APIs run on: server_core.ServerCore. Named here by what is used, not
+    imported: server_core loads versions with warmup, which replays requests through
+    this module, so an import back would close a circle."""
+
+    config: ServerConfig
+    metrics: Metrics
+    manager: Manager
+
+    def request(self, api: str, model_name: str, entrypoint: str) -> ContextManager:
+        """Counts and times one request of `api`."""
+
+    def servable(self, model_spec: model_pb2.ModelSpec) -> ContextManager[Servable]:
+        """The version `model_spec` names, held for the request."""
+
+    def lookup(self, model_spec: model_pb2.ModelSpec) -> Servable:
+        """The version `model_spec` names (for what loading set)."""
+
+    def apply_config(self, model_config, timeout: Optional[float] = None):
+        """Serve a new ModelServerConfig (ReloadConfig)."""
 
 
 class Inputs(Protocol):
@@ -90,7 +112,7 @@ def answered_by(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
 class Apis:
     """Every API over one ServerCore; blocking work runs on `executor`."""
 
-    def __init__(self, core: ServerCore, executor):
+    def __init__(self, core: Core, executor):
         self.core = core
         self.executor = executor
         self.check_method = core.config.enable_signature_method_name_check
@@ -248,7 +270,7 @@ def run_multi_inference(servable: Servable, request, check_method: bool,
 
 # ---- the model service and metadata ---------------------------------------------------------
 
-def get_model_metadata(core: ServerCore, request: get_model_metadata_pb2.GetModelMetadataRequest
+def get_model_metadata(core: Core, request: get_model_metadata_pb2.GetModelMetadataRequest
                        ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     if not request.metadata_field:
         raise invalid_argument("GetModelMetadataRequest must specify at least one "
@@ -267,7 +289,7 @@ def get_model_metadata(core: ServerCore, request: get_model_metadata_pb2.GetMode
     return response
 
 
-def get_model_status(core: ServerCore, request: get_model_status_pb2.GetModelStatusRequest
+def get_model_status(core: Core, request: get_model_status_pb2.GetModelStatusRequest
                      ) -> get_model_status_pb2.GetModelStatusResponse:
     spec = request.model_spec
     if not spec.name:

@@ -1,4 +1,5 @@
-"""The model server stands alone: it imports nothing from the rest of serving/ (its image,
+"""The model server stands alone and has no import circle: it imports nothing from the rest
+of serving/ (its image,
 serving/image/build.sh, carries serving/model_server/ only)."""
 
 from __future__ import annotations
@@ -34,3 +35,42 @@ def test_the_check_sees_an_import_from_outside(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from serving import repository\nimport serving.lifecycle\n")
     assert sorted(imported_names(module)) == ["serving", "serving.lifecycle", "serving.repository"]
+
+
+def module_level_imports(path: Path):
+    """The serving.model_server modules `path` imports at module level (TYPE_CHECKING and
+    other `if` blocks included; imports inside functions are not part of the structure)."""
+    prefix = "serving.model_server"
+    body = list(ast.parse(path.read_text(), str(path)).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            body.extend(node.body + node.orelse + getattr(node, "finalbody", []))
+            for handler in getattr(node, "handlers", []):
+                body.extend(handler.body)
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith(prefix + "."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
+            if node.module == prefix:
+                yield from (f"{prefix}.{a.name}" for a in node.names)
+            else:
+                yield node.module
+
+
+def test_no_import_circle_inside_the_model_server():
+    name = {p: "serving.model_server." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+            for p in MODULES}
+    graph = {name[p].removesuffix(".__init__"): set(module_level_imports(p)) for p in MODULES}
+
+    def circle_from(start, path):
+        for nxt in graph.get(path[-1], ()):
+            if nxt == start:
+                return path + [start]
+            if nxt not in path and nxt in graph:
+                found = circle_from(start, path + [nxt])
+                if found:
+                    return found
+        return None
+
+    circles = [c for c in (circle_from(m, [m]) for m in graph) if c]
+    assert circles == [], " -> ".join(circles[0])
