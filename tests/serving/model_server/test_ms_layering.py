@@ -1,6 +1,5 @@
 """The model server stands alone and has no import circle: it imports nothing from the rest
-of serving/ (its image,
-serving/image/build.sh, carries serving/model_server/ only)."""
+of serving/ (its image, serving/image/build.sh, carries serving/model_server/ only)."""
 
 from __future__ import annotations
 
