@@ -6,7 +6,10 @@ the same second collide. This component keeps the Pusher's contract (its spec, t
 blessing checks on `model_blessing` and `infra_blessing`, the `pushed` /
 `pushed_destination` / `pushed_version` properties, the archive copy) and swaps the copy
 for `ModelRepository.publish`: integer versions that only grow, renamed into place
-complete. A model identical to the latest version is not published again.
+complete, as a **candidate** (`<model>/.candidates/N`, which no server polling the base
+path sees). The run then deploys it (pipelines/post_push.py: canary, smoke check,
+promote or reject; or a candidate while an operator holds the model). A model identical
+to the newest published version or candidate is not published again.
 
 It also takes what the lineage record needs, as optional inputs: the examples the model
 was trained and evaluated on (spans, data checksum), the Evaluator's `evaluation`
@@ -89,13 +92,13 @@ class Executor(pusher_executor.Executor):
             logging.info("%s version %d already holds this model; not publishing it again.",
                          model_name, version)
             model_push.set_int_custom_property(REUSED_VERSION_KEY, 1)
-            path = repository.version_path(model_name, version)
+            path = repository.locate(model_name, version)
         else:
             config = json_utils.loads(
                 exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
             record = self._lineage(input_dict, config.get(LINEAGE_CONFIG_KEY, {}), repository,
                                    model_name)
-            with repository.publish(model_name) as publication:
+            with repository.publish(model_name, candidate=True) as publication:
                 io_utils.copy_dir(model_path, str(publication.staging))
                 record.published_at = lineage_record.now()
                 lineage_record.write(publication.staging, record)

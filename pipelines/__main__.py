@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="re-run every component instead of reusing cached results")
     cli.add_state_dir(execution, "where `python -m serving up` records the running server; "
                                  "when one is up, each pushed version is checked through it")
-    cli.add_timeout(execution, 300.0, "how long to wait for a pushed version to be "
-                                      "AVAILABLE on the running server (0: it must already be)")
+    cli.add_timeout(execution, 300.0, "how long to wait for a pushed version to load as the "
+                                      "canary, and to be promoted, on the running server")
+    execution.add_argument("--no-promote", dest="promote", action="store_false",
+                           help="publish the pushed version as a candidate only (registered, "
+                                "not loaded); `python -m serving promote` serves it later")
     execution.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
     cli.refuse_renamed(execution, "--serving-state-dir", "--state-dir")
     cli.refuse_renamed(execution, "--serving-timeout", "--timeout")
@@ -343,29 +346,27 @@ def run(args: argparse.Namespace) -> int:
         if not result.pushed:
             codes.append(outcomes.NOT_BLESSED.exit_code)
         else:
-            codes.append(check_served(module.MODEL_NAME, result.version, args))
+            codes.append(check_served(module.MODEL_NAME, result.version, args, repository))
     return outcomes.worst(codes)
 
 
-def check_served(model: str, version: int, args: argparse.Namespace) -> int:
-    """When a server is up, prove the pushed version is served: the serving module's job."""
-    from serving import lifecycle
+def check_served(model: str, version: int, args: argparse.Namespace, repository) -> int:
+    """Deploy the pushed candidate the one way every run does (pipelines/post_push.py); the
+    canary's check is one sample prediction, as `run` has no eval span at hand."""
+    from pipelines import post_push
 
-    try:
-        served = lifecycle.verify_pushed(model, version, timeout=args.timeout,
-                                         state_dir=args.state_dir)
-    except lifecycle.LifecycleError as e:
-        print(f"error: {model} version {version} was pushed but is not served (it stays in "
-              f"the repository; nothing was rolled back): {e}", file=sys.stderr)
+    deployment = post_push.deploy(model, version, repository, args.state_dir, args.timeout,
+                                  promote=args.promote)
+    if deployment.status == post_push.REJECTED:
+        print(f"error: {model} version {version} was rejected ({deployment.reason}); stable "
+              f"stays {deployment.serving_version}", file=sys.stderr)
         return outcomes.RUN_NOT_SERVED.exit_code
-    if served is None:
-        print("  serving: no server is up (start one with `make serve`)")
-        return outcomes.PUSHED.exit_code
-    _, prediction = served
-    sample = json.dumps(prediction)
-    print(f"  serving: version {version} is AVAILABLE; sample prediction: "
-          f"{sample if len(sample) <= 200 else sample[:200] + '...'}", flush=True)
-    return outcomes.PUSHED.exit_code
+    if deployment.status == post_push.HELD:
+        print(f"{model}: version {version} is a candidate, not promoted: {model} is "
+              f"{deployment.reason}\nNext step: {deployment.next_step}", flush=True)
+        return outcomes.HELD.exit_code
+    return outcomes.CANDIDATE.exit_code if deployment.status == post_push.CANDIDATE \
+        else outcomes.PUSHED.exit_code
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -382,7 +383,7 @@ def retrain(args: argparse.Namespace) -> int:
             serving_image=args.serving_image,
             trainer_module=str(args.trainer_module.absolute()) if args.trainer_module else None,
             serving_state_dir=args.state_dir, serving_timeout=args.timeout,
-            smoke_examples=args.smoke_examples)
+            smoke_examples=args.smoke_examples, promote=args.promote)
     except ValueError as e:
         print(f"python -m pipelines retrain: error: {e}", file=sys.stderr)
         return outcomes.USAGE.exit_code

@@ -60,6 +60,8 @@ class RetrainConfig:
     serving_state_dir: Path = dataclasses.field(default_factory=defaults.state_dir)
     serving_timeout: float = 300.0
     smoke_examples: int = 200
+    # False: the pushed version stays a candidate (--no-promote).
+    promote: bool = True
 
     def __post_init__(self):
         if self.window < 1:

@@ -163,11 +163,11 @@ def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.S
     xs = np.array([x for x, _ in rows])
     ys = np.array([y for _, y in rows])
 
-    def check(rest_url: str, version: int) -> post_push.SmokeResult:
-        regressed = health.regress(rest_url, MODEL_NAME,
+    def check(rest_url: str, entry: str, label: str) -> post_push.SmokeResult:
+        regressed = health.regress(rest_url, entry,
                                    [{half_plus_two_data.FEATURE: float(x)} for x in xs],
-                                   signature=EVAL_SIGNATURE, version=version)
-        predicted = health.predict(rest_url, MODEL_NAME, xs.tolist(), version=version)
+                                   signature=EVAL_SIGNATURE, label=label)
+        predicted = health.predict(rest_url, entry, xs.tolist(), label=label)
         metrics = {
             "regress mean_squared_error":
                 float(np.mean((np.asarray(regressed["results"]) - ys) ** 2)),

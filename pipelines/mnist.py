@@ -246,13 +246,13 @@ def smoke_check(eval_dir: Path, config: RunConfig, examples: int) -> post_push.S
     gate = profile.accuracy_gate
     floor = gate - 3 * math.sqrt(gate * (1 - gate) / max(1, len(labels)))
 
-    def check(rest_url: str, version: int) -> post_push.SmokeResult:
-        classified = health.classify(rest_url, MODEL_NAME,
+    def check(rest_url: str, entry: str, label: str) -> post_push.SmokeResult:
+        classified = health.classify(rest_url, entry,
                                      [{mnist_data.IMAGE_KEY: p} for p in pixels.tolist()],
-                                     signature=EVAL_SIGNATURE, version=version)
+                                     signature=EVAL_SIGNATURE, label=label)
         classes = [int(max(result, key=lambda c: c[1])[0]) for result in classified["results"]]
-        predicted = health.predict(rest_url, MODEL_NAME, (pixels / 255.0).tolist(),
-                                   version=version)
+        predicted = health.predict(rest_url, entry, (pixels / 255.0).tolist(),
+                                   label=label)
         scores = np.asarray(predicted["predictions"])
         metrics = {"classify accuracy": float(np.mean(np.asarray(classes) == labels)),
                    "predict accuracy": float(np.mean(scores.argmax(axis=1) == labels))}

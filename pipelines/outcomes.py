@@ -17,7 +17,12 @@ class Outcome:
     meaning: str
 
 
-PUSHED = Outcome("pushed", 0, "a new version was pushed (and served, when a server is up)")
+PUSHED = Outcome("pushed", 0, "a new version was pushed and is stable: verified as the "
+                              "canary and promoted when a server is up, promoted unverified "
+                              "when none is")
+CANDIDATE = Outcome("candidate", 0, "--no-promote: a new version was published as a "
+                                    "candidate, not loaded (`python -m serving promote` "
+                                    "serves it)")
 UNCHANGED = Outcome("unchanged", 0, "the model equals the latest version; nothing to push")
 ERROR = Outcome("error", 1, "a component failed, unreadable data, unwritable "
                             "repository, ...")
@@ -25,9 +30,9 @@ ANOMALIES = Outcome("anomalies", 1, "the new data does not match the schema; not
 USAGE = Outcome("usage", 2, "bad command line")
 NOT_BLESSED = Outcome("not blessed", 3, "the Evaluator's gates (or InfraValidator) did not "
                                         "pass; nothing pushed")
-NOT_SERVED = Outcome("rolled back", 4, "pushed, but the running server did not serve it well "
-                                       "(failed to load, or below the gate in the smoke "
-                                       "check): rolled back to the previous version")
+NOT_SERVED = Outcome("rejected", 4, "pushed, but the canary did not serve well (failed to "
+                                    "load, or below the gate in the smoke check): withdrawn "
+                                    "as .rejected-N; stable never changed")
 NOTHING_NEW = Outcome("nothing new", 5, "no span newer than the last one trained on")
 LOCKED = Outcome("locked", 6, "another run of the same model is in progress")
 DRIFT = Outcome("drift", 7, "the new span drifted beyond a threshold; nothing pushed "
@@ -36,19 +41,22 @@ DISK_FULL = Outcome("disk full", 8, "a disk ran out of space: the repository's d
                                     "push, or the pipeline root's; the message names the "
                                     "filesystem, its free space and the path. Nothing "
                                     "half-written is served; free space and run again")
+HELD = Outcome("held", 9, "pushed as a candidate, not promoted: an operator holds the model "
+                         "(`python -m serving hold`); the output says who, when, why and how "
+                         "to promote it")
 ABANDONED = Outcome("abandoned", 143, "stopped by SIGTERM or SIGINT; nothing pushed")
 
-ALL: Tuple[Outcome, ...] = (PUSHED, UNCHANGED, ERROR, ANOMALIES, USAGE, NOT_BLESSED,
-                            NOT_SERVED, NOTHING_NEW, LOCKED, DRIFT, DISK_FULL, ABANDONED)
+ALL: Tuple[Outcome, ...] = (PUSHED, CANDIDATE, UNCHANGED, ERROR, ANOMALIES, USAGE,
+                            NOT_BLESSED, NOT_SERVED, NOTHING_NEW, LOCKED, DRIFT, DISK_FULL,
+                            HELD, ABANDONED)
 # Not a command's outcome: how a run that only ingested an older span into the training
 # window ended, as `history` shows it.
 INGESTED = Outcome("ingested", 0, "an older span passed the data gates into the window")
 
-# `run` never rolls back (only `retrain` does): its exit 4 leaves the pushed version in place.
-RUN_NOT_SERVED = Outcome("not served", 4, "pushed, but the running server did not serve it "
-                                          "(it failed to load, or was not AVAILABLE within "
-                                          "--timeout); nothing was rolled back: the version "
-                                          "stays in the repository")
+# `run`'s canary check is one sample prediction (it has no eval span at hand).
+RUN_NOT_SERVED = Outcome("rejected", 4, "pushed, but the canary did not load or did not "
+                                        "answer a sample prediction: withdrawn as "
+                                        ".rejected-N; stable never changed")
 # The other commands' outcomes.
 DONE = Outcome("done", 0, "the command did what it says")
 FAILED = Outcome("error", 1, "the command failed; the message says why")
@@ -60,7 +68,8 @@ STOPPED = Outcome("stopped", 0, "the loop ended: SIGTERM/SIGINT or --max-runs (e
 # Each command's exit codes, as its --help lists them (`python -m pipelines COMMAND --help`).
 BY_COMMAND = {
     "list": (DONE, USAGE),
-    "run": (PUSHED, ERROR, USAGE, NOT_BLESSED, RUN_NOT_SERVED, LOCKED, DISK_FULL, ABANDONED),
+    "run": (PUSHED, CANDIDATE, ERROR, USAGE, NOT_BLESSED, RUN_NOT_SERVED, LOCKED, DISK_FULL,
+            HELD, ABANDONED),
     "retrain": ALL,
     "schedule": (STOPPED, USAGE),
     "make-spans": (DONE, SPANS_FAILED, USAGE),
@@ -79,8 +88,9 @@ def exit_codes_help(outcomes=ALL, title: str = "exit codes:") -> str:
 
 def worst(codes) -> int:
     """The exit code of several runs (`run a b`): errors first, then the most serious."""
-    order = [ERROR.exit_code, DISK_FULL.exit_code, ABANDONED.exit_code, DRIFT.exit_code, NOT_SERVED.exit_code,
-             NOT_BLESSED.exit_code, LOCKED.exit_code, NOTHING_NEW.exit_code]
+    order = [ERROR.exit_code, DISK_FULL.exit_code, ABANDONED.exit_code, DRIFT.exit_code,
+             NOT_SERVED.exit_code, NOT_BLESSED.exit_code, LOCKED.exit_code, HELD.exit_code,
+             NOTHING_NEW.exit_code]
     for code in order:
         if code in codes:
             return code

@@ -6,10 +6,10 @@
 3. Run the retraining pipeline (`pipelines/retraining.py`): data gates, the span window,
    a warm-started Trainer, the Evaluator's gates, InfraValidator when Docker is there, the
    Pusher with the lineage record.
-4. With a server up, verify the pushed version through it and roll back on failure
-   (`pipelines/post_push.py`).
+4. Deploy the pushed candidate (`pipelines/post_push.py`): with a server up, as the
+   canary, smoke-checked, then promoted or rejected; held or --no-promote: a candidate.
 5. Record the outcome in ML Metadata; a span the data gates rejected and a model that was
-   rolled back (or failed infra validation) are marked ABANDONED there, so they are never
+   rejected (or failed infra validation) are marked ABANDONED there, so they are never
    trained on, compared against or warm-started from again.
 """
 
@@ -25,6 +25,7 @@ from pipelines import (history, interrupts, local_runner, metadata, outcomes, po
 from pipelines import retraining
 from pipelines.config import RetrainConfig
 from pipelines.outcomes import Outcome
+from serving import rollouts
 from serving.repository import ModelRepository
 
 GATE_OUTCOMES = {"AnomaliesGate": outcomes.ANOMALIES, "DriftGate": outcomes.DRIFT}
@@ -103,11 +104,12 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
         return Report(outcomes.NOT_BLESSED, history.record_run_or_note(
             metadata_path, result.run_id, outcomes.NOT_BLESSED,
             "; ".join(result.validation_failures), result, **span_facts))
-    if result.push_cached:
+    if result.push_cached and result.version == rollouts.load(
+            repository.model_dir(model), model).stable:
         return Report(outcomes.UNCHANGED, history.record_run_or_note(
             metadata_path, result.run_id, outcomes.UNCHANGED, "", result, **span_facts))
 
-    with interrupts.finish_first():  # a pushed version is verified or rolled back, whatever comes
+    with interrupts.finish_first():  # a pushed version is promoted or rejected, whatever comes
         return _verify(module, config, result, newest, repository, metadata_path,
                        pipeline_name, span_facts, log)
 
@@ -115,29 +117,34 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
 def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
             newest: spans.NewestSpan, repository: ModelRepository, metadata_path: Path,
             pipeline_name: str, span_facts, log) -> Report:
-    """The post-push check through the running server, the rollback, the run's record."""
+    """Deploy the pushed candidate (canary, smoke check, promote or reject), record the run."""
     run, model = config.run, module.MODEL_NAME
     eval_dir = spans.span_dir(run.data_dir, newest.span) / "eval"
-    verification = post_push.verify_push(
-        model, result.version, module.smoke_check(eval_dir, run, config.smoke_examples),
-        repository, config.serving_state_dir, config.serving_timeout, log)
-    if verification.status == post_push.ROLLED_BACK:
-        _abandon_model(metadata_path, result, pipeline_name, verification.reason)
+    deployment = post_push.deploy(
+        model, result.version, repository, config.serving_state_dir, config.serving_timeout,
+        module.smoke_check(eval_dir, run, config.smoke_examples), promote=config.promote,
+        log=log)
+    if deployment.status == post_push.REJECTED:
+        _abandon_model(metadata_path, result, pipeline_name, deployment.reason)
         note = history.record_run_or_note(metadata_path, result.run_id, outcomes.NOT_SERVED,
-                                          verification.reason, result, **span_facts)
-        serving = verification.serving_version
+                                          deployment.reason, result, **span_facts)
+        serving = deployment.serving_version
         return Report(outcomes.NOT_SERVED,
-                      f"error: {model} version {result.version} was rolled back "
-                      f"({verification.reason}); serving "
-                      f"{f'version {serving}' if serving else 'nothing'}"
+                      f"error: {model} version {result.version} was rejected "
+                      f"({deployment.reason}); stable stays "
+                      f"{f'version {serving}' if serving else 'unset'}"
                       + (f"\n{note}" if note else ""))
-    if verification.status == post_push.SERVED:
-        log(f"  serving: version {result.version} is served; smoke check "
-            f"{verification.smoke.describe()}")
-    else:
-        log("  serving: no server is up for this model (start one with `make serve`)")
-    return Report(outcomes.PUSHED, history.record_run_or_note(
-        metadata_path, result.run_id, outcomes.PUSHED, "", result, **span_facts))
+    outcome = {post_push.HELD: outcomes.HELD,
+               post_push.CANDIDATE: outcomes.CANDIDATE}.get(deployment.status, outcomes.PUSHED)
+    if deployment.status == post_push.PROMOTED and deployment.smoke is not None:
+        log(f"  serving: smoke check {deployment.smoke.describe()}")
+    note = history.record_run_or_note(metadata_path, result.run_id, outcome,
+                                      deployment.reason, result, **span_facts)
+    if deployment.status == post_push.HELD:
+        return Report(outcome, f"{model}: version {result.version} is a candidate, not "
+                               f"promoted: {model} is {deployment.reason}\nNext step: "
+                               f"{deployment.next_step}" + (f"\n{note}" if note else ""))
+    return Report(outcome, note)
 
 
 def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_name: str,

@@ -16,6 +16,11 @@ from typing import List, Optional, Sequence, Tuple
 from serving import cli, defaults
 
 
+ROLLOUT_NOTE = ("The rollout record lives with the repository "
+                "(<repository>/<model>/.rollout.json), so every server of it and every run "
+                "sees the same stable version; see docs/rollouts.md.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m serving` and all its commands (what --help shows)."""
     from serving.lifecycle.config import DEFAULT_IMAGE, STANDIN_IMAGE
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "recorded server; fail at once when it fails to load.")
     cli.add_model(wt, many=False, required=True)
     wt.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
-                    help="default: the latest version in the repository")
+                    help="default: the stable version (the rollout record's)")
     cli.add_timeout(wt, 300.0, "how long to wait for the version to be AVAILABLE")
 
     lg = sub.add_parser("logs", parents=[common], epilog=epilog, help="the server's log",
@@ -101,16 +106,56 @@ def build_parser() -> argparse.ArgumentParser:
                                     "it. Nothing running is not an error.")
     cli.add_timeout(dn, 30.0, "how long to let the server drain before it is killed")
 
-    rb = sub.add_parser("rollback", parents=[common], epilog=epilog,
-                        help="serve version N of a model, with no restart, and verify it",
-                        description="Pin a model to version N (or unpin it: --to latest) on "
-                                    "the running server, with no restart, and return once N "
-                                    "is the only AVAILABLE version.")
-    cli.add_model(rb, many=False, required=True)
-    rb.add_argument("--to", required=True, type=cli.version_or_latest, metavar="N|latest",
-                    help="a version number, or `latest` to unpin")
-    cli.add_timeout(rb, 120.0, "how long to wait for the version to be the only one "
-                               "AVAILABLE")
+    def rollout_command(name: str, help_text: str, description: str) -> cli.Parser:
+        command = sub.add_parser(name, parents=[common], epilog=epilog, help=help_text,
+                                 description=description + " " + ROLLOUT_NOTE)
+        command.add_argument("--repository", type=cli.dir_path, default=None, metavar="DIR",
+                             help="the model repository (default: the one the server in "
+                                  "--state-dir serves; with none up, "
+                                  f"${defaults.REPOSITORY.variable} or "
+                                  f"{defaults.repository()})")
+        cli.add_model(command, many=False, required=True)
+        return command
+
+    pm = rollout_command("promote", "make version N stable (loaded first, then labelled)",
+                         "Make version N of a model stable: a candidate is moved into the "
+                         "published versions; on the running server N is loaded, then the "
+                         "`stable` label moves to it, then the old versions unload; the "
+                         "answer of labels/stable is checked. The old stable becomes "
+                         "previous. An operator's promote works while the model is held, "
+                         "and the hold stays.")
+    pm.add_argument("--version", type=cli.positive_int, required=True, metavar="N",
+                    help="a published or candidate version")
+    cli.add_timeout(pm, 120.0, "how long to wait for N to load and the label to answer")
+    cli.add_json(pm, "print the rollout record as JSON")
+
+    rb = rollout_command("rollback", "stable goes back to previous (a label move)",
+                         "Stable goes back to the previous stable version (or to --to N, a "
+                         "version that was stable before): a label move on the running server, "
+                         "no restart; the previous stable is kept loaded for this.")
+    rb.add_argument("--to", type=cli.positive_int, default=None, metavar="N",
+                    help="a version that was stable before (default: the previous stable)")
+    cli.add_timeout(rb, 120.0, "how long to wait for the label to answer")
+    cli.add_json(rb, "print the rollout record as JSON")
+
+    hd = rollout_command("hold", "freeze what is served: runs publish candidates only",
+                         "Freeze what is served: while held, no unattended run (run, retrain, "
+                         "schedule, the notebook) changes stable or canary; each publishes a "
+                         "candidate and says who held the model, when and why.")
+    hd.add_argument("--reason", default="", metavar="TEXT", help="why (shown to every run)")
+    cli.add_json(hd, "print the rollout record as JSON")
+
+    rl = rollout_command("release", "lift a hold", "Lift an operator's hold: the next run "
+                                                   "promotes again.")
+    cli.add_json(rl, "print the rollout record as JSON")
+
+    vs = rollout_command("versions", "the registry view: every version, its role and lineage",
+                         "Every version of a model in the repository, published, candidate or "
+                         "rejected, with its role (stable, canary, previous, candidate, "
+                         "rejected, served before, never served), its lineage (run, spans, "
+                         "metrics, gates, created), why a rejected one was rejected, and its "
+                         "live state when a server is up. Needs no server.")
+    cli.add_json(vs)
 
     pr = sub.add_parser("predict", parents=[common], epilog=epilog,
                         help="one sample REST prediction",
@@ -121,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a JSON list (default: one instance of zeros shaped like the "
                          "model's serving_default inputs)")
     pr.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
-                    help="default: the version the server picks (the latest it serves)")
+                    help="default: the version the server picks (stable: the model's entry loads "
+                         "stable, and previous only below it)")
     return p
 
 
@@ -191,15 +237,55 @@ def _run(args, extra: Tuple[str, ...]) -> int:
         was_running = lifecycle.down(args.state_dir, args.timeout)
         print("stopped and removed" if was_running else "nothing was running")
         return 0
-    if args.command == "rollback":
-        st = lifecycle.rollback(args.model, args.to, args.state_dir, args.timeout)
-        print(f"{args.model}: serving {st.available()}")
-        return 0
+    if args.command in ROLLOUT_COMMANDS:
+        return _rollout(args)
     if args.command == "predict":
         print(json.dumps(lifecycle.sample_prediction(args.model, args.instances, args.state_dir,
                                                      args.version)))
         return 0
     raise AssertionError(args.command)
+
+
+ROLLOUT_COMMANDS = ("promote", "rollback", "hold", "release", "versions")
+
+
+def _rollout(args) -> int:
+    from serving import lifecycle
+    from serving.lifecycle import rollout
+
+    repository = args.repository
+    if repository is None:
+        recorded = lifecycle.running_server_for(args.model, args.state_dir)
+        repository = Path(recorded.repository) if recorded else defaults.repository()
+    if args.command == "versions":
+        view = rollout.versions(args.model, repository, args.state_dir)
+        print(json.dumps(view, indent=2) if args.json else rollout.versions_text(view))
+        return 0
+    if args.command == "promote":
+        change = rollout.promote(args.model, args.version, repository, args.state_dir,
+                                 args.timeout)
+        record = change.record
+        text = (f"{args.model}: version {record.stable} is stable"
+                + (f" (labels on {change.server}: {change.verified})" if change.server
+                   else " (no server is up: `up` serves it)")
+                + (f"; previous {record.previous}" if record.previous else "")
+                + (f"\nthe hold stays: {record.hold.describe()}" if record.hold else ""))
+    elif args.command == "rollback":
+        change = rollout.rollback(args.model, repository, args.to, args.state_dir, args.timeout)
+        record = change.record
+        text = (f"{args.model}: rolled back to version {record.stable}"
+                + (f" (labels on {change.server}: {change.verified})" if change.server
+                   else " (no server is up: `up` serves it)"))
+    elif args.command == "hold":
+        record = rollout.hold(args.model, repository, args.reason)
+        change = rollout.Change(args.model, record)
+        text = f"{args.model}: {record.hold.describe()}; stable stays {record.stable}"
+    else:
+        record = rollout.release(args.model, repository)
+        change = rollout.Change(args.model, record)
+        text = f"{args.model}: released; the next run promotes again"
+    print(json.dumps(change.to_json(), indent=2) if args.json else text)
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -284,18 +284,6 @@ def json_list(text: str) -> list:
     return value
 
 
-def version_or_latest(text: str):
-    """A version number (int), or `latest` (None)."""
-    if text == "latest":
-        return None
-    try:
-        return non_negative_int(text)
-    except argparse.ArgumentTypeError:
-        raise _error(f"expected a version number or `latest`, got {text!r}") from None
-
-
-# ---- exit codes ---------------------------------------------------------------------------
-
 def exit_codes_help(rows: Iterable[Tuple[int, str]]) -> str:
     """The `exit codes:` block of --help from (code, meaning) rows."""
     lines = ["exit codes:"]

@@ -9,9 +9,18 @@ clean up, so each staging directory has a lock file beside it that its publisher
 (flock, released by the kernel when the process dies): the next publish removes the
 staging directories whose lock is free, and never one whose publisher is alive.
 
-A version found bad after it was published (a failed post-push check) is withdrawn by
-renaming it to `.rejected-<version>`: servers stop seeing it at their next poll, its
-number is never given out again, and its lineage record says why.
+A push lands as a **candidate**, `<root>/<model>/.candidates/<version>/`: a server polling
+the base path (the official image's default `latest` policy included) never sees it, as
+it is not an integer-named child of `<model>/`. `promote_candidate` renames it into
+`<model>/<version>` once it is verified (or at once, where no server can verify it); the
+rollout record (serving/rollouts.py) says which published version is served. The canary
+entry of a server's model config points at `.candidates/`, so a canary is loaded from
+there and never by a plain server. Version numbers are one sequence over the published
+versions, the candidates and the rejected ones, taken under the model's `.versions.lock`.
+
+A version found bad (a failed canary, a failed post-push check) is withdrawn by renaming
+it to `.rejected-<version>`: servers stop seeing it at their next poll, its number is
+never given out again, and its lineage record says why.
 
 A publish that runs out of space (ENOSPC anywhere: the copy, the lineage record, the
 fsync, the rename) raises `RepositoryDiskFull`, naming the filesystem, its free space and
@@ -40,6 +49,8 @@ from serving import lineage as lineage_record
 log = logging.getLogger("serving.repository")
 
 STAGING_PREFIX = ".staging-"
+CANDIDATES_DIR = ".candidates"
+VERSIONS_LOCK = ".versions.lock"
 STAGING_LOCK_SUFFIX = ".lock"
 REJECTED_PREFIX = ".rejected-"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -95,17 +106,60 @@ class ModelRepository:
         versions = self.versions(model_name)
         return versions[-1] if versions else None
 
+    def candidates_dir(self, model_name: str) -> Path:
+        """Where pushed versions wait to be verified and promoted (a base path of its own)."""
+        return self.model_dir(model_name) / CANDIDATES_DIR
+
+    def candidate_path(self, model_name: str, version: int) -> Path:
+        return self.candidates_dir(model_name) / str(version)
+
+    def candidates(self, model_name: str) -> List[int]:
+        """Versions pushed but not promoted (complete SavedModels), ascending."""
+        return [v for v in _numbered(self.candidates_dir(model_name))
+                if is_complete_saved_model(self.candidate_path(model_name, v))]
+
+    def locate(self, model_name: str, version: int) -> Optional[Path]:
+        """The directory of `version` wherever it is: published, candidate or rejected."""
+        for path in (self.version_path(model_name, version),
+                     self.candidate_path(model_name, version),
+                     self.model_dir(model_name) / f"{REJECTED_PREFIX}{version}"):
+            if path.is_dir():
+                return path
+        return None
+
+    def promote_candidate(self, model_name: str, version: int) -> Path:
+        """Rename candidate `version` into `<model>/<version>`, where servers polling the
+        base path see it; a version already published is left as it is. Returns its path."""
+        target = self.version_path(model_name, version)
+        with self._versions_lock(model_name):
+            if is_complete_saved_model(target):
+                return target
+            source = self.candidate_path(model_name, version)
+            if not is_complete_saved_model(source):
+                raise RepositoryError(f"{model_name} has no candidate version {version} in "
+                                      f"{self.candidates_dir(model_name)}")
+            os.rename(source, target)
+            _fsync_dir(self.model_dir(model_name))
+            _fsync_dir(self.candidates_dir(model_name))
+        return target
+
     def version_with_same_content(self, model_name: str, path: Path) -> Optional[int]:
-        """The latest version when it holds exactly the files under `path`, else None.
+        """The newest published version, or the newest candidate, when it holds exactly the
+        files under `path`, else None.
 
         Lets a re-run that produced the same model (a cached Trainer re-evaluated against
         itself) skip a publish that would only make every server reload identical bytes.
         """
-        latest = self.latest_version(model_name)
-        if latest is None:
+        newest = [(v, self.version_path(model_name, v)) for v in self.versions(model_name)[-1:]]
+        newest += [(v, self.candidate_path(model_name, v))
+                   for v in self.candidates(model_name)[-1:]]
+        if not newest:
             return None
-        same = tree_digest(self.version_path(model_name, latest)) == tree_digest(Path(path))
-        return latest if same else None
+        digest = tree_digest(Path(path))
+        for version, where in sorted(newest, reverse=True):
+            if tree_digest(where) == digest:
+                return version
+        return None
 
     def models(self) -> List[str]:
         if not self.root.is_dir():
@@ -135,8 +189,9 @@ class ModelRepository:
                 f"{e.strerror or e}: {e.filename or existing}") from e
 
     @contextlib.contextmanager
-    def publish(self, model_name: str) -> Iterator[Publication]:
-        """Stage a new version; on clean exit it becomes the next integer version atomically.
+    def publish(self, model_name: str, candidate: bool = False) -> Iterator[Publication]:
+        """Stage a new version; on clean exit it becomes the next integer version atomically:
+        `<model>/<version>`, or `<model>/.candidates/<version>` when `candidate`.
 
         The body writes a SavedModel into `publication.staging`. If the body raises, or the
         staged directory is not a complete SavedModel, the staging directory is removed and
@@ -163,11 +218,13 @@ class ModelRepository:
                     raise RepositoryError(f"refusing to publish {model_name}: {staging} has no "
                                           f"saved_model.pb and variables/")
                 _fsync_tree(staging)
-                publication.version = self._rename_into_next_version(model_name, staging)
+                publication.version = self._rename_into_next_version(model_name, staging,
+                                                                     candidate)
             except Exception as e:  # the copy (TensorFlow's errors too), fsync, rename
                 self._raise_if_full(e, model_name, staging)
                 raise
-            publication.path = self.version_path(model_name, publication.version)
+            publication.path = (self.candidate_path if candidate else self.version_path)(
+                model_name, publication.version)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -201,15 +258,18 @@ class ModelRepository:
         return removed
 
     def reject(self, model_name: str, version: int, reason: str) -> Path:
-        """Withdraw a published version: rename it to `.rejected-<version>` (servers stop
-        seeing it, the number is never reused) and record why in its lineage. Returns the
-        new path."""
-        path = self.version_path(model_name, version)
-        if not path.is_dir():
-            raise RepositoryError(f"{model_name} has no version {version} in {self.root}")
+        """Withdraw a published or candidate version: rename it to `.rejected-<version>`
+        (servers stop seeing it, the number is never reused) and record why in its lineage.
+        Returns the new path."""
         target = self.model_dir(model_name) / f"{REJECTED_PREFIX}{version}"
-        os.rename(path, target)
-        _fsync_dir(self.model_dir(model_name))
+        with self._versions_lock(model_name):
+            path = self.version_path(model_name, version)
+            if not path.is_dir():
+                path = self.candidate_path(model_name, version)
+            if not path.is_dir():
+                raise RepositoryError(f"{model_name} has no version {version} in {self.root}")
+            os.rename(path, target)
+            _fsync_dir(self.model_dir(model_name))
         record = lineage_record.read(target) or lineage_record.Lineage()
         record.rejected = {"at": lineage_record.now(), "reason": reason}
         lineage_record.write(target, record)
@@ -219,11 +279,14 @@ class ModelRepository:
         return self._listed_versions(model_name)[1]
 
     def lineage(self, model_name: str, version: int) -> Optional[lineage_record.Lineage]:
-        return lineage_record.read(self.version_path(model_name, version))
+        """The lineage record of `version`, published, candidate or rejected."""
+        path = self.locate(model_name, version)
+        return lineage_record.read(path) if path is not None else None
 
     def version_from_model(self, model_name: str, model_uri: str) -> Optional[int]:
         """The version published from the Model artifact at `model_uri` (by its lineage)."""
-        for version in reversed(self.versions(model_name)):
+        for version in sorted(self.versions(model_name) + self.candidates(model_name),
+                              reverse=True):
             record = self.lineage(model_name, version)
             if record is not None and record.model_uri == model_uri:
                 return version
@@ -244,22 +307,52 @@ class ModelRepository:
                 rejected.append(int(name[len(REJECTED_PREFIX):]))
         return sorted(numbered), sorted(rejected)
 
-    def _rename_into_next_version(self, model_name: str, staging: Path) -> int:
-        # rename(2) onto a non-empty directory fails, so two racing publishers that pick
-        # the same number cannot both win: the loser retries with the next number.
-        while True:
-            # a taken number - an integer-named entry, complete or not, or a rejected
-            # version - is never reused
-            numbered, rejected = self._listed_versions(model_name)
-            version = max(numbered + rejected, default=0) + 1
-            try:
-                os.rename(staging, self.version_path(model_name, version))
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    continue
-                raise
-            _fsync_dir(self.model_dir(model_name))
-            return version
+    def _rename_into_next_version(self, model_name: str, staging: Path,
+                                  candidate: bool) -> int:
+        # Under the model's versions lock, so a number is taken once across the published
+        # versions, the candidates and the rejected ones (a promotion or a withdrawal moves
+        # a number between them under the same lock). rename(2) onto a non-empty directory
+        # fails as well, for a publisher that does not take the lock (an older toolkit).
+        if candidate:
+            self.candidates_dir(model_name).mkdir(exist_ok=True)
+        with self._versions_lock(model_name):
+            while True:
+                # a taken number - an integer-named entry, complete or not, a candidate or
+                # a rejected version - is never reused
+                numbered, rejected = self._listed_versions(model_name)
+                version = max(numbered + rejected + _numbered(self.candidates_dir(model_name)),
+                              default=0) + 1
+                target = (self.candidate_path if candidate else self.version_path)(
+                    model_name, version)
+                try:
+                    os.rename(staging, target)
+                except OSError as e:
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        continue
+                    raise
+                _fsync_dir(target.parent)
+                return version
+
+    @contextlib.contextmanager
+    def _versions_lock(self, model_name: str) -> Iterator[None]:
+        """The model's lock over version numbers and where each version lives."""
+        model_dir = self.model_dir(model_name)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(model_dir / VERSIONS_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _numbered(directory: Path) -> List[int]:
+    """The positive integer-named entries of `directory`, ascending ([] when it is absent)."""
+    try:
+        names = [entry.name for entry in directory.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and int(n) > 0)
 
 
 def tree_digest(root: Path) -> str:

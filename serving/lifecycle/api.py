@@ -1,7 +1,9 @@
 """The lifecycle's Python API: what the CLI and the pipeline runner call.
 
 Every function takes the state directory `up` recorded its server in, so a later process
-(`status`, `wait`, the pipeline runner after a push) talks to the same server.
+(`status`, `wait`, the pipeline runner after a push) talks to the same server. What each
+server serves comes from the rollout records (serving/rollouts.py); the commands that
+change them (promote, rollback, hold, the push's canary) are serving/lifecycle/rollout.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from serving.lifecycle.errors import (EnvironmentProblem, LifecycleError, NotRun
 from serving.lifecycle.reload import reload_config
 from serving.lifecycle.report import ModelReport, ServerReport
 from serving.lifecycle.state import ServerState
+from serving import rollouts
 from serving.repository import ModelRepository, RepositoryError
 
 log = logging.getLogger("serving.lifecycle")
@@ -28,9 +31,13 @@ START_SECONDS = 300.0
 
 
 def up(config: UpConfig) -> ServerState:
-    """Start serving `config.models`; returns once the latest version of each model that
-    has one is AVAILABLE (unless config.wait_seconds is 0). The state is recorded first, so
-    `down` works even when the wait fails.
+    """Start serving `config.models`; returns once each model's stable version (its rollout
+    record's, serving/rollouts.py) is AVAILABLE (unless config.wait_seconds is 0). The state
+    is recorded first, so `down` works even when the wait fails.
+
+    The server reads a generated models.config rendered from the rollout records (specific
+    versions and labels, serving/lifecycle/model_config.py), so it comes back with the
+    recorded stable version after a restart, not the newest in the repository.
 
     A model with no version yet is served as TF Serving serves it: the server waits for
     its first version and loads it when it appears. `up` creates the repository and the
@@ -48,6 +55,10 @@ def up(config: UpConfig) -> ServerState:
         raise ValueError(f"{', '.join(waiting)} has no version yet: the server adds it when it "
                          f"re-reads its models.config, which a config poll of "
                          f"{config.config_poll_seconds:g} s turns off")
+    clash = [m for m in config.models if model_config.canary_entry(m) in config.models]
+    if clash:
+        raise ValueError(f"{model_config.canary_entry(clash[0])} is the name {clash[0]}'s "
+                         f"canary is served under; serve the two from different servers")
     _prepare_repository(config)
     existing = state_store.load(config.state_dir)
     if existing is not None:
@@ -60,13 +71,12 @@ def up(config: UpConfig) -> ServerState:
                           f"or pass another --state-dir")
         old.stop(existing, timeout=5)
         state_store.clear(config.state_dir)
+    records = rollouts.prepare_for_serving(repo, config.models)
     backend = backends.choose(config)
     backend.remove_orphans(Path(config.state_dir))
-    config_path = None
-    if config.uses_model_config or waiting:
-        config_path = Path(config.state_dir).absolute() / "config" / MODEL_CONFIG_FILENAME
-        state_store.write_atomically(config_path, model_config.render(
-            backend.base_paths(config), {}, [m for m in config.models if m not in waiting]))
+    config_path = Path(config.state_dir).absolute() / "config" / MODEL_CONFIG_FILENAME
+    state_store.write_atomically(config_path, model_config.render(
+        backend.base_paths(config), records, [m for m in config.models if m not in waiting]))
     server_args = _server_args(config, backend, config_path)
     log.info("starting %s backend: models %s from %s", backend.name, ",".join(config.models),
              repo.root)
@@ -76,7 +86,18 @@ def up(config: UpConfig) -> ServerState:
     log.info("listening: REST %s, gRPC %s", state.addresses.rest_url,
              state.addresses.grpc_target)
     for model in config.models:
-        for warning in _profile_warnings(repo, model, [repo.latest_version(model)]):
+        record = records[model]
+        if record.stable is not None:
+            log.info("%s: stable version %s%s%s", model, record.stable,
+                     "" if record.stable_verified else " (not verified through a server)",
+                     f"; {record.hold.describe()}" if record.hold else "")
+        newer = [v for v in repo.versions(model) + repo.candidates(model)
+                 if record.stable is not None and v > record.stable]
+        if newer:
+            log.warning("%s: versions %s are newer than stable %s and not served; "
+                        "`python -m serving versions --model %s` says why", model, newer,
+                        record.stable, model)
+        for warning in _profile_warnings(repo, model, [record.stable]):
             log.warning(warning)
     deadline = time.monotonic() + (config.wait_seconds or START_SECONDS)
     try:
@@ -89,7 +110,7 @@ def up(config: UpConfig) -> ServerState:
         if config.wait_seconds > 0:
             for model in config.models:
                 if model not in waiting:
-                    wait_for_version(model, repo.latest_version(model),
+                    wait_for_version(model, records[model].stable,
                                      max(0.0, deadline - time.monotonic()), config.state_dir)
     except ServerExited as e:
         down(config.state_dir, timeout=5)  # nothing to keep: the error carries the log
@@ -175,18 +196,6 @@ def sample_prediction(model: str, instances: Optional[Sequence] = None,
     return health.predict(state.addresses.rest_url, model, list(instances), version=version)
 
 
-def verify_pushed(model: str, version: int, timeout: float = 300.0,
-                  state_dir: Path = DEFAULT_STATE_DIR,
-                  instances: Optional[Sequence] = None) -> Optional[Tuple[health.ModelStatus, dict]]:
-    """For the pipeline runner after a push: None when no server is up (nothing to check);
-    otherwise wait until `version` is AVAILABLE and return its status and one prediction
-    from exactly that version. Raises like wait_for_version when it does not come up."""
-    if running_server_for(model, state_dir) is None:
-        return None
-    st = wait_for_version(model, version, timeout, state_dir)
-    return st, sample_prediction(model, instances, state_dir, version=version)
-
-
 def running_server_for(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optional[ServerState]:
     """The server `up` recorded in `state_dir` when it is running and serves `model`."""
     state = state_store.load(Path(state_dir))
@@ -194,50 +203,6 @@ def running_server_for(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optio
             not _backend_for(state).is_running(state):
         return None
     return state
-
-
-def rollback(model: str, to: Optional[int], state_dir: Path = DEFAULT_STATE_DIR,
-             timeout: float = 120.0) -> health.ModelStatus:
-    """Serve version `to` of `model` (None: back to the latest), with no restart.
-
-    The version policy becomes `specific {versions: to}`: written to the polled
-    models.config when there is one, and applied at once through ReloadConfig. Verified:
-    returns once `to` is the only AVAILABLE version.
-    """
-    state = current(state_dir)
-    backend = _backend_for(state)
-    if not backend.is_running(state):
-        raise NotRunning(f"the {state.backend} server is not running",
-                         next_step="`python -m serving up ...` first")
-    if model not in state.models:
-        raise LifecycleError(f"model {model!r} is not served (serving: {', '.join(state.models)})")
-    repo = ModelRepository(state.repository)
-    pinned = dict(state.pinned)
-    if to is None:
-        pinned.pop(model, None)
-    else:
-        if to not in repo.versions(model):
-            raise LifecycleError(f"{model} has no version {to} in {repo.root} "
-                                 f"(versions: {repo.versions(model)})",
-                                 next_step="pick one of the listed versions")
-        pinned[model] = to
-    config = model_config.build(state.base_paths, pinned, state.models)
-    if state.model_config_path:
-        state_store.write_atomically(Path(state.model_config_path), model_config.to_text(config))
-    reload_config(state.addresses.grpc_target, config, timeout=timeout)
-    state.pinned = pinned
-    state_store.save(state)
-    target = to if to is not None else repo.latest_version(model)
-    deadline = time.monotonic() + timeout
-    while True:
-        st = wait_for_version(model, target, max(0.0, deadline - time.monotonic()), state_dir)
-        if st.available() == [target]:
-            log.info("rollback verified: %s serves only version %s", model, target)
-            return st
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"{model}: version {target} is AVAILABLE but so are "
-                              f"{st.available()}", details=_log_tail(backend, state))
-        time.sleep(0.25)
 
 
 def logs(state_dir: Path = DEFAULT_STATE_DIR, tail: Optional[int] = None) -> str:
@@ -293,8 +258,7 @@ def _add_waiting(state: ServerState, config_path: Path, waiting: Sequence[str],
                               next_step="read the log below; wait longer with --timeout",
                               details=_log_tail(backend, state))
         time.sleep(0.25)
-    state_store.write_atomically(config_path, model_config.render(
-        state.base_paths, state.pinned, state.models))
+    state_store.write_atomically(config_path, model_config.render_served(state))
     repo = ModelRepository(state.repository)
     for model in waiting:
         log.warning("%s: waiting for a first version in %s", model, repo.model_dir(model))
@@ -335,9 +299,9 @@ def _backend_for(state: ServerState):
 
 
 def _expected_version(state: ServerState, model: str) -> Optional[int]:
-    if model in state.pinned:
-        return state.pinned[model]
-    return ModelRepository(state.repository).latest_version(model)
+    """The model's stable version, as its rollout record says."""
+    repo = ModelRepository(state.repository)
+    return rollouts.load(repo.model_dir(model), model).stable
 
 
 def _model_report(state: ServerState, model: str) -> ModelReport:
@@ -345,9 +309,10 @@ def _model_report(state: ServerState, model: str) -> ModelReport:
     repo = ModelRepository(state.repository)
     lineage = {v.version: record for v in st.versions
                if (record := repo.lineage(model, v.version)) is not None}
-    expected = _expected_version(state, model)
-    return ModelReport(model=model, expected_version=expected,
-                       pinned=model in state.pinned, status=st, lineage=lineage,
+    record = rollouts.load(repo.model_dir(model), model)
+    expected = record.stable
+    return ModelReport(model=model, expected_version=expected, record=record,
+                       status=st, lineage=lineage,
                        base_path=str(repo.model_dir(model)),
                        warnings=_profile_warnings(repo, model, [expected, *st.available()]))
 

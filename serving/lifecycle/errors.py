@@ -61,6 +61,11 @@ class NotRunning(LifecycleError):
     exit_code = EXIT_NOT_RUNNING
 
 
+class Held(LifecycleError):
+    """An unattended change (a pipeline run's canary or promote) refused: an operator holds
+    the model (`python -m serving hold`)."""
+
+
 class ServerExited(LifecycleError):
     """The server process or container stopped on its own (bad flag, crash)."""
 

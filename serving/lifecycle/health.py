@@ -91,32 +91,41 @@ def answers(rest_url: str, timeout: float = 2.0) -> bool:
 
 
 def predict(rest_url: str, model: str, instances: list, version: Optional[int] = None,
-            timeout: float = 30.0, session: Optional[requests.Session] = None) -> dict:
+            timeout: float = 30.0, session: Optional[requests.Session] = None,
+            label: Optional[str] = None) -> dict:
     """REST predict; raises requests.HTTPError with the server's error text on failure."""
-    return _post(rest_url, model, "predict", {"instances": instances}, version, timeout,
-                 session, "")
+    return _post(rest_url, model_path(model, version, label), "predict",
+                 {"instances": instances}, timeout, session, "")
 
 
 def classify(rest_url: str, model: str, examples: List[dict], signature: str = "",
              version: Optional[int] = None, timeout: float = 30.0,
-             session: Optional[requests.Session] = None) -> dict:
+             session: Optional[requests.Session] = None, label: Optional[str] = None) -> dict:
     """REST classify (`{"examples": [...]}` -> `{"results": [[[label, score], ...], ...]}`)."""
-    return _post(rest_url, model, "classify", {"examples": examples}, version, timeout,
-                 session, signature)
+    return _post(rest_url, model_path(model, version, label), "classify",
+                 {"examples": examples}, timeout, session, signature)
 
 
 def regress(rest_url: str, model: str, examples: List[dict], signature: str = "",
             version: Optional[int] = None, timeout: float = 30.0,
-            session: Optional[requests.Session] = None) -> dict:
+            session: Optional[requests.Session] = None, label: Optional[str] = None) -> dict:
     """REST regress (`{"examples": [...]}` -> `{"results": [value, ...]}`)."""
-    return _post(rest_url, model, "regress", {"examples": examples}, version, timeout,
-                 session, signature)
+    return _post(rest_url, model_path(model, version, label), "regress",
+                 {"examples": examples}, timeout, session, signature)
 
 
-def _post(rest_url: str, model: str, verb: str, body: dict, version: Optional[int],
-          timeout: float, session: Optional[requests.Session], signature: str) -> dict:
+def model_path(model: str, version: Optional[int] = None, label: Optional[str] = None) -> str:
+    """TF Serving's REST path of a model: `/v1/models/M[/versions/N | /labels/L]`."""
+    if version is not None and label:
+        raise ValueError("a request names a version or a label, not both")
+    return f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else
+                                    f"/labels/{label}" if label else "")
+
+
+def _post(rest_url: str, path: str, verb: str, body: dict, timeout: float,
+          session: Optional[requests.Session], signature: str) -> dict:
     http = session or requests
-    path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+    model = path.split("/")[3]
     if signature:
         body = {"signature_name": signature, **body}
     r = http.post(f"{rest_url}{path}:{verb}", json=body, timeout=timeout)

@@ -8,14 +8,15 @@ from typing import Dict, List, Optional
 from serving.lifecycle.health import ModelStatus
 from serving.lifecycle.state import ServerState
 from serving.lineage import Lineage
+from serving.rollouts import Rollout
 
 
 @dataclasses.dataclass
 class ModelReport:
     model: str
-    expected_version: Optional[int]
-    pinned: bool
+    expected_version: Optional[int]   # the rollout record's stable version
     status: ModelStatus
+    record: Optional[Rollout] = None
     # The lineage record of each version the server reports, where it has one.
     lineage: Dict[int, Lineage] = dataclasses.field(default_factory=dict)
     # The model's directory in the repository (where its first version is awaited).
@@ -36,8 +37,12 @@ class ModelReport:
         return self.expected_version is None and not self.status.available()
 
     def to_json(self) -> dict:
+        r = self.record
         return {"model": self.model, "expected_version": self.expected_version,
-                "pinned": self.pinned, "healthy": self.healthy, "waiting": self.waiting,
+                "stable": r.stable if r else None, "previous": r.previous if r else None,
+                "canary": r.canary if r else None, "labels": r.labels() if r else {},
+                "hold": dataclasses.asdict(r.hold) if r and r.hold else None,
+                "stable_verified": r.stable_verified if r else False, "healthy": self.healthy, "waiting": self.waiting,
                 "base_path": self.base_path, "warnings": list(self.warnings),
                 "serving": self.status.available(), "error": self.status.error,
                 "versions": [{**v, "lineage": self.lineage[v["version"]].to_json()
@@ -74,9 +79,14 @@ class ServerReport:
                 lines.append(f"{m.model}: waiting for a first version in {m.base_path}")
                 continue
             flag = "healthy" if m.healthy else "UNHEALTHY"
-            pin = " (pinned by rollback)" if m.pinned else ""
-            lines.append(f"{m.model}: {flag}, expects version {m.expected_version}{pin}, "
-                         f"serving {m.status.available() or 'nothing'}")
+            r = m.record
+            roles = "" if r is None else "".join(
+                [f", previous {r.previous}" if r.previous is not None else "",
+                 f", canary {r.canary}" if r.canary is not None else "",
+                 "" if r.stable_verified else " (stable not verified through a server)",
+                 f"; {r.hold.describe().upper()[:4]}{r.hold.describe()[4:]}" if r.hold else ""])
+            lines.append(f"{m.model}: {flag}, stable version {m.expected_version}{roles}; "
+                         f"loaded {m.status.available() or 'nothing'}")
             lines += [f"  WARNING: {w}" for w in m.warnings]
             if m.status.error:
                 lines.append(f"  error: {m.status.error}")

@@ -7,13 +7,15 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
+from serving.lifecycle.health import model_path
+
 SIGNATURE = "serving_default"
 _ZERO = {"DT_STRING": "", "DT_BOOL": False}
 
 
 def get_metadata(rest_url: str, model: str, version: Optional[int] = None,
-                 timeout: float = 10.0) -> dict:
-    path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+                 timeout: float = 10.0, label: Optional[str] = None) -> dict:
+    path = model_path(model, version, label)
     r = requests.get(f"{rest_url}{path}/metadata", timeout=timeout)
     r.raise_for_status()
     return r.json()
