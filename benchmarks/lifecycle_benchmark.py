@@ -1,11 +1,16 @@
-"""Serving lifecycle timings for benchmarks/README.md.
+"""Serving lifecycle and rollout timings for benchmarks/README.md.
 
 Measures, per backend: `up` to healthy (start of the container/process until version 1 is
-AVAILABLE), Pusher rename to AVAILABLE for each new version, and rollback; and the
-stand-in image build (cached; `--cold` also removes the images and the wheel cache first).
+AVAILABLE); for each push, a candidate deployed the way every run deploys it (canary, a
+sample-prediction smoke check, promote: pipelines/post_push.py) from the call to the
+label answering; `promote` of a candidate and `rollback` to the previous stable, each
+from the call to `labels/stable` answering the new version; and `down`. While it runs,
+`wrk` sends unlabelled REST predicts over 32 connections (`--clients`), and the failed
+requests (non-2xx, socket errors) are counted (target 0). Also the stand-in image build
+(cached; `--cold` also removes the images and the wheel cache first).
 
 Usage: .venv/bin/python benchmarks/lifecycle_benchmark.py [--backends docker,process]
-       [--pushes 5] [--image IMAGE] [--build] [--cold] [--json]
+       [--pushes 5] [--clients 32] [--image IMAGE] [--build] [--cold] [--json]
 Exit codes: 0 measured; 1 a measurement failed; 2 bad usage.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,17 +30,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipelines import post_push  # noqa: E402
 from serving import lifecycle  # noqa: E402
+from serving.lifecycle import rollout  # noqa: E402
 from serving.lifecycle.config import STANDIN_IMAGE, UpConfig  # noqa: E402
 from serving.repository import ModelRepository  # noqa: E402
 
 MODEL = "half_plus_two"
+BODY_LUA = 'wrk.method = "POST"\nwrk.body = \'{"instances": [1.0, 2.0, 5.0]}\'\n' \
+           'wrk.headers["Content-Type"] = "application/json"\n'
 
 
-def _push(repo: Path, template: Path) -> tuple:
-    with ModelRepository(repo).publish(MODEL) as pub:
+def _push(repo: Path, template: Path, candidate: bool = False) -> int:
+    with ModelRepository(repo).publish(MODEL, candidate=candidate) as pub:
         shutil.copytree(template, pub.staging, dirs_exist_ok=True)
-    return pub.version, time.monotonic()
+    return pub.version
+
+
+def _start_wrk(url: str, clients: int, seconds: int, script: Path) -> subprocess.Popen:
+    return subprocess.Popen(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s",
+                             "-s", str(script), f"{url}/v1/models/{MODEL}:predict"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wrk_failures(output: str) -> dict:
+    """Requests and failures from wrk's report (non-2xx answers and socket errors)."""
+    import re
+    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                       r"timeout (\d+)", output)
+    return {"requests": requests_done, "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
 
 
 def _summary(values) -> dict:
@@ -43,36 +70,56 @@ def _summary(values) -> dict:
 
 
 def measure_backend(backend: str, image: str, templates: dict, pushes: int,
-                    poll_seconds: float) -> dict:
+                    poll_seconds: float, clients: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"lc_bench_{backend}_"))
     repo, state_dir = work / "repository", work / "state"
     repo.mkdir()
     _push(repo, templates[1])
+    script = work / "predict.lua"
+    script.write_text(BODY_LUA)
+    wrk = None
     try:
         t0 = time.monotonic()
-        lifecycle.up(UpConfig(repository=repo, models=(MODEL,), state_dir=state_dir,
-                              backend=backend, image=image, grpc_port=0, rest_port=0,
-                              file_system_poll_seconds=poll_seconds, wait_seconds=300))
+        state = lifecycle.up(UpConfig(repository=repo, models=(MODEL,), state_dir=state_dir,
+                                      backend=backend, image=image, grpc_port=0, rest_port=0,
+                                      file_system_poll_seconds=poll_seconds, wait_seconds=300))
         up_to_healthy = time.monotonic() - t0
-        to_available = []
+        wrk = _start_wrk(state.addresses.rest_url, clients, 600, script)
+        time.sleep(1.0)
+        push_to_promoted, promote_s, rollback_s = [], [], []
         for i in range(pushes):
-            version, renamed_at = _push(repo, templates[2 if i % 2 == 0 else 1])
-            lifecycle.wait_for_version(MODEL, version, 120, state_dir, poll_seconds=0.02)
-            to_available.append(time.monotonic() - renamed_at)
-        t0 = time.monotonic()
-        lifecycle.rollback(MODEL, 1, state_dir, timeout=120)
-        rollback_s = time.monotonic() - t0
+            version = _push(repo, templates[2 if i % 2 == 0 else 1], candidate=True)
+            t0 = time.monotonic()
+            deployment = post_push.deploy(MODEL, version, ModelRepository(repo), state_dir,
+                                          120, log=lambda line: None)
+            if deployment.status != post_push.PROMOTED:
+                raise lifecycle.LifecycleError(f"push {version}: {deployment.status} "
+                                               f"{deployment.reason}")
+            push_to_promoted.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            rollout.rollback(MODEL, repo, None, state_dir, 120)
+            rollback_s.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            rollout.promote(MODEL, version, repo, state_dir, 120)
+            promote_s.append(time.monotonic() - t0)
+        time.sleep(1.0)
+        wrk.send_signal(signal.SIGINT)  # wrk stops and prints its report
+        load = _wrk_failures(wrk.communicate(timeout=30)[0])
+        wrk = None
         t0 = time.monotonic()
         lifecycle.down(state_dir, timeout=30)
         down_s = time.monotonic() - t0
     finally:
+        if wrk is not None:
+            wrk.kill()
         lifecycle.down(state_dir, timeout=10)
         shutil.rmtree(work, ignore_errors=True)
     return {"backend": backend, "image": image if backend == "docker" else "",
-            "file_system_poll_seconds": poll_seconds,
             "up_to_healthy_s": round(up_to_healthy, 3),
-            "rename_to_available": _summary(to_available),
-            "rollback_verified_s": round(rollback_s, 3), "down_s": round(down_s, 3)}
+            "push_to_promoted": _summary(push_to_promoted),
+            "promote_to_label": _summary(promote_s),
+            "rollback_to_label": _summary(rollback_s), "down_s": round(down_s, 3),
+            "load_during_rollouts": {"clients": clients, **load}}
 
 
 def measure_build(cold: bool) -> dict:
@@ -92,6 +139,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backends", default="docker,process")
     p.add_argument("--pushes", type=int, default=5)
+    p.add_argument("--clients", type=int, default=32, help="wrk connections during the rollouts")
     p.add_argument("--image", default=STANDIN_IMAGE)
     p.add_argument("--poll-seconds", type=float, default=1.0,
                    help="--file_system_poll_wait_seconds of the server (default 1)")
@@ -114,7 +162,7 @@ def main(argv=None) -> int:
         for backend in args.backends.split(","):
             try:
                 results.append(measure_backend(backend, args.image, templates, args.pushes,
-                                               args.poll_seconds))
+                                               args.poll_seconds, args.clients))
             except lifecycle.LifecycleError as e:
                 print(f"{backend}: {e}", file=sys.stderr)
                 return 1
