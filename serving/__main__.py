@@ -165,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--instances", type=cli.json_list, default=None, metavar="JSON",
                     help="a JSON list (default: one instance of zeros shaped like the "
                          "model's serving_default inputs)")
-    pr.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
-                    help="default: the version the server picks (stable: the model's entry loads "
-                         "stable, and previous only below it)")
+    which = pr.add_mutually_exclusive_group()
+    which.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
+                       help="default: the version the server picks (stable: the model's entry "
+                            "loads stable, and previous only below it)")
+    which.add_argument("--label", default=None, metavar="LABEL",
+                       help="a version label: stable or previous (the canary: --model "
+                            "NAME-canary --label canary)")
     return p
 
 
@@ -241,7 +245,7 @@ def _run(args, extra: Tuple[str, ...]) -> int:
         return _rollout(args)
     if args.command == "predict":
         print(json.dumps(lifecycle.sample_prediction(args.model, args.instances, args.state_dir,
-                                                     args.version)))
+                                                     args.version, args.label)))
         return 0
     raise AssertionError(args.command)
 

@@ -186,14 +186,16 @@ def wait_for_version(model: str, version: Optional[int], timeout: float,
 
 def sample_prediction(model: str, instances: Optional[Sequence] = None,
                       state_dir: Path = DEFAULT_STATE_DIR,
-                      version: Optional[int] = None) -> dict:
-    """One REST predict against the running server. With no `instances`, one instance of
-    zeros shaped like the model's serving_default inputs (read from its metadata)."""
+                      version: Optional[int] = None, label: Optional[str] = None) -> dict:
+    """One REST predict against the running server, of a version, a label, or what the
+    server picks. With no `instances`, one instance of zeros shaped like the model's
+    serving_default inputs (read from its metadata)."""
     state = current(state_dir)
     if instances is None:
-        metadata = sample.get_metadata(state.addresses.rest_url, model, version)
+        metadata = sample.get_metadata(state.addresses.rest_url, model, version, label=label)
         instances = [sample.zero_instance(metadata)]
-    return health.predict(state.addresses.rest_url, model, list(instances), version=version)
+    return health.predict(state.addresses.rest_url, model, list(instances), version=version,
+                          label=label)
 
 
 def running_server_for(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optional[ServerState]:

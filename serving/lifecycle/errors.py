@@ -17,9 +17,10 @@ EXIT_NOT_RUNNING = 4  # no server recorded by `up` (status: the recorded one sto
 EXIT_CODES = (
     (EXIT_OK, "done (status: every model healthy or waiting for its first version; down: "
               "also when nothing was running)"),
-    (EXIT_FAILED, "the operation failed: a version failed to load, a timeout, a rollback "
-                  "not verified, the server exited (up removes it); status: a model is not "
-                  "healthy"),
+    (EXIT_FAILED, "the operation failed: a version failed to load, a timeout, a promote "
+                  "or rollback not verified (the server is back to what it served), no such "
+                  "version or no rollback target, the server exited (up removes it); "
+                  "status: a model is not healthy"),
     (EXIT_USAGE, "bad command line: an unknown or renamed option, a bad path, number or name"),
     (EXIT_ENVIRONMENT, "environment not ready: port taken, Docker daemon not answering, "
                        "image missing, the repository cannot be made (the message says the "
