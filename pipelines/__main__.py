@@ -33,7 +33,7 @@ through it and rolled back when it does not serve well. Arguments after `--` go 
 SCHEDULE_ONLY = {"--every": 1, "--max-runs": 1, "--on-stop": 1}
 PROFILES = ("default", "fast")
 # Commands that take a pipeline as NAME or --model NAME.
-NAMED_COMMANDS = ("run", "retrain", "schedule", "make-spans", "history", "compile")
+NAMED_COMMANDS = ("run", "retrain", "schedule", "make-spans", "history", "compile", "gc")
 # Commands that pass arguments after `--` to Beam.
 BEAM_COMMANDS = ("run", "retrain", "schedule", "compile")
 
@@ -145,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     _name_arguments(hist, names)
     cli.add_json(hist)
 
+    gc = commands.add_parser(
+        "gc", parents=[paths], help="show (or remove) the versions retention lets go",
+        epilog=_epilog("gc"),
+        description="Apply the repository's retention policy to a model: never the stable, "
+                    "previous or canary version, a version the running server has loaded, a "
+                    "candidate newer than stable, or the newest --keep-versions; a rejected "
+                    "version after --keep-rejected-days. Dry run by default: prints each "
+                    "version, kept or not, and why. `retrain` applies the same policy after "
+                    "each run. Version numbers are never reused after a removal.")
+    _name_arguments(gc, names)
+    _retention_arguments(gc)
+    cli.add_state_dir(gc, "where `python -m serving up` records the running server (its "
+                          "loaded versions are kept)")
+    gc.add_argument("--apply", action="store_true", help="remove what the policy lets go")
+    cli.add_json(gc)
+
     comp = commands.add_parser(
         "compile", help="write the pipeline for another orchestrator", epilog=_epilog("compile"),
         description="Compile the pipeline (as `run` builds it) for Kubeflow Pipelines v2 / "
@@ -205,6 +221,19 @@ def _retrain_arguments(parser: argparse.ArgumentParser, names: str) -> None:
                              "(default: the model's own)")
     parser.add_argument("--smoke-examples", type=cli.non_negative_int, default=200, metavar="N",
                         help="eval examples sent through the running server after a push")
+    _retention_arguments(parser)
+
+
+def _retention_arguments(parser: argparse.ArgumentParser) -> None:
+    from serving import retention
+
+    parser.add_argument("--keep-versions", type=cli.positive_int,
+                        default=retention.DEFAULT_KEEP_VERSIONS, metavar="N",
+                        help="keep the newest N versions (published and candidates), besides "
+                             "those with a role")
+    parser.add_argument("--keep-rejected-days", type=cli.seconds,
+                        default=retention.DEFAULT_KEEP_REJECTED_DAYS, metavar="DAYS",
+                        help="keep a rejected version this long for the post-mortem")
 
 
 def _interval(text: str) -> float:
@@ -383,7 +412,8 @@ def retrain(args: argparse.Namespace) -> int:
             serving_image=args.serving_image,
             trainer_module=str(args.trainer_module.absolute()) if args.trainer_module else None,
             serving_state_dir=args.state_dir, serving_timeout=args.timeout,
-            smoke_examples=args.smoke_examples, promote=args.promote)
+            smoke_examples=args.smoke_examples, promote=args.promote,
+            keep_versions=args.keep_versions, keep_rejected_days=args.keep_rejected_days)
     except ValueError as e:
         print(f"python -m pipelines retrain: error: {e}", file=sys.stderr)
         return outcomes.USAGE.exit_code
@@ -472,6 +502,28 @@ def show_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect_garbage(args: argparse.Namespace) -> int:
+    from serving import retention
+    from serving.repository import ModelRepository
+
+    repo = ModelRepository(args.repository)
+    decisions = retention.plan_with_server(repo, args.name, args.state_dir, args.keep_versions,
+                                           args.keep_rejected_days)
+    removed = retention.apply(repo, decisions) if args.apply else []
+    if args.json:
+        print(json.dumps({"model": args.name, "repository": str(repo.root),
+                          "applied": args.apply, "removed": [d.version for d in removed],
+                          "decisions": [d.to_json() for d in decisions]}, indent=2))
+        return 0
+    print(f"{args.name} in {repo.root}:" + ("" if decisions else " no versions"))
+    if decisions:
+        print(retention.describe(decisions, args.apply))
+    gone = [d for d in decisions if not d.keep]
+    print(f"removed {len(removed)} version(s)" if args.apply else
+          f"dry run: {len(gone)} version(s) would go; --apply removes them")
+    return 0
+
+
 def compile_pipeline(args: argparse.Namespace) -> int:
     from pipelines import kubeflow
 
@@ -506,7 +558,7 @@ def _run_console(model: str, pipeline_name: str, config, command: str, verbose: 
 
 
 COMMANDS = {"run": run, "retrain": retrain, "schedule": schedule, "make-spans": make_spans,
-            "history": show_history, "compile": compile_pipeline}
+            "history": show_history, "compile": compile_pipeline, "gc": collect_garbage}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

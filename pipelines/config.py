@@ -62,6 +62,9 @@ class RetrainConfig:
     smoke_examples: int = 200
     # False: the pushed version stays a candidate (--no-promote).
     promote: bool = True
+    # The repository's retention policy, applied after each run (serving/retention.py).
+    keep_versions: int = 10
+    keep_rejected_days: float = 14.0
 
     def __post_init__(self):
         if self.window < 1:

@@ -75,6 +75,7 @@ BY_COMMAND = {
     "make-spans": (DONE, SPANS_FAILED, USAGE),
     "history": (DONE, FAILED, USAGE),
     "compile": (DONE, FAILED, USAGE),
+    "gc": (DONE, FAILED, USAGE),
 }
 
 

@@ -46,7 +46,31 @@ class Report:
 
 
 def retrain(name: str, config: RetrainConfig, out, log) -> Report:
-    """Run one retraining of pipeline `name`; `out` is the console, `log(line)` prints to it."""
+    """Run one retraining of pipeline `name`; `out` is the console, `log(line)` prints to it.
+    Then apply the repository's retention policy (serving/retention.py), whatever the
+    outcome: a failure there is logged and does not change the run's outcome."""
+    report = _retrain(name, config, out, log)
+    _apply_retention(registry.get(name).MODEL_NAME, config, log)
+    return report
+
+
+def _apply_retention(model: str, config: RetrainConfig, log) -> None:
+    from serving import retention
+
+    repository = ModelRepository(config.run.repository)
+    try:
+        decisions = retention.plan_with_server(repository, model, config.serving_state_dir,
+                                               config.keep_versions, config.keep_rejected_days)
+        removed = retention.apply(repository, decisions)
+    except OSError as e:
+        log(f"  retention: not applied ({e}); `python -m pipelines gc {model}` shows the plan")
+        return
+    if removed:
+        log(f"  retention: removed {', '.join(f'{d.where} {d.version}' for d in removed)} "
+            f"(keeping the newest {config.keep_versions} and every version with a role)")
+
+
+def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
     module = registry.get(name)
     model = module.MODEL_NAME
     pipeline_name = config.pipeline_name(model)

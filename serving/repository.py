@@ -51,6 +51,9 @@ log = logging.getLogger("serving.repository")
 STAGING_PREFIX = ".staging-"
 CANDIDATES_DIR = ".candidates"
 VERSIONS_LOCK = ".versions.lock"
+# The highest number given out, so one removed by retention (serving/retention.py) is
+# never given out again.
+LAST_VERSION_FILE = ".last-version"
 STAGING_LOCK_SUFFIX = ".lock"
 REJECTED_PREFIX = ".rejected-"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -320,8 +323,8 @@ class ModelRepository:
                 # a taken number - an integer-named entry, complete or not, a candidate or
                 # a rejected version - is never reused
                 numbered, rejected = self._listed_versions(model_name)
-                version = max(numbered + rejected + _numbered(self.candidates_dir(model_name)),
-                              default=0) + 1
+                version = max(numbered + rejected + _numbered(self.candidates_dir(model_name))
+                              + [self._last_version(model_name)], default=0) + 1
                 target = (self.candidate_path if candidate else self.version_path)(
                     model_name, version)
                 try:
@@ -331,7 +334,27 @@ class ModelRepository:
                         continue
                     raise
                 _fsync_dir(target.parent)
+                self._record_last_version(model_name, version)
                 return version
+
+    def _last_version(self, model_name: str) -> int:
+        try:
+            return int((self.model_dir(model_name) / LAST_VERSION_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _record_last_version(self, model_name: str, version: int) -> None:
+        """Under the versions lock: remember the highest number given out. Best effort: the
+        version is already in place, and while it exists it bounds the next number too."""
+        path = self.model_dir(model_name) / LAST_VERSION_FILE
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(f"{version}\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            log.warning("could not record %s's last version %d in %s: %s", model_name,
+                        version, path, e)
 
     @contextlib.contextmanager
     def _versions_lock(self, model_name: str) -> Iterator[None]:
