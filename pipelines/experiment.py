@@ -3,9 +3,19 @@
 An experiment runs the MNIST pipeline's own components (`mnist.create_components`, the same
 module files as `make pipeline`) one by one in TFX's InteractiveContext, with one or more
 of the Trainer's hyperparameters changed; the Evaluator compares that variant with the
-repository's current version (the latest published one: every published version was
-blessed), imported with TFX's Importer; the RepositoryPusher publishes it when blessed,
-with its lineage record, exactly as the pipelines do.
+repository's current version (the **stable** one of the model's rollout record,
+serving/rollouts.py: what a server answers a request naming no version; the newest
+published version where there is no record yet), imported with TFX's Importer; the
+RepositoryPusher publishes it when blessed, with its lineage record, exactly as the
+pipelines do.
+
+A pushed variant stays a **candidate** (`<repository>/mnist/.candidates/N`): an experiment
+never changes what is served on its own. `served_predictions` tries the candidate on the
+running server without serving it (loaded as the canary, the `mnist-canary` entry with
+label `canary`, asked through `/v1/models/mnist-canary/labels/canary:predict`, then
+unloaded again: stable answered every other request meanwhile). `promote` makes it stable,
+as `python -m serving promote --model mnist --version N` does (load, label, unload on the
+running server: serving/lifecycle/rollout.py).
 
 Where it is recorded: the pipeline `mnist_notebook`, with its artifacts and ML Metadata
 under `<pipeline root>/mnist_notebook/` (as `run` uses `mnist/` and `retrain`
@@ -34,7 +44,8 @@ import pandas as pd
 from components import mnist_data
 from pipelines import history, local_runner, metadata, mnist, outcomes, provenance
 from pipelines.config import NOTEBOOK_SUFFIX, RunConfig
-from serving import defaults, lifecycle
+from serving import defaults, lifecycle, rollouts
+from serving.lifecycle import health, model_config, rollout
 from serving.lifecycle.state import ServerState
 from serving.repository import ModelRepository, tree_digest
 
@@ -104,7 +115,7 @@ class Comparison:
         if self.baseline_version is None:
             return (f"{verdict}. The repository has no {MODEL} version yet: the variant was "
                     f"compared with nothing, so only the absolute gate applied.")
-        return f"{verdict} (compared with version {self.baseline_version}, the current one)."
+        return f"{verdict} (compared with version {self.baseline_version}, the stable one)."
 
 
 def class_accuracy(confusion: np.ndarray) -> np.ndarray:
@@ -155,11 +166,26 @@ def confusion_counts(plot, classes: int = 10) -> np.ndarray:
 
 @dataclasses.dataclass
 class Served:
-    """Predictions the running server made with one version."""
+    """Predictions the running server made with one version: a candidate, asked as the
+    canary (`entry` mnist-canary, `label` canary), or the stable one (`entry` mnist, no
+    label: the request names no version)."""
 
     version: int
     classes: np.ndarray            # the predicted digit of each image
     rest_url: str
+    entry: str = MODEL
+    label: Optional[str] = None
+    note: str = ""                 # why a candidate's predictions came from stable instead
+
+    @property
+    def from_canary(self) -> bool:
+        return self.label == rollouts.CANARY
+
+    def describe(self) -> str:
+        if self.from_canary:
+            return (f"{MODEL} candidate version {self.version} (as the canary: {self.entry}, "
+                    f"label {self.label}; still a candidate)")
+        return f"{MODEL} stable version {self.version}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclasses.dataclass
@@ -211,17 +237,18 @@ class Experiment:
         placeholder.set_mlmd_artifact(imported.mlmd_artifact)
 
     def push_if_blessed(self) -> local_runner.RunResult:
-        """Run the Pusher: a blessed variant becomes the next version of the repository
-        (atomic publish, lineage.json), an unblessed one is not pushed. Records the outcome
-        in ML Metadata, for `history`. The summary is `local_runner.format_summary`'s."""
+        """Run the Pusher: a blessed variant becomes the repository's next version, as a
+        candidate (atomic publish into `.candidates/N`, lineage.json; not served: `promote`
+        serves it), an unblessed one is not pushed. Records the outcome in ML Metadata, for
+        `history` ("candidate", "unchanged" or "not blessed"). The summary is
+        `local_runner.format_summary`'s."""
         self.context.run(self.components.pusher)
         result = local_runner.RunResult(
             pipeline_name=PIPELINE, model_name=MODEL, components=[], run_id=self.run_id,
             wall_seconds=time.monotonic() - self.started)
         local_runner.add_evaluation(result, _uri(self.components.evaluator, "evaluation"))
         local_runner.add_push(result, _artifact(self.components.pusher, "pushed_model"))
-        outcome = (outcomes.NOT_BLESSED if not result.pushed else
-                   outcomes.UNCHANGED if result.push_cached else outcomes.PUSHED)
+        outcome = push_outcome(result)
         store = metadata.open_store(self.metadata_path, readonly=False)
         run = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, self.run_id)
         metadata.add_to_run(store, run, [e.id for e in store.get_executions()
@@ -236,7 +263,21 @@ class Experiment:
         """The run summary, as `python -m pipelines run` prints it."""
         if self.result is None:
             raise RuntimeError("nothing to summarise yet: push_if_blessed() first")
-        return local_runner.format_summary(self.result, mnist.gates(self.config))
+        text = local_runner.format_summary(self.result, mnist.gates(self.config))
+        version = self.pushed_candidate()
+        if version is not None:
+            text += (f"\n  version {version} is a candidate, not served: exp.promote(), or "
+                     f"`python -m serving promote --model {MODEL} --version {version}`, "
+                     f"makes it stable")
+        return text
+
+    def pushed_candidate(self) -> Optional[int]:
+        """The version this experiment pushed while it is still a candidate, else None."""
+        if self.result is None or not self.result.pushed or self.result.version is None:
+            return None
+        repository = ModelRepository(self.config.repository)
+        return self.result.version if self.result.version in repository.candidates(MODEL) \
+            else None
 
     def serve(self, timeout: float = 300.0) -> ServerState:
         """The server recorded in the serving state dir; when none is up, start the
@@ -253,29 +294,98 @@ class Experiment:
         return state
 
     def served_predictions(self, images: np.ndarray, timeout: float = 120.0) -> Served:
-        """Ask the running server, over REST, for the digits in `images` (uint8
-        [N, 28, 28]) from the version this experiment pushed, else the current one;
-        waits until that version is AVAILABLE."""
-        version = self.result.version if self.result and self.result.pushed else \
-            ModelRepository(self.config.repository).latest_version(MODEL)
-        if version is None:
+        """Ask the running server (`serve`), over REST, for the digits in `images` (uint8
+        [N, 28, 28]).
+
+        The candidate this experiment pushed is tried without being served: loaded as the
+        canary (`rollout.load_canary`), asked through `mnist-canary`, label `canary`, then
+        unloaded (`rollout.drop_canary`), so it stays a candidate and stable never changed.
+        While the model is held (`python -m serving hold`), or another run checks its own
+        canary, the answer says so and the predictions come from stable. With nothing
+        pushed (or a push that found its model already published), from stable: a request
+        naming no version."""
+        repository = ModelRepository(self.config.repository)
+        if self.pushed_candidate() is None and current_version(repository) is None:
             raise RuntimeError(f"nothing to serve: {self.config.repository} has no {MODEL} "
                                f"version (the variant was not blessed)")
         state = self.serve()
-        lifecycle.wait_for_version(MODEL, version, timeout, self.serving_state_dir)
-        pixels = images.reshape(len(images), mnist_data.PIXELS) / 255.0
-        answer = lifecycle.sample_prediction(MODEL, pixels.tolist(), self.serving_state_dir,
-                                             version=version)
-        classes = np.asarray(answer["predictions"]).argmax(axis=1)
-        return Served(version, classes, state.addresses.rest_url)
+        rest_url = state.addresses.rest_url
+        pixels = (images.reshape(len(images), mnist_data.PIXELS) / 255.0).tolist()
+        note = ""
+        candidate = self.pushed_candidate()
+        if candidate is not None:
+            record = rollouts.load(repository.model_dir(MODEL), MODEL)
+            if record.canary not in (None, candidate):
+                note = (f"{MODEL} version {record.canary} is being checked as the canary by "
+                        f"another run; candidate {candidate} was not loaded")
+            else:
+                try:
+                    return self._ask_canary(candidate, pixels, rest_url, timeout)
+                except lifecycle.Held as e:
+                    note = f"{e.message}, not loaded"
+            self.log(f"{note}; the predictions come from the stable version")
+        stable = rollouts.load(repository.model_dir(MODEL), MODEL).stable
+        if stable is None:
+            raise RuntimeError(f"nothing to serve: {MODEL} has no stable version in "
+                               f"{self.config.repository}")
+        lifecycle.wait_for_version(MODEL, stable, timeout, self.serving_state_dir)
+        answer = health.predict(rest_url, MODEL, pixels)
+        return Served(stable, _classes(answer), rest_url, note=note)
+
+    def _ask_canary(self, version: int, pixels: list, rest_url: str, timeout: float) -> Served:
+        """Load candidate `version` as the canary, predict through it, unload it."""
+        entry = model_config.canary_entry(MODEL)
+        rollout.load_canary(MODEL, version, self.config.repository, self.serving_state_dir,
+                            timeout)
+        try:
+            answer = health.predict(rest_url, entry, pixels, label=rollouts.CANARY)
+        finally:
+            rollout.drop_canary(MODEL, self.config.repository, self.serving_state_dir, timeout)
+        return Served(version, _classes(answer), rest_url, entry=entry, label=rollouts.CANARY)
+
+    def promote(self, timeout: float = 120.0) -> rollout.Change:
+        """Make the version this experiment pushed stable, as `python -m serving promote
+        --model mnist --version N` does: the candidate moves into the repository's
+        published versions and, on the server up for this repository (in the serving
+        state dir), is loaded, labelled `stable`, and the old stable becomes `previous`
+        (a rollback is a label move). With no server up, the next `up` serves it. An
+        operator's promote: it goes through a hold. Returns the change (the record after it,
+        and the labels the server answered)."""
+        if self.result is None or not self.result.pushed or self.result.version is None:
+            raise RuntimeError("nothing to promote: this experiment pushed no version "
+                               "(push_if_blessed() first; an unblessed variant is not pushed)")
+        version = self.result.version
+        change = rollout.promote(MODEL, version, Path(self.config.repository),
+                                 self.serving_state_dir, timeout)
+        self.log(f"{MODEL} version {version} is stable"
+                 + (f" on {change.server} (labels {change.verified})" if change.server else
+                    " (no server is up for this repository: the next `up` serves it)"))
+        return change
+
+
+def push_outcome(result: local_runner.RunResult) -> outcomes.Outcome:
+    """What `history` records for an experiment's push: its version stays a candidate."""
+    if not result.pushed:
+        return outcomes.NOT_BLESSED
+    return outcomes.UNCHANGED if result.push_cached else outcomes.CANDIDATE
+
+
+def current_version(repository: ModelRepository) -> Optional[int]:
+    """The version an experiment is compared with: the stable one of the rollout record
+    (what servers answer), else, with no record (or its stable gone), the newest published
+    version, as `up` would adopt it."""
+    record = rollouts.load(repository.model_dir(MODEL), MODEL)
+    if record.stable is not None and record.stable in repository.versions(MODEL):
+        return record.stable
+    return repository.latest_version(MODEL)
 
 
 def start(config: RunConfig, hyperparameters: Dict[str, Any],
           serving_state_dir: os.PathLike | str = lifecycle.DEFAULT_STATE_DIR,
           log: Callable[[str], None] = print) -> Experiment:
     """Begin an experiment: check the hyperparameters, prepare the data (the verified
-    loader's TFRecords), record the run, import the repository's current version as the
-    baseline, and wire the pipeline's components with the variant's Trainer."""
+    loader's TFRecords), record the run, import the repository's stable version as the
+    baseline (`current_version`), and wire the pipeline's components with the variant's Trainer."""
     from tfx import v1 as tfx
     from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext
 
@@ -294,7 +404,7 @@ def start(config: RunConfig, hyperparameters: Dict[str, Any],
     last_execution_id = max((e.id for e in store.get_executions()), default=0)
     metadata.create_run(store, run_id)
 
-    baseline_version = repository.latest_version(MODEL)
+    baseline_version = current_version(repository)
     baseline = None
     if baseline_version is not None:
         baseline = tfx.dsl.Importer(
@@ -312,7 +422,7 @@ def start(config: RunConfig, hyperparameters: Dict[str, Any],
             str(config.metadata_path(PIPELINE))),
         beam_pipeline_args=list(config.beam_args))
     log(f"experiment {run_id}: pipeline {PIPELINE} under {pipeline_dir}; baseline: "
-        + (f"version {baseline_version} of {repository.model_dir(MODEL)}"
+        + (f"stable version {baseline_version} of {repository.model_dir(MODEL)}"
            if baseline_version is not None else f"none ({repository.root} has no {MODEL})"))
     return Experiment(config=config, hyperparameters=dict(hyperparameters), run_id=run_id,
                       context=context, components=components, baseline_version=baseline_version,
@@ -371,6 +481,11 @@ def _trainer_defaults() -> Dict[str, Any]:
     from components.mnist_trainer import DEFAULTS  # imports TensorFlow
 
     return DEFAULTS
+
+
+def _classes(answer: dict) -> np.ndarray:
+    """The predicted digit of each instance of a REST predict answer."""
+    return np.asarray(answer["predictions"]).argmax(axis=1)
 
 
 def _artifact(node, key: str):

@@ -20,9 +20,9 @@ class Outcome:
 PUSHED = Outcome("pushed", 0, "a new version was pushed and is stable: verified as the "
                               "canary and promoted when a server is up, promoted unverified "
                               "when none is")
-CANDIDATE = Outcome("candidate", 0, "--no-promote: a new version was published as a "
-                                    "candidate, not loaded (`python -m serving promote` "
-                                    "serves it)")
+CANDIDATE = Outcome("candidate", 0, "--no-promote (and every notebook experiment): a new "
+                                    "version was published as a candidate, not loaded "
+                                    "(`python -m serving promote` serves it)")
 UNCHANGED = Outcome("unchanged", 0, "the model equals the latest version; nothing to push")
 ERROR = Outcome("error", 1, "a component failed, unreadable data, unwritable "
                             "repository, ...")

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Optional
 
 from serving import lifecycle, rollouts
 from serving.lifecycle import model_config, rollout
-from serving.lifecycle.errors import Held
+from serving.lifecycle.errors import CanaryBusy, Held
 from serving.repository import ModelRepository
 
 
@@ -98,6 +98,11 @@ def deploy(model: str, version: int, repository: ModelRepository, state_dir: Pat
         change = rollout.load_canary(model, version, repository.root, state_dir, timeout)
     except Held:
         return _held(model, version, repository, log)
+    except CanaryBusy as e:  # another run's canary: this version waits as a candidate
+        step = _promote_step(model, version, repository)
+        log(f"  serving: {e.message}; version {version} stays a candidate; {step}")
+        return Deployment(CANDIDATE, version, reason=e.message, serving_version=record.stable,
+                          next_step=step)
     except lifecycle.LifecycleError as e:  # failed to load, timed out, server gone
         reason = f"version {version} did not load as the canary: {e.message}"
         return _reject(model, version, reason, repository, state_dir, timeout, log)

@@ -54,9 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                   text="a model to serve; repeat it or separate names with commas: several "
                        "share one server through a generated models.config")
     cli.refuse_renamed(up, "--models", "--model")
-    up.add_argument("--backend", choices=("docker", "process", "auto"), default="auto",
+    up.add_argument("--backend", choices=("docker", "process", "swarm", "auto"), default="auto",
                     help="auto: docker when the daemon answers and the image is present, "
-                         "else process")
+                         "else process; swarm: a Docker Swarm service of --replicas "
+                         "replicas behind HAProxy (docs/fleet.md)")
+    up.add_argument("--replicas", type=cli.positive_int, default=1, metavar="N",
+                    help="swarm: how many replicas")
+    up.add_argument("--memory-limit", type=cli.positive_int, default=2048, metavar="MB",
+                    help="swarm: each replica's memory limit")
     up.add_argument("--image", default=DEFAULT_IMAGE,
                     help=f"docker image (default: %(default)s; the stand-in built by "
                          f"`make serving-image` is {STANDIN_IMAGE})")
@@ -92,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--version", type=cli.non_negative_int, default=None, metavar="N",
                     help="default: the stable version (the rollout record's)")
     cli.add_timeout(wt, 300.0, "how long to wait for the version to be AVAILABLE")
+
+    sc = sub.add_parser("scale", parents=[common], epilog=epilog,
+                        help="run N replicas of a swarm fleet",
+                        description="Scale the recorded swarm fleet to N replicas and wait "
+                                    "until each one serves every model's stable version (a new "
+                                    "replica reads the shared models.config, so it starts in "
+                                    "the current state).")
+    sc.add_argument("--replicas", type=cli.positive_int, required=True, metavar="N",
+                    help="how many replicas")
+    cli.add_timeout(sc, 300.0, "how long to wait for the replicas")
 
     lg = sub.add_parser("logs", parents=[common], epilog=epilog, help="the server's log",
                         description="Print the recorded server's log (the container's, or "
@@ -202,7 +217,8 @@ def _run(args, extra: Tuple[str, ...]) -> int:
                               grpc_port=args.grpc_port, rest_port=args.rest_port,
                               extra_args=extra, config_poll_seconds=args.config_poll_seconds,
                               file_system_poll_seconds=args.file_system_poll_seconds,
-                              wait_seconds=args.timeout, docker_url=args.docker_url)
+                              wait_seconds=args.timeout, docker_url=args.docker_url,
+                              replicas=args.replicas, memory_limit_mb=args.memory_limit)
             state = lifecycle.up(config)
         except ValueError as e:
             print(f"python -m serving up: error: {e}", file=sys.stderr)
@@ -233,6 +249,10 @@ def _run(args, extra: Tuple[str, ...]) -> int:
     if args.command == "wait":
         st = lifecycle.wait_for_version(args.model, args.version, args.timeout, args.state_dir)
         print(f"{args.model}: AVAILABLE {st.available()}")
+        return 0
+    if args.command == "scale":
+        state = lifecycle.scale(args.replicas, args.state_dir, args.timeout)
+        print(f"{state.name}: {state.replicas} replica(s), each serving the stable versions")
         return 0
     if args.command == "logs":
         sys.stdout.write(lifecycle.logs(args.state_dir, args.tail))

@@ -8,12 +8,12 @@ The pipeline runner deploys each push through `pipelines/post_push.py`, which ca
 """
 
 from serving.lifecycle.api import (current, down, logs, running_server_for, sample_prediction,
-                                   status, up, wait_for_version)
+                                   scale, status, up, wait_for_version)
 from serving.lifecycle.config import DEFAULT_IMAGE, DEFAULT_STATE_DIR, STANDIN_IMAGE, UpConfig
 from serving.lifecycle.errors import (EnvironmentProblem, Held, LifecycleError, NotRunning,
                                       ServerExited, VersionFailed, WaitTimeout)
 
-__all__ = ["up", "down", "status", "wait_for_version", "sample_prediction",
+__all__ = ["up", "down", "status", "scale", "wait_for_version", "sample_prediction",
            "running_server_for", "logs", "current", "UpConfig", "DEFAULT_IMAGE",
            "STANDIN_IMAGE", "DEFAULT_STATE_DIR",
            "LifecycleError", "EnvironmentProblem", "Held", "NotRunning", "ServerExited",

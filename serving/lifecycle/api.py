@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from serving.lifecycle import backends, health, model_config, sample, state as state_store
 from serving.lifecycle.config import DEFAULT_STATE_DIR, MODEL_CONFIG_FILENAME, UpConfig
@@ -101,6 +101,11 @@ def up(config: UpConfig) -> ServerState:
             log.warning(warning)
     deadline = time.monotonic() + (config.wait_seconds or START_SECONDS)
     try:
+        if config.replicas > 1 or backend.name == "swarm":
+            log.info("endpoint: %s", state.endpoint_mode)
+            wait_for_replicas(state, config.replicas,
+                              {m: r.stable for m, r in records.items() if m not in waiting},
+                              deadline)
         if waiting:  # first: the server's config poll may not wait for the others' loads
             try:
                 _add_waiting(state, config_path, waiting, deadline)
@@ -129,11 +134,61 @@ def current(state_dir: Path = DEFAULT_STATE_DIR) -> ServerState:
 
 
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> ServerReport:
-    """Per model: expected version, versions and states as the server reports them."""
+    """Per model: expected version, versions and states as the server reports them; for a
+    fleet, the same per replica."""
     state = current(state_dir)
-    running = _backend_for(state).is_running(state)
+    backend = _backend_for(state)
+    running = backend.is_running(state)
+    replicas = []
+    if hasattr(backend, "replicas") and running:
+        for replica in backend.replicas(state):
+            row = replica.to_json()
+            if replica.addresses is not None:
+                row["models"] = {m: _replica_view(replica.addresses, m) for m in state.models}
+            replicas.append(row)
     return ServerReport(state=state, running=running,
-                        models=[_model_report(state, m) for m in state.models])
+                        models=[_model_report(state, m) for m in state.models],
+                        replicas=replicas)
+
+
+def scale(replicas: int, state_dir: Path = DEFAULT_STATE_DIR,
+          timeout: float = 300.0) -> ServerState:
+    """Run `replicas` replicas of a fleet (swarm backend); returns once each one serves
+    every model's stable version. A new replica reads the shared models.config at start,
+    so it comes up in the current state."""
+    state = current(state_dir)
+    backend = _backend_for(state)
+    if not hasattr(backend, "scale"):
+        raise LifecycleError(f"the {state.backend} backend runs one server; only a swarm "
+                             f"fleet scales", next_step="`up --backend swarm --replicas N`")
+    backend.scale(state, replicas)
+    state.replicas = replicas
+    state_store.save(state)
+    repo = ModelRepository(state.repository)
+    stable = {m: rollouts.load(repo.model_dir(m), m).stable for m in state.models}
+    wait_for_replicas(state, replicas, {m: v for m, v in stable.items() if v is not None},
+                      time.monotonic() + timeout)
+    return state
+
+
+def wait_for_replicas(state: ServerState, count: int, stable: Dict[str, Optional[int]],
+                      deadline: float) -> None:
+    """Until exactly `count` replicas run and each one serves `stable` (model -> version)."""
+    backend = _backend_for(state)
+    while True:
+        replicas = [r for r in backend.replicas(state)
+                    if r.state == "running" and r.addresses is not None]
+        ready = [r for r in replicas if all(
+            health.get_model_status(r.addresses.rest_url, m).is_available(v)
+            for m, v in stable.items() if v is not None)]
+        if len(replicas) == count and len(ready) == count:
+            return
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"{len(ready)} of {count} replicas serve the stable versions "
+                              f"{stable} ({len(replicas)} running)",
+                              next_step="`python -m serving status` and `logs` show why",
+                              details=_log_tail(backend, state))
+        time.sleep(0.5)
 
 
 def wait_for_version(model: str, version: Optional[int], timeout: float,
@@ -317,6 +372,22 @@ def _model_report(state: ServerState, model: str) -> ModelReport:
                        status=st, lineage=lineage,
                        base_path=str(repo.model_dir(model)),
                        warnings=_profile_warnings(repo, model, [expected, *st.available()]))
+
+
+def _replica_view(addresses, model: str) -> dict:
+    """One replica's view of a model: its versions' states and what its labels name."""
+    from serving.lifecycle.sample import get_metadata
+
+    st = health.get_model_status(addresses.rest_url, model)
+    labels = {}
+    for label in (rollouts.STABLE, rollouts.PREVIOUS):
+        try:
+            meta = get_metadata(addresses.rest_url, model, label=label, timeout=2)
+            labels[label] = int(meta["model_spec"]["version"])
+        except Exception:  # noqa: BLE001 - a label the replica does not have
+            pass
+    return {"versions": {v.version: v.state for v in st.versions}, "labels": labels,
+            "error": st.error}
 
 
 def _describe(st: health.ModelStatus) -> str:

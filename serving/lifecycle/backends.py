@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Protocol, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
-from serving.lifecycle.config import UpConfig
+from serving.lifecycle.config import Addresses, UpConfig
 from serving.lifecycle.errors import EnvironmentProblem
 from serving.lifecycle.state import ServerState
 
@@ -40,6 +40,15 @@ class Backend(Protocol):
         """Remove leftovers of earlier runs for this state dir (crashed tests); returns count."""
 
 
+def replica_addresses(backend, state: ServerState) -> List[Tuple[str, Addresses]]:
+    """Where each replica of the server answers: the fleet's tasks (swarm), else the one
+    server. Rollout commands move and verify labels on each of them."""
+    if hasattr(backend, "replicas"):
+        return [(r.name, r.addresses) for r in backend.replicas(state)
+                if r.addresses is not None and r.state == "running"]
+    return [(state.name, state.addresses)]
+
+
 def create(name: str, config_docker_url: Optional[str] = None) -> Backend:
     if name == "docker":
         from serving.lifecycle.docker_backend import DockerBackend
@@ -47,6 +56,9 @@ def create(name: str, config_docker_url: Optional[str] = None) -> Backend:
     if name == "process":
         from serving.lifecycle.process_backend import ProcessBackend
         return ProcessBackend()
+    if name == "swarm":
+        from serving.lifecycle.swarm_backend import SwarmBackend
+        return SwarmBackend(config_docker_url)
     raise ValueError(f"unknown backend {name!r}")
 
 

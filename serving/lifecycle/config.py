@@ -26,7 +26,7 @@ CONTAINER_CONFIG_DIR = "/serving_config"  # directory mount: a rewritten file st
 LABEL_MANAGED = "org.tfx-serving-toolkit.managed"
 LABEL_STATE_DIR = "org.tfx-serving-toolkit.state-dir"
 
-BACKENDS = ("docker", "process", "auto")
+BACKENDS = ("docker", "process", "swarm", "auto")
 MODEL_CONFIG_FILENAME = "models.config"
 
 
@@ -52,18 +52,18 @@ class UpConfig:
     # listen).
     wait_seconds: float = 300.0
     docker_url: Optional[str] = None  # None: the SDK's default (DOCKER_HOST or the socket)
-    # Always use a models.config, even for one model (the official image accepts both).
-    force_model_config: bool = False
+    # swarm: how many replicas, and each one's memory limit.
+    replicas: int = 1
+    memory_limit_mb: int = 2048
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not self.models:
             raise ValueError("at least one model is needed")
-
-    @property
-    def uses_model_config(self) -> bool:
-        return self.force_model_config or len(self.models) > 1
+        if self.replicas != 1 and self.backend != "swarm":
+            raise ValueError(f"--replicas {self.replicas} needs --backend swarm (the "
+                             f"{self.backend} backend runs one server)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,6 +67,10 @@ class Held(LifecycleError):
     the model (`python -m serving hold`)."""
 
 
+class CanaryBusy(LifecycleError):
+    """Another run's canary of the same model is being checked: one canary at a time."""
+
+
 class ServerExited(LifecycleError):
     """The server process or container stopped on its own (bad flag, crash)."""
 

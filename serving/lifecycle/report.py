@@ -55,6 +55,8 @@ class ServerReport:
     state: ServerState
     running: bool
     models: List[ModelReport]
+    # A fleet's replicas (swarm): task, node, health, and each model's versions and labels.
+    replicas: List[dict] = dataclasses.field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -66,6 +68,7 @@ class ServerReport:
         return {"backend": s.backend, "running": self.running, "healthy": self.healthy,
                 "handle": s.handle, "name": s.name, "image": s.image,
                 "repository": s.repository, "addresses": s.addresses.to_json(),
+                "endpoint_mode": s.endpoint_mode, "replicas": self.replicas,
                 "models": [m.to_json() for m in self.models]}
 
     def to_text(self) -> str:
@@ -74,6 +77,16 @@ class ServerReport:
                  f"{' image ' + s.image if s.image else ''}  {s.name}",
                  f"REST {s.addresses.rest_url}  gRPC {s.addresses.grpc_target}",
                  f"repository {s.repository}"]
+        if s.endpoint_mode:
+            lines.append(f"endpoint: {s.endpoint_mode}")
+        for r in self.replicas:
+            models = "; ".join(
+                f"{m}: {', '.join(f'v{v} {st}' for v, st in view['versions'].items()) or '-'}"
+                f" labels {view['labels']}" for m, view in (r.get("models") or {}).items())
+            ports = r["addresses"]
+            lines.append(f"replica {r['name']} task {r['task']} node {r['node']}: {r['state']}"
+                         f"{', ' + r['health'] if r['health'] else ''}"
+                         f"{', REST ' + str(ports['rest_port']) if ports else ''}; {models}")
         for m in self.models:
             if m.waiting:
                 lines.append(f"{m.model}: waiting for a first version in {m.base_path}")

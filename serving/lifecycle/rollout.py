@@ -28,8 +28,10 @@ from typing import Dict, List, Optional, Tuple
 from serving import rollouts
 from serving.lifecycle import health, model_config, state as state_store
 from serving.lifecycle.api import _backend_for, _log_tail, running_server_for
+from serving.lifecycle.backends import replica_addresses
 from serving.lifecycle.config import DEFAULT_STATE_DIR
-from serving.lifecycle.errors import Held, LifecycleError, NotRunning, VersionFailed, WaitTimeout
+from serving.lifecycle.errors import (CanaryBusy, Held, LifecycleError, NotRunning,
+                                      VersionFailed, WaitTimeout)
 from serving.lifecycle.reload import reload_config
 from serving.lifecycle.sample import get_metadata
 from serving.lifecycle.state import ServerState
@@ -158,6 +160,11 @@ def load_canary(model: str, version: int, repository: Path, state_dir: Path,
         if version not in repo.candidates(model):
             raise LifecycleError(f"{model} has no candidate version {version} in "
                                  f"{repo.candidates_dir(model)}")
+        if record.canary not in (None, version):
+            raise CanaryBusy(f"{model} version {record.canary} is being checked as the "
+                                 f"canary by another run; one canary at a time",
+                                 next_step="run again once it is promoted or rejected "
+                                           "(`python -m serving versions` shows it)")
         old = copy.deepcopy(record)
         record.canary = version
         record.note("canary", version, by)
@@ -255,9 +262,15 @@ def versions_text(view: dict) -> str:
 
 def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
                 timeout: float) -> Dict[str, int]:
-    """Load, label, unload (see the module's docstring); returns the labels as the server
-    answers them afterwards."""
+    """Load, label, unload (see the module's docstring) on every replica of the server,
+    all or nothing: a replica that cannot load puts every replica back to the old state.
+    Returns the labels as the replicas answer them afterwards."""
     repo = ModelRepository(server.repository)
+    backend = _backend_for(server)
+    replicas = replica_addresses(backend, server)
+    if not replicas:
+        raise LifecycleError(f"no replica of the {server.backend} server is running",
+                             next_step="`python -m serving status` shows them")
     others = {m: rollouts.load(repo.model_dir(m), m) for m in server.models if m != model}
     deadline = time.monotonic() + timeout
 
@@ -268,21 +281,32 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
         if server.model_config_path:
             state_store.write_atomically(Path(server.model_config_path),
                                          model_config.to_text(config))
-        reload_config(server.addresses.grpc_target, config,
-                      timeout=max(1.0, deadline - time.monotonic()))
+        for name, addresses in replicas:
+            try:
+                reload_config(addresses.grpc_target, config,
+                              timeout=max(1.0, deadline - time.monotonic()))
+            except LifecycleError as e:
+                e.message = f"replica {name}: {e.message}" if len(replicas) > 1 else e.message
+                raise
 
     records_new = {**others, model: new}
     records_old = {**others, model: old}
-    apply(records_new, True, records_old)  # 1. load
     try:
-        for entry, version in _new_loads(model, old, new):
-            _wait_available(server, entry, version, deadline)
+        apply(records_new, True, records_old)  # 1. load
+        for name, addresses in replicas:
+            for entry, version in _new_loads(model, old, new):
+                _wait_available(server, addresses, entry, version, deadline,
+                                name if len(replicas) > 1 else "")
     except LifecycleError:
-        apply(records_old, False, records_old)  # back to what served before
+        apply(records_old, False, records_old)  # every replica back to what it served
         raise
     apply(records_new, True, records_new)  # 2. label
     apply(records_new, False, records_new)  # 3. unload
-    return _verify_labels(server, model, new, deadline)
+    answered = {}
+    for name, addresses in replicas:
+        answered = _verify_labels(server, addresses, model, new, deadline,
+                                  name if len(replicas) > 1 else "")
+    return answered
 
 
 def _new_loads(model: str, old: Rollout, new: Rollout) -> List[tuple]:
@@ -292,46 +316,50 @@ def _new_loads(model: str, old: Rollout, new: Rollout) -> List[tuple]:
     return loads
 
 
-def _wait_available(server: ServerState, entry: str, version: int, deadline: float) -> None:
+def _wait_available(server: ServerState, addresses, entry: str, version: int,
+                    deadline: float, replica: str = "") -> None:
     backend = _backend_for(server)
+    where = f"replica {replica}: " if replica else ""
     while True:
-        st = health.get_model_status(server.addresses.rest_url, entry)
+        st = health.get_model_status(addresses.rest_url, entry)
         if st.is_available(version):
             return
         v = st.version(version)
         if v is not None and v.failed:
-            raise VersionFailed(f"{entry} version {version} failed to load: {v.error_code}: "
-                                f"{v.error_message}", details=_log_tail(backend, server))
+            raise VersionFailed(f"{where}{entry} version {version} failed to load: "
+                                f"{v.error_code}: {v.error_message}",
+                                details=_log_tail(backend, server))
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"{entry} version {version} is not AVAILABLE in time; server "
-                              f"says: {st.error or [(x.version, x.state) for x in st.versions]}",
+            raise WaitTimeout(f"{where}{entry} version {version} is not AVAILABLE in time; "
+                              f"server says: "
+                              f"{st.error or [(x.version, x.state) for x in st.versions]}",
                               next_step="wait longer with --timeout",
                               details=_log_tail(backend, server))
         time.sleep(0.1)
 
 
-def _verify_labels(server: ServerState, model: str, record: Rollout,
-                   deadline: float) -> Dict[str, int]:
-    """Ask the server which version each label names (`GET .../labels/L/metadata`), until
-    it answers as the record says."""
+def _verify_labels(server: ServerState, addresses, model: str, record: Rollout,
+                   deadline: float, replica: str = "") -> Dict[str, int]:
+    """Ask one replica which version each label names (`GET .../labels/L/metadata`),
+    until it answers as the record says."""
     wanted = {(model, label): version for label, version in record.labels().items()}
     if record.canary is not None:
         wanted[(model_config.canary_entry(model), rollouts.CANARY)] = record.canary
-    answered: Dict[str, int] = {}
     while True:
-        answered = {}
+        answered: Dict[str, int] = {}
         for (entry, label), version in wanted.items():
             try:
-                meta = get_metadata(server.addresses.rest_url, entry, label=label)
+                meta = get_metadata(addresses.rest_url, entry, label=label)
                 answered[label] = int(meta["model_spec"]["version"])
             except Exception:  # noqa: BLE001 - not yet: asked again until the deadline
                 pass
         if all(answered.get(label) == v for (_, label), v in wanted.items()):
             return answered
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"{model}: the server's labels {answered} are not the recorded "
-                              f"{ {label: v for (_, label), v in wanted.items()} } in time",
-                              details=_log_tail(_backend_for(server), server))
+            where = f"replica {replica}: " if replica else ""
+            raise WaitTimeout(f"{where}{model}: the server's labels {answered} are not the "
+                              f"recorded { {label: v for (_, label), v in wanted.items()} } "
+                              f"in time", details=_log_tail(_backend_for(server), server))
         time.sleep(0.1)
 
 

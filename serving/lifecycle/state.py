@@ -30,11 +30,14 @@ class ServerState:
     model_config_path: str = ""  # host path of the generated models.config, if any
     # Server-side base path per model (/models/NAME in a container, host path otherwise).
     base_paths: Dict[str, str] = dataclasses.field(default_factory=dict)
-    pinned: Dict[str, int] = dataclasses.field(default_factory=dict)  # model -> version
     config_poll_seconds: float = 0.0
     started_at: float = 0.0
     log_path: str = ""
     docker_url: str = ""         # the daemon `up` talked to ("" = the SDK's default)
+    # swarm: the replicas asked for, how clients reach them and why, the balancer's pid.
+    replicas: int = 1
+    endpoint_mode: str = ""
+    balancer_pid: int = 0
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -48,7 +51,6 @@ class ServerState:
         a = d.pop("addresses")
         d["addresses"] = Addresses(a["host"], int(a["grpc_port"]), int(a["rest_port"]))
         d["models"] = tuple(d["models"])
-        d["pinned"] = {k: int(v) for k, v in d.get("pinned", {}).items()}
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -2,10 +2,12 @@
 project's kernel (fast profile, through its parameters cell), against a temporary
 repository, pipeline root and serving state dir.
 
-The repository starts with one version that the MNIST pipeline pushed (a deliberately weak
-one, so that the notebook's variant passes both gates whatever the training noise), so the
-notebook takes the path a data scientist takes on a project where `make pipeline` ran:
-compare with that version, push the next one, serve it.
+The repository starts with one version that the MNIST pipeline pushed and promoted (a
+deliberately weak one, so that the notebook's variant passes both gates whatever the
+training noise), so the notebook takes the path a data scientist takes on a project where
+`make pipeline` ran: compare with that stable version, push the next one as a candidate,
+try it on the server as the canary without serving it. Unattended (PROMOTE = False) the
+notebook changes nothing that is served; the command it prints then promotes the candidate.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit_testing import CACHE, NOTEBOOKS, execute_notebook
+from toolkit_testing import CACHE, NOTEBOOKS, execute_notebook, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +29,30 @@ VARIANT = {"conv1_filters": 16}
 
 @pytest.fixture(scope="module")
 def seeded(mnist_seed):
-    """A repository holding version 1, pushed by the MNIST pipeline and recorded as `run`
-    records its runs: the session's `mnist_seed`, which this module alone adds to."""
+    """A repository holding stable version 1, pushed by the MNIST pipeline, deployed as
+    `run` deploys a push with no server up (promoted), and recorded as `run` records its
+    runs: the session's `mnist_seed`, which this module alone adds to."""
+    from pipelines import post_push
+    from serving.repository import ModelRepository
+
+    repository = ModelRepository(mnist_seed.config.repository)
+    if 1 in repository.candidates("mnist"):  # the Pusher's candidate, not deployed yet
+        deployment = post_push.deploy("mnist", 1, repository, mnist_seed.root / "no-server",
+                                      timeout=60, log=lambda line: None)
+        assert deployment.status == post_push.NO_SERVER, deployment
+    assert _record(mnist_seed.config).stable == 1
     return mnist_seed.root, mnist_seed.config
+
+
+def _record(config):
+    from serving import rollouts
+    from serving.repository import ModelRepository
+
+    return rollouts.load(ModelRepository(config.repository).model_dir("mnist"), "mnist")
+
+
+def _state_dir(seeded) -> Path:
+    return seeded[0] / "serving"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +61,7 @@ def executed(seeded):
     from serving import lifecycle
 
     tmp, config = seeded
-    state_dir = tmp / "serving"
+    state_dir = _state_dir(seeded)
     try:
         yield execute_notebook(NOTEBOOK, {
             "PROFILE": "fast", "REPOSITORY": str(config.repository),
@@ -74,21 +97,26 @@ def test_each_figure_is_drawn(executed, tag):
 
 
 def test_the_variant_is_compared_with_the_repository_s_version(executed):
-    assert "blessed (compared with version 1, the current one)." in _text(executed, "evaluate")
+    assert "blessed (compared with version 1, the stable one)." in _text(executed, "evaluate")
 
 
-def test_the_blessed_variant_is_pushed_with_its_lineage_and_recorded(executed, seeded):
+def test_the_blessed_variant_is_pushed_as_a_candidate_with_its_lineage_and_recorded(
+        executed, seeded):
     from pipelines import history
     from serving.repository import ModelRepository
 
     _, config = seeded
-    assert "mnist: pushed version 2" in _text(executed, "push")
+    pushed = _text(executed, "push")
+    assert "mnist: pushed version 2" in pushed
+    assert "version 2 is a candidate, not served" in pushed
     repository = ModelRepository(config.repository)
-    assert repository.versions("mnist") == [1, 2]
+    assert repository.candidates("mnist") == [2] and repository.versions("mnist") == [1]
+    assert not repository.version_path("mnist", 2).exists()
+    assert repository.candidate_path("mnist", 2).is_dir()
     lineage = repository.lineage("mnist", 2)
     runs = history.runs(config, "mnist")
     assert [(r.pipeline, r.outcome, r.pushed_version) for r in runs] == [
-        ("mnist", "pushed", 1), ("mnist_notebook", "pushed", 2)]
+        ("mnist", "pushed", 1), ("mnist_notebook", "candidate", 2)]
     experiment_run = runs[1]
     assert experiment_run.hyperparameters == VARIANT
     assert (lineage.pipeline, lineage.run_id) == ("mnist_notebook", experiment_run.run_id)
@@ -107,10 +135,54 @@ def test_the_experiment_s_run_holds_the_executions_it_ran(executed, seeded):
     assert {"ImportExampleGen", "Trainer", "Importer", "Evaluator", "RepositoryPusher"} <= ran
 
 
-def test_the_served_prediction_came_from_the_pushed_version(executed):
+def test_the_served_prediction_came_from_the_candidate_as_the_canary(executed, seeded):
     served = _text(executed, "served")
-    found = re.search(r"served by mnist version (\d+) at http://127\.0\.0\.1:\d+: "
+    found = re.search(r"served by mnist candidate version (\d+) \(as the canary: mnist-canary, "
+                      r"label canary; still a candidate\) at http://127\.0\.0\.1:\d+: "
                       r"([\d.]+)% of 500 test digits right", served)
     assert found, served
     assert int(found[1]) == 2
     assert float(found[2]) > 85, served
+    # loaded as the canary for the predictions, then unloaded: stable never changed
+    record = _record(seeded[1])
+    assert [(e["action"], e["version"]) for e in record.events
+            if e["action"] in ("canary", "drop canary")] == [("canary", 2), ("drop canary", 2)]
+    assert (record.stable, record.canary) == (1, None)
+
+
+def test_unattended_the_notebook_leaves_the_server_s_stable_version_as_it_was(executed, seeded):
+    from serving import lifecycle
+    from serving.lifecycle import health, sample
+
+    assert "version 2 stays a candidate (PROMOTE = False)" in _text(executed, "promote")
+    server = lifecycle.running_server_for("mnist", _state_dir(seeded))
+    assert server is not None
+    rest_url = server.addresses.rest_url
+    stable = sample.get_metadata(rest_url, "mnist", label="stable")
+    assert int(stable["model_spec"]["version"]) == 1
+    assert health.get_model_status(rest_url, "mnist").available() == [1]
+    assert not health.get_model_status(rest_url, "mnist-canary").available()
+
+
+def test_the_promote_command_the_notebook_prints_makes_the_candidate_stable(executed, seeded):
+    """Last in this module: it changes what is served."""
+    from serving import lifecycle
+    from serving.lifecycle import sample
+    from serving.repository import ModelRepository
+
+    _, config = seeded
+    [command] = [line.strip() for line in _text(executed, "promote").splitlines()
+                 if line.strip().startswith("python -m serving promote")]
+    assert command == (f"python -m serving promote --model mnist --version 2 "
+                       f"--repository {config.repository}")
+    args = command.split()[2:] + ["--state-dir", str(_state_dir(seeded))]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mnist: version 2 is stable" in done.stdout
+
+    repository = ModelRepository(config.repository)
+    assert repository.versions("mnist") == [1, 2] and repository.candidates("mnist") == []
+    assert (_record(config).stable, _record(config).previous) == (2, 1)
+    server = lifecycle.running_server_for("mnist", _state_dir(seeded))
+    stable = sample.get_metadata(server.addresses.rest_url, "mnist", label="stable")
+    assert int(stable["model_spec"]["version"]) == 2
