@@ -1,8 +1,9 @@
 """The docker backend: a TF Serving container through the Docker SDK.
 
 The same code path serves the official image and the stand-in: the repository mounted
-read-only at /models, MODEL_NAME for one model, container ports 8500/8501 published on
-127.0.0.1, extra server flags appended to the entrypoint's. Containers carry our labels,
+read-only at /models, the generated models.config (from the rollout records) mounted at
+/serving_config, container ports 8500/8501 published on 127.0.0.1, extra server flags
+appended to the entrypoint's. Containers carry our labels,
 and nothing without them is ever stopped or removed.
 """
 
