@@ -151,9 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the repository's retention policy to a model: never the stable, "
                     "previous or canary version, a version the running server has loaded, a "
                     "candidate newer than stable, or the newest --keep-versions; a rejected "
-                    "version after --keep-rejected-days. Dry run by default: prints each "
-                    "version, kept or not, and why. `retrain` applies the same policy after "
-                    "each run. Version numbers are never reused after a removal.")
+                    "version after --keep-rejected-days. In the pipeline root, the artifacts "
+                    "only runs outside the newest --keep-runs and older than --keep-days used "
+                    "(never the Model behind a version in the repository), marked DELETED in "
+                    "ML Metadata first, so TFX's cache and resolvers never hand them out. Dry "
+                    "run by default: prints what would go and why. `retrain` applies the "
+                    "same policy after each run. Version numbers are never reused.")
     _name_arguments(gc, names)
     _retention_arguments(gc)
     cli.add_state_dir(gc, "where `python -m serving up` records the running server (its "
@@ -234,6 +237,11 @@ def _retention_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-rejected-days", type=cli.seconds,
                         default=retention.DEFAULT_KEEP_REJECTED_DAYS, metavar="DAYS",
                         help="keep a rejected version this long for the post-mortem")
+    parser.add_argument("--keep-runs", type=cli.positive_int, default=10, metavar="N",
+                        help="pipeline root: keep the artifacts of the newest N runs of each "
+                             "pipeline (at least the retraining window)")
+    parser.add_argument("--keep-days", type=cli.seconds, default=30.0, metavar="DAYS",
+                        help="pipeline root: keep the artifacts of runs younger than this")
 
 
 def _interval(text: str) -> float:
@@ -413,7 +421,8 @@ def retrain(args: argparse.Namespace) -> int:
             trainer_module=str(args.trainer_module.absolute()) if args.trainer_module else None,
             serving_state_dir=args.state_dir, serving_timeout=args.timeout,
             smoke_examples=args.smoke_examples, promote=args.promote,
-            keep_versions=args.keep_versions, keep_rejected_days=args.keep_rejected_days)
+            keep_versions=args.keep_versions, keep_rejected_days=args.keep_rejected_days,
+            keep_runs=args.keep_runs, keep_days=args.keep_days)
     except ValueError as e:
         print(f"python -m pipelines retrain: error: {e}", file=sys.stderr)
         return outcomes.USAGE.exit_code
@@ -503,6 +512,9 @@ def show_history(args: argparse.Namespace) -> int:
 
 
 def collect_garbage(args: argparse.Namespace) -> int:
+    from pipelines import retention as root_retention
+    from pipelines.config import RunConfig
+    from pipelines.metadata import StoreError
     from serving import retention
     from serving.repository import ModelRepository
 
@@ -510,10 +522,26 @@ def collect_garbage(args: argparse.Namespace) -> int:
     decisions = retention.plan_with_server(repo, args.name, args.state_dir, args.keep_versions,
                                            args.keep_rejected_days)
     removed = retention.apply(repo, decisions) if args.apply else []
+    config = RunConfig(pipeline_root=args.pipeline_root, repository=args.repository)
+    protected = root_retention.protected_model_uris(repo, args.name)
+    artifacts = {}
+    try:
+        for pipeline in config.pipelines_of(args.name):
+            path = config.metadata_path(pipeline)
+            plan = root_retention.plan(path, args.keep_runs, args.keep_days, protected)
+            gone = root_retention.apply(path, plan) if args.apply else []
+            artifacts[pipeline] = (plan, gone)
+    except StoreError as e:  # locked by a run, or left half-made by a full disk
+        print(f"error: {args.name}: {e}", file=sys.stderr)
+        return outcomes.FAILED.exit_code
     if args.json:
-        print(json.dumps({"model": args.name, "repository": str(repo.root),
-                          "applied": args.apply, "removed": [d.version for d in removed],
-                          "decisions": [d.to_json() for d in decisions]}, indent=2))
+        print(json.dumps({
+            "model": args.name, "repository": str(repo.root), "applied": args.apply,
+            "removed": [d.version for d in removed],
+            "decisions": [d.to_json() for d in decisions],
+            "artifacts": {p: {"removed": [d.artifact_id for d in gone],
+                              "decisions": [d.to_json() for d in plan]}
+                          for p, (plan, gone) in artifacts.items()}}, indent=2))
         return 0
     print(f"{args.name} in {repo.root}:" + ("" if decisions else " no versions"))
     if decisions:
@@ -521,6 +549,14 @@ def collect_garbage(args: argparse.Namespace) -> int:
     gone = [d for d in decisions if not d.keep]
     print(f"removed {len(removed)} version(s)" if args.apply else
           f"dry run: {len(gone)} version(s) would go; --apply removes them")
+    for pipeline, (plan, done) in artifacts.items():
+        doomed = [d for d in plan if not d.keep]
+        size = sum(d.bytes for d in doomed) / 2**20
+        print(f"{pipeline} artifacts under {config.pipeline_dir(pipeline)}: {len(plan)} live, "
+              f"{len(doomed)} ({size:.1f} MiB) " + ("removed" if args.apply else "would go"))
+        for d in doomed:
+            print(f"  {'remove' if args.apply else 'would remove'} {d.type_name} {d.uri}: "
+                  f"{d.why}")
     return 0
 
 

@@ -37,6 +37,11 @@ class RunConfig:
         """The Pusher's base directory: `<repository>/<model>`."""
         return (self.repository / model_name).absolute()
 
+    @staticmethod
+    def pipelines_of(model: str) -> Tuple[str, str, str]:
+        """Every pipeline that trains `model`: `run`'s, `retrain`'s and the notebook's."""
+        return (model, f"{model}{RETRAIN_SUFFIX}", f"{model}{NOTEBOOK_SUFFIX}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RetrainConfig:
@@ -65,6 +70,8 @@ class RetrainConfig:
     # The repository's retention policy, applied after each run (serving/retention.py).
     keep_versions: int = 10
     keep_rejected_days: float = 14.0
+    keep_runs: int = 10
+    keep_days: float = 30.0
 
     def __post_init__(self):
         if self.window < 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pipelines import metadata
-from pipelines.config import NOTEBOOK_SUFFIX, RETRAIN_SUFFIX, RunConfig
+from pipelines.config import RunConfig
 from pipelines.local_runner import RunResult
 from pipelines.outcomes import ABANDONED, DISK_FULL, ERROR, Outcome
 
@@ -113,7 +113,7 @@ def _record_run(metadata_path, run_id, outcome, reason, result, span, span_finge
 def runs(config: RunConfig, model: str) -> List[RunRecord]:
     """Every run of `model`'s pipelines under the pipeline root, oldest first."""
     records = []
-    for pipeline in (model, f"{model}{RETRAIN_SUFFIX}", f"{model}{NOTEBOOK_SUFFIX}"):
+    for pipeline in config.pipelines_of(model):
         path = config.metadata_path(pipeline)
         if path.exists():
             records += _read_runs(path, pipeline)

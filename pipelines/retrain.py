@@ -55,6 +55,8 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
 
 
 def _apply_retention(model: str, config: RetrainConfig, log) -> None:
+    """The repository's and the pipeline root's retention (`python -m pipelines gc`)."""
+    from pipelines import retention as root_retention
     from serving import retention
 
     repository = ModelRepository(config.run.repository)
@@ -62,12 +64,21 @@ def _apply_retention(model: str, config: RetrainConfig, log) -> None:
         decisions = retention.plan_with_server(repository, model, config.serving_state_dir,
                                                config.keep_versions, config.keep_rejected_days)
         removed = retention.apply(repository, decisions)
-    except OSError as e:
+        protected = root_retention.protected_model_uris(repository, model)
+        artifacts = []
+        for pipeline in config.run.pipelines_of(model):
+            path = config.run.metadata_path(pipeline)
+            artifacts += root_retention.apply(path, root_retention.plan(
+                path, config.keep_runs, config.keep_days, protected))
+    except (OSError, metadata.StoreError) as e:
         log(f"  retention: not applied ({e}); `python -m pipelines gc {model}` shows the plan")
         return
     if removed:
         log(f"  retention: removed {', '.join(f'{d.where} {d.version}' for d in removed)} "
             f"(keeping the newest {config.keep_versions} and every version with a role)")
+    if artifacts:
+        log(f"  retention: removed {len(artifacts)} artifact(s) of old runs, "
+            f"{sum(d.bytes for d in artifacts) / 2**20:.1f} MiB (marked DELETED in ML Metadata)")
 
 
 def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
