@@ -108,6 +108,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many replicas")
     cli.add_timeout(sc, 300.0, "how long to wait for the replicas")
 
+    mf = sub.add_parser("manifests", parents=[common], epilog=epilog,
+                        help="render Kubernetes manifests of the served state",
+                        description="Render a Deployment (readiness on the stable label, "
+                                    "liveness, resources, rolling updates), a Service and a "
+                                    "ConfigMap with the models.config rendered from the rollout "
+                                    "records, one YAML file each plus a kustomization.yaml. "
+                                    "Rendered and checked here, not run (no Kubernetes API "
+                                    "server here): see docs/kubernetes.md.")
+    mf.add_argument("--target", choices=("kubernetes",), default="kubernetes",
+                    help="the platform")
+    cli.add_repository(mf, "the model repository whose rollout records are rendered")
+    cli.add_model(mf, many=True, required=True,
+                  text="a model to serve; repeat it or separate names with commas (the "
+                       "first one's stable label is the readiness probe)")
+    mf.add_argument("--replicas", type=cli.positive_int, default=3, metavar="N",
+                    help="the Deployment's replicas")
+    mf.add_argument("--output", type=cli.dir_path, required=True, metavar="DIR",
+                    help="where to write the YAML files (made when missing)")
+    mf.add_argument("--image", default=DEFAULT_IMAGE, help="the serving image")
+    mf.add_argument("--repository-claim", default="model-repository", metavar="NAME",
+                    help="the PersistentVolumeClaim holding the repository (ReadOnlyMany)")
+    mf.add_argument("--name", default="tfx-serving", metavar="NAME",
+                    help="the objects' name prefix and app label")
+    mf.add_argument("--memory-limit", type=cli.positive_int, default=2048, metavar="MB",
+                    help="each pod's memory request and limit")
+    mf.add_argument("--cpu", default="1", metavar="CPU", help="each pod's CPU request and limit")
+
     lg = sub.add_parser("logs", parents=[common], epilog=epilog, help="the server's log",
                         description="Print the recorded server's log (the container's, or "
                                     "the process's log file).")
@@ -207,7 +234,7 @@ def _configure_logging(quiet: bool) -> None:
 def _run(args, extra: Tuple[str, ...]) -> int:
     from serving import lifecycle
     from serving.lifecycle.config import UpConfig
-    from serving.lifecycle.errors import EXIT_USAGE
+    from serving.lifecycle.errors import EXIT_FAILED, EXIT_USAGE
 
     if args.command == "up":
         models = tuple(dict.fromkeys(args.model))  # in order, each once
@@ -249,6 +276,21 @@ def _run(args, extra: Tuple[str, ...]) -> int:
     if args.command == "wait":
         st = lifecycle.wait_for_version(args.model, args.version, args.timeout, args.state_dir)
         print(f"{args.model}: AVAILABLE {st.available()}")
+        return 0
+    if args.command == "manifests":
+        from serving.lifecycle import manifests
+
+        models = tuple(dict.fromkeys(args.model))
+        try:
+            objects = manifests.render_for_repository(
+                args.repository, models, replicas=args.replicas,
+                repository_claim=args.repository_claim, image=args.image,
+                memory_limit_mb=args.memory_limit, cpu=args.cpu, name=args.name)
+        except ValueError as e:  # no stable version to render, a bad name or size
+            print(f"python -m serving manifests: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        for path in manifests.write(objects, args.output):
+            print(path)
         return 0
     if args.command == "scale":
         state = lifecycle.scale(args.replicas, args.state_dir, args.timeout)

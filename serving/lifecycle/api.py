@@ -340,6 +340,10 @@ def _server_args(config: UpConfig, backend, config_path: Optional[Path]) -> tupl
     args = [f"--file_system_poll_wait_seconds={_flag_number(config.file_system_poll_seconds)}",
             "--max_num_load_retries=0"]
     if config_path is not None:
+        # TF Serving's ServerCore::ReloadConfig assigns labels before it loads the config's
+        # versions, so a first config with labels (a restart with a recorded stable) is
+        # refused unless new labels may name versions still loading (tensorflow/serving#1230).
+        args += ["--allow_version_labels_for_unavailable_models"]
         args += [f"--model_config_file={backend.config_path_for_server(config_path)}",
                  "--model_config_file_poll_wait_seconds="
                  f"{_flag_number(config.config_poll_seconds)}"]

@@ -2,9 +2,11 @@
 registry view.
 
 Every change goes the way TF Serving's documentation asks for labels: load first, then
-move the label, then unload. Three config reloads, each written to the polled
-models.config before it is applied by ReloadConfig (so a poll in between applies the same
-step, and a restarted server renders the same config from the records):
+move the label, then unload. TF Serving's ServerCore::ReloadConfig checks and assigns a
+config's labels *before* it loads the config's versions, so a config that moves a label to
+a version not yet loaded is refused whole. Hence three config reloads, each written to the
+polled models.config before it is applied by ReloadConfig (so a poll in between applies
+the same step, and a restarted server renders the same config from the records):
 
 1. load: every version the old and the new state need, the old labels;
 2. label: the same versions, the new labels (they now name AVAILABLE versions, which
