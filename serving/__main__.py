@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "loads stable, and previous only below it)")
     which.add_argument("--label", default=None, metavar="LABEL",
                        help="a version label: stable or previous (the canary: --model "
-                            "NAME-canary --label canary)")
+                            "NAME-canary --label canary); default: none, the server picks")
     return p
 
 

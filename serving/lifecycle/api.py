@@ -39,22 +39,19 @@ def up(config: UpConfig) -> ServerState:
     versions and labels, serving/lifecycle/model_config.py), so it comes back with the
     recorded stable version after a restart, not the newest in the repository.
 
-    A model with no version yet is served as TF Serving serves it: the server waits for
-    its first version and loads it when it appears. `up` creates the repository and the
-    model's base directory, logs that the model is waiting, and does not wait for it. As
-    tensorflow_model_server loads every model of its first config before it listens, the
-    waiting models join through the polled models.config once the server listens (so
-    `up` waits for that much even with wait_seconds 0).
+    A model with no version yet is waiting: `up` creates the repository and the model's
+    base directory, logs that the model is waiting, and does not wait for it. It joins the
+    config when its first push is promoted (as the canary `<model>-canary` first, like
+    every push). It is left out of the config until then: TF Serving's ReloadConfig waits
+    for a newly added model's first version while it holds the config lock, so a waiting
+    model in the config would block the first canary (and every later reload) on the
+    official image. `up` waits for the server to listen even with wait_seconds 0.
     """
     repo = ModelRepository(config.repository)
     try:  # decided before anything is created: a refused command line writes nothing
         waiting = [m for m in config.models if repo.latest_version(m) is None]
     except RepositoryError as e:  # a model name no base path can have
         raise ValueError(str(e)) from e
-    if waiting and config.config_poll_seconds <= 0:
-        raise ValueError(f"{', '.join(waiting)} has no version yet: the server adds it when it "
-                         f"re-reads its models.config, which a config poll of "
-                         f"{config.config_poll_seconds:g} s turns off")
     clash = [m for m in config.models if model_config.canary_entry(m) in config.models]
     if clash:
         raise ValueError(f"{model_config.canary_entry(clash[0])} is the name {clash[0]}'s "
@@ -76,7 +73,7 @@ def up(config: UpConfig) -> ServerState:
     backend.remove_orphans(Path(config.state_dir))
     config_path = Path(config.state_dir).absolute() / "config" / MODEL_CONFIG_FILENAME
     state_store.write_atomically(config_path, model_config.render(
-        backend.base_paths(config), records, [m for m in config.models if m not in waiting]))
+        backend.base_paths(config), records, config.models))
     server_args = _server_args(config, backend, config_path)
     log.info("starting %s backend: models %s from %s", backend.name, ",".join(config.models),
              repo.root)
@@ -106,12 +103,14 @@ def up(config: UpConfig) -> ServerState:
             wait_for_replicas(state, config.replicas,
                               {m: r.stable for m, r in records.items() if m not in waiting},
                               deadline)
-        if waiting:  # first: the server's config poll may not wait for the others' loads
-            try:
-                _add_waiting(state, config_path, waiting, deadline)
-            except WaitTimeout:
-                down(config.state_dir, timeout=5)  # it never listened: nothing to keep
-                raise
+        try:
+            _wait_listening(state, deadline)
+        except WaitTimeout:
+            down(config.state_dir, timeout=5)  # it never listened: nothing to keep
+            raise
+        for model in waiting:
+            log.warning("%s: waiting for a first version in %s (served once a push is "
+                        "promoted)", model, repo.model_dir(model))
         if config.wait_seconds > 0:
             for model in config.models:
                 if model not in waiting:
@@ -230,7 +229,8 @@ def wait_for_version(model: str, version: Optional[int], timeout: float,
                                details=_log_tail(backend, state))
         if time.monotonic() >= deadline:
             what = f"version {version} not AVAILABLE" if version is not None else \
-                f"no version published in {ModelRepository(state.repository).model_dir(model)}"
+                f"no version published in {ModelRepository(state.repository).model_dir(model)} " \
+                f"is stable yet (a push is served once it is promoted)"
             raise WaitTimeout(
                 f"{model}: {what} after {timeout:.0f}s; server says: {_describe(last)}",
                 next_step="check that the version was published into the served repository, "
@@ -299,11 +299,8 @@ def _prepare_repository(config: UpConfig) -> ModelRepository:
     return repo
 
 
-def _add_waiting(state: ServerState, config_path: Path, waiting: Sequence[str],
-                 deadline: float) -> None:
-    """Once the server listens (its first config is loaded), give it every model through
-    its polled models.config: it then waits for the first version of each waiting model
-    and loads it when it appears, as TF Serving does for a model added to its config."""
+def _wait_listening(state: ServerState, deadline: float) -> None:
+    """Until the server answers HTTP (it has loaded its first config)."""
     backend = _backend_for(state)
     while not health.answers(state.addresses.rest_url):
         if not backend.is_running(state):
@@ -315,10 +312,6 @@ def _add_waiting(state: ServerState, config_path: Path, waiting: Sequence[str],
                               next_step="read the log below; wait longer with --timeout",
                               details=_log_tail(backend, state))
         time.sleep(0.25)
-    state_store.write_atomically(config_path, model_config.render_served(state))
-    repo = ModelRepository(state.repository)
-    for model in waiting:
-        log.warning("%s: waiting for a first version in %s", model, repo.model_dir(model))
 
 
 def _profile_warnings(repo: ModelRepository, model: str,

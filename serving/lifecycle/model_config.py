@@ -12,8 +12,9 @@ the same file (`--model_config_file`, polled, and ReloadConfig):
   TF Serving has no "default label": loaded into `M`, a newer canary would answer every
   request that names no version before it passed verification.
 
-A model with nothing stable yet (no version published) gets the `latest` policy and no
-labels: the server waits for its first version, as TF Serving does.
+A model with nothing stable yet has no entry (only its canary's while its first push is
+checked): TF Serving's ReloadConfig waits, holding its config lock, for a newly added
+model's first version, so an entry waiting for one would block every later reload.
 """
 
 from __future__ import annotations
@@ -50,18 +51,16 @@ def build(base_paths: Mapping[str, str], records: Mapping[str, Rollout],
         record = records.get(name) or Rollout(model=name)
         other = also_loaded.get(name) or Rollout(model=name)
         labelled = labels_from.get(name) or Rollout(model=name)
-        entry = config.model_config_list.config.add()
-        entry.name = name
-        entry.base_path = base_paths[name]
-        entry.model_platform = "tensorflow"
         loaded = sorted(set(record.loaded_versions()) | set(other.loaded_versions()))
         if loaded:
+            entry = config.model_config_list.config.add()
+            entry.name = name
+            entry.base_path = base_paths[name]
+            entry.model_platform = "tensorflow"
             entry.model_version_policy.specific.versions.extend(loaded)
             for label, version in sorted(labelled.labels().items()):
                 if version in loaded:
                     entry.version_labels[label] = version
-        else:
-            entry.model_version_policy.latest.num_versions = 1
         canaries = sorted({v for v in (record.canary, other.canary) if v is not None})
         if canaries:
             canary = config.model_config_list.config.add()

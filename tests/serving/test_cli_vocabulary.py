@@ -105,7 +105,15 @@ def test_old_spellings_are_refused_with_the_new_one(capsys, tmp_path, old, new):
     (["wait", "--model", "a", "--timeout", "-0.5"],
      "wait: error: argument --timeout: expected 0 or more seconds, got '-0.5'"),
     (["rollback", "--model", "a", "--to", "one"],
-     "rollback: error: argument --to: expected a version number or `latest`, got 'one'"),
+     "rollback: error: argument --to: expected a whole number, got 'one'"),
+    (["rollback", "--model", "a", "--to", "0"], "rollback: error: argument --to: must be at "
+                                                "least 1, got 0"),
+    (["promote", "--model", "a"], "promote: error: the following arguments are required: "
+                                  "--version"),
+    (["promote", "--model", "a", "--version", "0"],
+     "promote: error: argument --version: must be at least 1, got 0"),
+    (["versions", "--model", "a", "--repository", "{tmp}/file"],
+     "versions: error: argument --repository: {tmp}/file is not a directory"),
     (["down", "--timeout", "-3"], "down: error: argument --timeout: expected 0 or more seconds"),
     (["logs", "--tail", "-1"], "logs: error: argument --tail: must be 0 or more, got -1"),
     (["predict", "--model", "a", "--instances", "{{}}"],

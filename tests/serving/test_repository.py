@@ -202,3 +202,72 @@ def test_staging_left_by_a_killed_publisher_is_reclaimed_but_a_live_one_is_not(t
         live.kill()
         live.wait(10)
     assert [p.name for p in repository.reclaim_staging("m")] == [Path(live_staging).name]
+
+
+# ---- candidates: pushed versions waiting to be verified and promoted ----
+
+def publish_candidate(repository: ModelRepository, model: str, payload: bytes = b"graph") -> int:
+    with repository.publish(model, candidate=True) as publication:
+        write_fake_saved_model(publication.staging, payload)
+    assert publication.path == repository.candidate_path(model, publication.version)
+    return publication.version
+
+
+def test_version_numbers_are_one_sequence_over_candidates_published_and_rejected(tmp_path):
+    repository = ModelRepository(tmp_path)
+    assert publish_candidate(repository, "m") == 1
+    assert publish_fake(repository, "m") == 2
+    assert publish_candidate(repository, "m") == 3
+    repository.reject("m", 3, "failed its smoke check")
+    assert publish_candidate(repository, "m") == 4  # 3 is rejected, never given out again
+    assert repository.promote_candidate("m", 1) == tmp_path / "m" / "1"
+    assert publish_fake(repository, "m") == 5  # 4 is still a candidate
+    assert repository.versions("m") == [1, 2, 5]
+    assert repository.candidates("m") == [4]
+    assert repository.rejected_versions("m") == [3]
+    assert publish_candidate(repository, "m") == 6
+
+
+def test_a_candidate_is_not_a_published_version_until_promoted(tmp_path):
+    """A server polling <model>/ (TF Serving's `latest` policy) never sees a candidate: it
+    is not an integer-named child of the base path."""
+    repository = ModelRepository(tmp_path)
+    publish_fake(repository, "m", payload=b"v1")
+    version = publish_candidate(repository, "m", payload=b"v2")
+    assert [p.name for p in (tmp_path / "m").iterdir() if p.name.isdigit()] == ["1"]
+    assert repository.versions("m") == [1] and repository.latest_version("m") == 1
+    assert repository.locate("m", version) == tmp_path / "m" / ".candidates" / "2"
+    assert repository.models() == ["m"]  # .candidates is no model
+    path = repository.promote_candidate("m", version)
+    assert path == tmp_path / "m" / "2" and (path / "saved_model.pb").read_bytes() == b"v2"
+    assert repository.versions("m") == [1, 2] and repository.candidates("m") == []
+    assert repository.locate("m", version) == path
+    assert repository.promote_candidate("m", version) == path  # already published: as is
+    with pytest.raises(RepositoryError, match="no candidate version 7"):
+        repository.promote_candidate("m", 7)
+
+
+def test_a_rejected_candidate_is_withdrawn_with_its_reason(tmp_path):
+    repository = ModelRepository(tmp_path)
+    publish_fake(repository, "m")
+    version = publish_candidate(repository, "m")
+    moved = repository.reject("m", version, "did not load as the canary")
+    assert moved == tmp_path / "m" / f".rejected-{version}"
+    assert repository.candidates("m") == [] and repository.versions("m") == [1]
+    assert repository.rejected_versions("m") == [version]
+    assert repository.locate("m", version) == moved
+    assert repository.lineage("m", version).rejected["reason"] == "did not load as the canary"
+    with pytest.raises(RepositoryError):
+        repository.promote_candidate("m", version)
+
+
+def test_identical_content_is_recognised_against_the_newest_candidate_too(tmp_path):
+    repository = ModelRepository(tmp_path / "repo")
+    same = write_fake_saved_model(tmp_path / "same", payload=b"model-b")
+    publish_fake(repository, "m", payload=b"model-a")
+    assert publish_candidate(repository, "m", payload=b"model-b") == 2
+    assert repository.version_with_same_content("m", same) == 2
+    publish_candidate(repository, "m", payload=b"model-c")
+    assert repository.version_with_same_content("m", same) is None  # only the newest counts
+    older = write_fake_saved_model(tmp_path / "older", payload=b"model-a")
+    assert repository.version_with_same_content("m", older) == 1  # the newest published

@@ -20,12 +20,19 @@ POLL_SECONDS = 1.0
 
 
 @pytest.fixture(scope="session")
-def templates(saved_model_templates):
+def templates(saved_model_templates, tmp_path_factory):
     """Exported once per session (`saved_model_templates`, shared with the model server's
     tests): half_plus_two versions 1 (b=2) and 2 (b=3), and an MNIST-shaped model (the
-    model server's stand-in for the trained one) under "mnist"."""
+    model server's stand-in for the trained one) under "mnist"; and under "garbage" a
+    half_plus_two that loads and answers, wrongly (b=7: y(1.0) = 7.5), for a canary that
+    must fail its smoke check."""
+    import saved_models
+
     root = saved_model_templates
-    return {1: root / "hp2_v1", 2: root / "hp2_v2", "mnist": root / "mnist"}
+    garbage = saved_models.export_half_plus_two(tmp_path_factory.mktemp("garbage") / "hp2_b7",
+                                                0.5, lc_support.GARBAGE_BIAS)
+    return {1: root / "hp2_v1", 2: root / "hp2_v2", "mnist": root / "mnist",
+            "garbage": garbage}
 
 
 @pytest.fixture(params=["docker", "process"])

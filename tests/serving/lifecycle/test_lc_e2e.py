@@ -19,14 +19,13 @@ import requests
 
 import lc_support
 from lc_support import EXPECTED_Y, MODEL, ContinuousClient, push, push_broken
-from serving import lifecycle
-from serving.lifecycle import health
+from serving import lifecycle, rollouts
+from serving.lifecycle import health, rollout
 from toolkit_testing import free_port, test_image
 
 pytestmark = pytest.mark.e2e
 
 POLL_SECONDS = 1.0  # the serve fixture's --file_system_poll / config poll interval
-LOAD_BUDGET_SECONDS = 20.0  # generous on 2 shared cores; the measured value is printed
 
 
 def test_health_passes_only_once_version_1_is_available(serve, repo, templates):
@@ -51,72 +50,79 @@ def test_health_passes_only_once_version_1_is_available(serve, repo, templates):
     assert lifecycle.sample_prediction(MODEL, [1.0], serve.state_dir) == {"predictions": [2.5]}
 
 
-def test_push_of_version_2_is_served_with_no_failed_request(serve, repo, templates):
+def test_promote_of_version_2_is_served_with_no_failed_request(serve, repo, templates):
+    """A version published into the repository is not served until it is promoted; the
+    promote (load, label, unload) fails no request."""
     push(repo, templates[1])
     state = serve()
     with ContinuousClient(state.addresses.rest_url) as client:
         client.wait_for(EXPECTED_Y[1], 30)
-        version, renamed_at = push(repo, templates[2])
+        version, _ = push(repo, templates[2])
         assert version == 2
-        lifecycle.wait_for_version(MODEL, 2, 120, serve.state_dir, poll_seconds=0.05)
-        to_available = time.monotonic() - renamed_at
+        time.sleep(2.5 * POLL_SECONDS)  # several file-system polls: v2 stays unloaded
+        assert lifecycle.status(serve.state_dir).models[0].status.available() == [1]
+        assert set(client.values()) == {EXPECTED_Y[1]}, "v2 was served before its promote"
+        started = time.monotonic()
+        change = rollout.promote(MODEL, 2, repo, serve.state_dir, timeout=120)
+        promoted_in = time.monotonic() - started
+        assert change.verified == {"stable": 2, "previous": 1}
         client.wait_for(EXPECTED_Y[2], 30)
         time.sleep(0.5)  # keep sending after the switch
-    print(f"\n[{state.backend}] rename -> AVAILABLE: {to_available:.2f}s, "
-          f"{len(client.results)} requests")
-    assert to_available < POLL_SECONDS + LOAD_BUDGET_SECONDS  # poll interval + load time
+    print(f"\n[{state.backend}] promote: {promoted_in:.2f}s, {len(client.results)} requests")
     assert client.failures == []
     assert set(client.values()) <= {EXPECTED_Y[1], EXPECTED_Y[2]}
     assert client.values()[-1] == EXPECTED_Y[2]
     assert lifecycle.sample_prediction(MODEL, [1.0], serve.state_dir) == {"predictions": [3.5]}
-    # What the pipeline runner calls after a push: wait, then one prediction from v2,
-    # with an instance built from the model's signature (x = 0.0 -> y = bias = 3.0).
-    st, prediction = lifecycle.verify_pushed(MODEL, 2, 60, serve.state_dir)
-    assert st.is_available(2) and prediction == {"predictions": [3.0]}
+    # One prediction with an instance built from the signature (x = 0.0 -> y = bias = 3.0).
+    assert lifecycle.sample_prediction(MODEL, None, serve.state_dir) == {"predictions": [3.0]}
+    assert lifecycle.status(serve.state_dir).models[0].expected_version == 2
 
 
 def test_broken_version_3_keeps_version_2_serving(serve, repo, templates):
     push(repo, templates[1])
     push(repo, templates[2])
-    state = serve()
+    state = serve()  # no record yet: the newest published version (2) is adopted as stable
     with ContinuousClient(state.addresses.rest_url) as client:
         client.wait_for(EXPECTED_Y[2], 30)
         assert push_broken(repo) == 3
         with pytest.raises(lifecycle.VersionFailed) as failed:
-            lifecycle.wait_for_version(MODEL, 3, 120, serve.state_dir)
+            rollout.promote(MODEL, 3, repo, serve.state_dir, timeout=120)
         time.sleep(0.5)
     assert "version 3 failed to load" in str(failed.value)
-    assert "log lines" in str(failed.value)  # the server's last log lines come with it
+    assert "log lines" in str(failed.value.details)  # the server's last log lines come with it
     assert client.failures == []
     assert set(client.values()) == {EXPECTED_Y[2]}
+    record = rollouts.load(repo / MODEL, MODEL)
+    assert (record.stable, record.previous) == (2, None), "a failed promote changed the record"
     report = lifecycle.status(serve.state_dir)
     model = report.models[0]
-    assert model.status.available() == [2]
-    v3 = model.status.version(3)
-    assert v3.state == "END" and v3.error_message
-    assert not report.healthy  # the expected (latest) version is not the one served
-    assert "version 3: END" in report.to_text()
-    assert report.to_json()["models"][0]["versions"][-1]["error_message"] == v3.error_message
+    assert model.status.available() == [2] and model.expected_version == 2
+    assert report.healthy  # the server went back to what it served before
+    assert "versions: 3" not in Path(state.model_config_path).read_text()
 
 
 def test_rollback_to_version_1_without_restart(serve, repo, templates):
     push(repo, templates[1])
-    push(repo, templates[2])
     state = serve()
+    push(repo, templates[2])
+    rollout.promote(MODEL, 2, repo, serve.state_dir, timeout=120)
     before = _identity(state)
     with ContinuousClient(state.addresses.rest_url) as client:
         client.wait_for(EXPECTED_Y[2], 30)
-        st = lifecycle.rollback(MODEL, 1, serve.state_dir, timeout=120)
-        assert st.available() == [1]
+        change = rollout.rollback(MODEL, repo, state_dir=serve.state_dir, timeout=120)
+        assert change.record.stable == 1 and change.verified == {"stable": 1}
         client.wait_for(EXPECTED_Y[1], 30)
         time.sleep(0.5)
     assert client.failures == []
     assert lifecycle.sample_prediction(MODEL, [1.0], serve.state_dir) == {"predictions": [2.5]}
     report = lifecycle.status(serve.state_dir)
-    assert report.healthy and report.models[0].pinned and report.models[0].expected_version == 1
+    assert report.healthy and report.models[0].expected_version == 1
+    assert report.models[0].status.available() == [1]
     assert _identity(lifecycle.current(serve.state_dir)) == before  # same server, no restart
-    # Back to the latest: unpinned, version 2 served again.
-    assert lifecycle.rollback(MODEL, None, serve.state_dir).available() == [2]
+    # Forward again: version 2 was stable before, so promote serves it again.
+    assert rollout.promote(MODEL, 2, repo, serve.state_dir).verified == \
+        {"stable": 2, "previous": 1}
+    assert lifecycle.status(serve.state_dir).models[0].status.available() == [1, 2]
 
 
 def test_several_models_share_one_server(serve, repo, templates):
@@ -131,14 +137,16 @@ def test_several_models_share_one_server(serve, repo, templates):
     scores = lifecycle.sample_prediction("mnist", None, serve.state_dir)["predictions"][0]
     assert len(scores) == 10 and abs(sum(scores) - 1.0) < 1e-4
     assert lifecycle.sample_prediction(MODEL, [1.0], serve.state_dir) == {"predictions": [2.5]}
-    # Rollback with a polled models.config: the file and the running server agree, and
-    # the next polls of the file keep version 1.
+    # Promote and rollback with a polled models.config: the file and the running server
+    # agree, the next polls of the file keep version 1, and mnist is untouched.
     push(repo, templates[2])
-    lifecycle.wait_for_version(MODEL, 2, 60, serve.state_dir)
-    assert lifecycle.rollback(MODEL, 1, serve.state_dir).available() == [1]
-    assert "versions: 1" in Path(state.model_config_path).read_text()
+    rollout.promote(MODEL, 2, repo, serve.state_dir, timeout=120)
+    rollout.rollback(MODEL, repo, state_dir=serve.state_dir, timeout=120)
+    assert "versions: 1\n" in Path(state.model_config_path).read_text()
+    assert "versions: 2\n" not in Path(state.model_config_path).read_text()
     time.sleep(2.5 * POLL_SECONDS)
     assert lifecycle.status(serve.state_dir).models[1].status.available() == [1]
+    assert lifecycle.status(serve.state_dir).models[0].status.available() == [1]
     assert lifecycle.sample_prediction(MODEL, [1.0], serve.state_dir) == {"predictions": [2.5]}
     if state.backend == "docker":  # the repository (and the config) are mounted read-only
         import docker

@@ -17,9 +17,12 @@ import pytest
 from serving.__main__ import split_extra
 from serving.lifecycle import api, backends, health, model_config, state as state_store
 from serving.lifecycle.config import Addresses, UpConfig
-from serving.lifecycle.errors import EXIT_ENVIRONMENT, EXIT_NOT_RUNNING, EXIT_USAGE
+from serving import rollouts
+from serving.lifecycle.errors import (EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_NOT_RUNNING,
+                                      EXIT_USAGE)
 from serving.lifecycle.process_backend import ProcessBackend
 from serving.lifecycle.report import ModelReport
+from serving.rollouts import Rollout
 from toolkit_testing import require_docker, test_image
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -71,14 +74,14 @@ def _status(version, state, code="OK", message=""):
 def test_open_port_is_not_health(fake_rest):
     url = f"http://127.0.0.1:{fake_rest.server_address[1]}"
     fake_rest.body = {"model_version_status": [_status(1, "LOADING")]}
-    report = ModelReport("m", 1, False, health.get_model_status(url, "m"))
+    report = ModelReport("m", 1, health.get_model_status(url, "m"))
     assert not report.healthy
     fake_rest.body = {"model_version_status": [_status(1, "AVAILABLE")]}
-    assert ModelReport("m", 1, False, health.get_model_status(url, "m")).healthy
-    assert not ModelReport("m", 2, False, health.get_model_status(url, "m")).healthy
+    assert ModelReport("m", 1, health.get_model_status(url, "m")).healthy
+    assert not ModelReport("m", 2, health.get_model_status(url, "m")).healthy
     fake_rest.code, fake_rest.body = 404, {"error": "Servable not found"}
     st = health.get_model_status(url, "m")
-    assert "404" in st.error and not ModelReport("m", 1, False, st).healthy
+    assert "404" in st.error and not ModelReport("m", 1, st).healthy
 
 
 def test_failed_version_carries_the_servers_error():
@@ -97,16 +100,17 @@ def test_no_server_answering_is_an_error_not_an_exception():
     assert st.error and st.versions == ()
 
 
-def test_model_config_pins_a_version_and_serves_latest_otherwise():
+def test_model_config_serves_the_recorded_stable_and_leaves_a_waiting_model_out():
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    text = model_config.render({"a": "/models/a", "b": "/models/b"}, {"b": 3}, ["a", "b"])
+    record = Rollout(model="b", stable=3, previous=2)
+    text = model_config.render({"a": "/models/a", "b": "/models/b"}, {"b": record}, ["a", "b"])
     parsed = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
-    a, b = parsed.model_config_list.config
-    assert (a.name, a.base_path, a.model_platform) == ("a", "/models/a", "tensorflow")
-    assert a.model_version_policy.latest.num_versions == 1
-    assert list(b.model_version_policy.specific.versions) == [3]
+    [b] = parsed.model_config_list.config  # "a" has nothing stable: no entry to wait on
+    assert (b.name, b.base_path, b.model_platform) == ("b", "/models/b", "tensorflow")
+    assert list(b.model_version_policy.specific.versions) == [2, 3]
+    assert dict(b.version_labels) == {"stable": 3, "previous": 2}
 
 
 def test_server_args_append_extra_flags_last(tmp_path):
@@ -123,7 +127,8 @@ def test_server_args_append_extra_flags_last(tmp_path):
 def test_state_round_trip(tmp_path):
     s = state_store.ServerState(
         backend="docker", handle="abc", name="n", image="img", repository="/r", models=("a",),
-        addresses=Addresses("127.0.0.1", 1, 2), state_dir=str(tmp_path), pinned={"a": 1})
+        addresses=Addresses("127.0.0.1", 1, 2), state_dir=str(tmp_path),
+        base_paths={"a": "/r/a"})
     state_store.save(s)
     assert state_store.load(tmp_path) == s
     state_store.clear(tmp_path)
@@ -147,7 +152,8 @@ def test_auto_falls_back_to_process_and_says_why(tmp_path, caplog):
 
 def test_cli_help_and_usage_errors():
     assert cli("--help").returncode == 0
-    for sub in ("up", "status", "wait", "logs", "down", "rollback", "predict"):
+    for sub in ("up", "status", "wait", "logs", "down", "promote", "rollback", "hold",
+                "release", "versions", "predict"):
         r = cli(sub, "--help")
         assert r.returncode == 0, (sub, r.stderr)
     assert "exit codes" in cli("--help").stdout
@@ -168,26 +174,40 @@ def test_cli_repository_that_cannot_be_created(tmp_path):
     assert not (tmp_path / "s" / "server.json").exists()
 
 
-def test_up_needs_the_config_poll_for_a_model_with_no_version_and_writes_nothing(tmp_path):
-    """The server adds a model with no version through its polled models.config: with the
-    poll off it never would, so `up` refuses before it creates or starts anything."""
-    repository = tmp_path / "missing" / "repository"
-    cfg = UpConfig(repository=repository, models=("a", "b"), state_dir=tmp_path / "s",
-                   backend="process", config_poll_seconds=0)
-    with pytest.raises(ValueError, match="a, b has no version yet"):
-        api.up(cfg)
-    assert not repository.exists()
-    assert state_store.load(tmp_path / "s") is None
-
-
 def test_cli_nothing_running(tmp_path):
-    for args in (["status"], ["wait", "--model", "a", "--timeout", "1"], ["logs"],
-                 ["rollback", "--model", "a", "--to", "1"]):
+    for args in (["status"], ["wait", "--model", "a", "--timeout", "1"], ["logs"]):
         r = cli(*args, "--state-dir", str(tmp_path))
         assert r.returncode == EXIT_NOT_RUNNING, (args, r.stderr)
         assert "no server recorded" in r.stderr
     r = cli("down", "--state-dir", str(tmp_path))
     assert r.returncode == 0 and "nothing was running" in r.stdout
+
+
+def test_cli_rollback_with_no_server_changes_only_the_record(tmp_path):
+    """The rollout commands need no server: the record lives with the repository. A model
+    the repository lacks is a failed operation (exit 1) that names the models there."""
+    repo, state_dir = tmp_path / "repo", tmp_path / "state"
+    r = cli("rollback", "--model", "a", "--to", "1", "--repository", str(repo.parent),
+            "--state-dir", str(state_dir))
+    assert r.returncode == EXIT_FAILED, r.stderr
+    assert "no model 'a'" in r.stderr and "Next step:" in r.stderr
+    fake_model(repo, "a", 1)
+    fake_model(repo, "a", 2)
+    with rollouts.update(repo / "a", "a") as record:
+        record.make_stable(1, verified=True)
+        record.make_stable(2, verified=True)
+    r = cli("rollback", "--model", "a", "--repository", str(repo), "--state-dir",
+            str(state_dir))
+    assert r.returncode == 0, r.stderr
+    assert "rolled back to version 1 (no server is up: `up` serves it)" in r.stdout
+    after = rollouts.load(repo / "a", "a")
+    assert (after.stable, after.previous, after.events[-1]["action"]) == (1, None, "rollback")
+    assert sorted(p.name for p in (repo / "a").iterdir() if not p.name.startswith(".")) == \
+        ["1", "2"]  # nothing moved in the repository
+    assert not state_dir.exists()  # and no server was started or recorded
+    r = cli("rollback", "--model", "a", "--repository", str(repo), "--state-dir",
+            str(state_dir))
+    assert r.returncode == EXIT_FAILED and "no previous stable version" in r.stderr
 
 
 def test_port_with_only_time_wait_connections_is_free_but_a_listener_is_not():
@@ -234,8 +254,22 @@ def test_cli_port_taken(tmp_path, which, backend, pytestconfig):
     assert not (tmp_path / "s" / "server.json").exists()
 
 
-def test_verify_pushed_is_a_no_op_with_no_server(tmp_path):
-    assert api.verify_pushed("half_plus_two", 1, 1, tmp_path) is None
+def test_a_push_with_no_server_up_is_promoted_unverified(tmp_path):
+    """With no server to verify it on, a pushed candidate becomes stable at once (as a push
+    always did) and the record says it was not verified through a server."""
+    from pipelines import post_push
+    from serving.repository import ModelRepository
+
+    repo = ModelRepository(tmp_path / "repo")
+    with repo.publish("half_plus_two", candidate=True) as pub:
+        (pub.staging / "variables").mkdir()
+        (pub.staging / "saved_model.pb").write_bytes(b"graph")
+    deployment = post_push.deploy("half_plus_two", pub.version, repo, tmp_path / "state", 1,
+                                  log=lambda *_: None)
+    assert (deployment.status, deployment.serving_version) == (post_push.NO_SERVER, 1)
+    assert repo.versions("half_plus_two") == [1] and repo.candidates("half_plus_two") == []
+    record = rollouts.load(repo.model_dir("half_plus_two"), "half_plus_two")
+    assert (record.stable, record.stable_verified) == (1, False)
 
 
 def test_cli_docker_daemon_not_answering(tmp_path):
@@ -275,6 +309,9 @@ def test_status_shows_a_model_with_no_version_as_waiting_and_warns_of_a_fast_mod
         models=("fast_model", "new_model"),
         addresses=Addresses("127.0.0.1", 1, fake_rest.server_address[1]),
         state_dir=str(tmp_path / "s"))
+    # what `up` does first: no record yet, so the newest published version is stable
+    prepared = rollouts.prepare_for_serving(ModelRepository(repo), state.models)
+    assert (prepared["fast_model"].stable, prepared["new_model"].stable) == (2, None)
     fake_rest.body = {"model_version_status": [_status(2, "AVAILABLE")]}
     fast = api._model_report(state, "fast_model")
     # TF Serving's answer for a model in its config with no version yet
