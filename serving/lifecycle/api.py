@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from serving.lifecycle import backends, health, model_config, sample, state as state_store
 from serving.lifecycle.config import DEFAULT_STATE_DIR, MODEL_CONFIG_FILENAME, UpConfig
 from serving.lifecycle.errors import (EnvironmentProblem, LifecycleError, NotRunning,
                                       ServerExited, VersionFailed, WaitTimeout)
-from serving.lifecycle.reload import reload_config
 from serving.lifecycle.report import ModelReport, ServerReport
 from serving.lifecycle.state import ServerState
 from serving import rollouts
