@@ -356,9 +356,8 @@ def run(args: argparse.Namespace) -> int:
                         e.not_recorded = (f"the run is not in `history`: it failed before "
                                           f"ML Metadata ({metadata_path}) recorded it")
                     raise
-                outcome = outcomes.PUSHED if result.pushed else outcomes.NOT_BLESSED
-                not_recorded = history.record_run_or_note(
-                    metadata_path, result.run_id, outcome,
+                not_recorded = "" if result.pushed else history.record_run_or_note(
+                    metadata_path, result.run_id, outcomes.NOT_BLESSED,
                     "; ".join(result.validation_failures), result)
         except RunAbandoned:
             print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
@@ -382,14 +381,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
         if not result.pushed:
             codes.append(outcomes.NOT_BLESSED.exit_code)
-        else:
-            codes.append(check_served(module.MODEL_NAME, result.version, args, repository))
+            continue
+        outcome, reason = deploy_push(module.MODEL_NAME, result.version, args, repository)
+        if outcome == outcomes.RUN_NOT_SERVED:
+            from pipelines.retrain import abandon_model  # never a baseline or warm start
+            abandon_model(metadata_path, result, name, reason)
+        not_recorded = history.record_run_or_note(metadata_path, result.run_id, outcome, reason,
+                                                  result)
+        if not_recorded:
+            print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
+        codes.append(outcome.exit_code)
     return outcomes.worst(codes)
 
 
-def check_served(model: str, version: int, args: argparse.Namespace, repository) -> int:
+def deploy_push(model: str, version: int, args: argparse.Namespace, repository):
     """Deploy the pushed candidate the one way every run does (pipelines/post_push.py); the
-    canary's check is one sample prediction, as `run` has no eval span at hand."""
+    canary's check is one sample prediction, as `run` has no eval span at hand. Returns the
+    run's outcome and its reason."""
     from pipelines import post_push
 
     deployment = post_push.deploy(model, version, repository, args.state_dir, args.timeout,
@@ -397,13 +405,14 @@ def check_served(model: str, version: int, args: argparse.Namespace, repository)
     if deployment.status == post_push.REJECTED:
         print(f"error: {model} version {version} was rejected ({deployment.reason}); stable "
               f"stays {deployment.serving_version}", file=sys.stderr)
-        return outcomes.RUN_NOT_SERVED.exit_code
+        return outcomes.RUN_NOT_SERVED, deployment.reason
     if deployment.status == post_push.HELD:
         print(f"{model}: version {version} is a candidate, not promoted: {model} is "
               f"{deployment.reason}\nNext step: {deployment.next_step}", flush=True)
-        return outcomes.HELD.exit_code
-    return outcomes.CANDIDATE.exit_code if deployment.status == post_push.CANDIDATE \
-        else outcomes.PUSHED.exit_code
+        return outcomes.HELD, deployment.reason
+    if deployment.status == post_push.CANDIDATE:
+        return outcomes.CANDIDATE, deployment.reason
+    return outcomes.PUSHED, ""
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -449,9 +458,10 @@ def retrain(args: argparse.Namespace) -> int:
         print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
         return outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None \
             else outcomes.ERROR.exit_code
-    if report.message:
-        print(report.message, file=sys.stderr if report.outcome.exit_code else sys.stdout,
-              flush=True)
+    if report.message:  # an error's message to stderr; held (exit 9) is not an error
+        failed = report.outcome.exit_code not in (outcomes.PUSHED.exit_code,
+                                                  outcomes.HELD.exit_code)
+        print(report.message, file=sys.stderr if failed else sys.stdout, flush=True)
     if interrupts.pending():
         print(f"{name}: {interrupts.pending()} arrived after the push; the run finished its "
               f"post-push check first", flush=True)

@@ -79,6 +79,13 @@ def deploy(model: str, version: int, repository: ModelRepository, state_dir: Pat
     record = rollouts.load(repository.model_dir(model), model)
     if version == record.stable:  # the Pusher found this model already stable
         return Deployment(PROMOTED, version, serving_version=version)
+    if version in repository.versions(model):  # the same model as a published version
+        step = _promote_step(model, version, repository)
+        why = (f"the model equals version {version}, published before and not stable now "
+               f"(stable is {record.stable}): an operator's rollback is not undone by a run")
+        log(f"  serving: {why}; {step}")
+        return Deployment(CANDIDATE, version, reason=why, serving_version=record.stable,
+                          next_step=step)
     if record.held:
         return _held(model, version, repository, log)
     if not promote:

@@ -135,7 +135,7 @@ def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
     log(local_runner.format_summary(result, module.gates(run)))
     if not result.pushed:
         if result.blessed and result.infra_validation == "FAILED":
-            _abandon_model(metadata_path, result, pipeline_name, "failed infra validation")
+            abandon_model(metadata_path, result, pipeline_name, "failed infra validation")
         return Report(outcomes.NOT_BLESSED, history.record_run_or_note(
             metadata_path, result.run_id, outcomes.NOT_BLESSED,
             "; ".join(result.validation_failures), result, **span_facts))
@@ -160,7 +160,7 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
         module.smoke_check(eval_dir, run, config.smoke_examples), promote=config.promote,
         log=log)
     if deployment.status == post_push.REJECTED:
-        _abandon_model(metadata_path, result, pipeline_name, deployment.reason)
+        abandon_model(metadata_path, result, pipeline_name, deployment.reason)
         note = history.record_run_or_note(metadata_path, result.run_id, outcomes.NOT_SERVED,
                                           deployment.reason, result, **span_facts)
         serving = deployment.serving_version
@@ -289,7 +289,7 @@ def _abandon_span(metadata_path: Path, run_id: Optional[str], pipeline_name: str
                       retraining.STATISTICS_GEN_ID: "statistics"})
 
 
-def _abandon_model(metadata_path: Path, result: local_runner.RunResult, pipeline_name: str,
+def abandon_model(metadata_path: Path, result: local_runner.RunResult, pipeline_name: str,
                    reason: str) -> None:
     """A model that must not be the next baseline or warm start."""
     _abandon_outputs(metadata_path, result.run_id, pipeline_name, reason,

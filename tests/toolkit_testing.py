@@ -172,6 +172,37 @@ def publish_copy(repo_root: Path, model: str, template: Path) -> Tuple[int, floa
     return pub.version, time.monotonic()
 
 
+def version_dirs(model_dir: Path) -> List[str]:
+    """The version directories under a model's directory, sorted by name: published `N`,
+    `.candidates/N`, `.rejected-N`, and any `.staging-*` left half-written; not the rollout
+    record and the locks kept beside them. What a test asserts a push left behind."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    names = [p.name for p in model_dir.iterdir() if p.is_dir() and p.name != ".candidates"]
+    candidates = model_dir / ".candidates"
+    if candidates.is_dir():
+        names += [f".candidates/{p.name}" for p in candidates.iterdir()]
+    return sorted(names)
+
+
+def served_labels(rest_url: str, model: str) -> Dict[str, Optional[int]]:
+    """What a running server answers for `model`: the version its `stable` and `previous`
+    labels name (GET /v1/models/M/labels/L/metadata; None where the label is not there),
+    and `default`, the version a request naming no version gets."""
+    from serving.lifecycle.sample import get_metadata
+
+    answered: Dict[str, Optional[int]] = {}
+    for key, label in (("stable", "stable"), ("previous", "previous"), ("default", None)):
+        try:
+            meta = get_metadata(rest_url, model, label=label)
+        except Exception:  # noqa: BLE001 - a label the server does not have
+            answered[key] = None
+        else:
+            answered[key] = int(meta["model_spec"]["version"])
+    return answered
+
+
 def write_models_config(root: Path, names) -> Path:
     """root/models.config: a model config file serving each of `names` from root/<name>."""
     path = Path(root) / "models.config"
@@ -316,8 +347,10 @@ class MnistSeed(NamedTuple):
 def seed_mnist(root: Path) -> MnistSeed:
     """Run the MNIST pipeline once, in this process, on a sliver of real MNIST (1,000 training
     images, one epoch: deliberately weak, so any fast-profile variant beats it) into
-    `root`/runs and `root`/repo, and record the run in its history as `run` does."""
-    from pipelines import history, local_runner, mnist, outcomes
+    `root`/runs and `root`/repo, deploy the pushed candidate as `run` does with no server up
+    (promoted: `root`/repo/mnist/1, stable in its rollout record, not verified), and record
+    the run in its history as `run` does."""
+    from pipelines import history, local_runner, mnist, outcomes, post_push
     from pipelines.config import RunConfig
     from serving.repository import ModelRepository
 
@@ -328,8 +361,12 @@ def seed_mnist(root: Path) -> MnistSeed:
         mnist.build(config, profile=weak, lineage={"pipeline": mnist.MODEL_NAME}),
         model_name=mnist.MODEL_NAME, repository=ModelRepository(config.repository),
         metadata_path=metadata_path, out=io.StringIO())
-    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result)
     assert result.pushed and result.version == 1
+    deployment = post_push.deploy(mnist.MODEL_NAME, result.version,
+                                  ModelRepository(config.repository), root / "no-server",
+                                  timeout=60, log=lambda line: None)
+    assert deployment.status == post_push.NO_SERVER, deployment
+    history.record_run(metadata_path, result.run_id, outcomes.PUSHED, "", result)
     return MnistSeed(root, config)
 
 

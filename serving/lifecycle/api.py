@@ -44,7 +44,7 @@ def up(config: UpConfig) -> ServerState:
     every push). It is left out of the config until then: TF Serving's ReloadConfig waits
     for a newly added model's first version while it holds the config lock, so a waiting
     model in the config would block the first canary (and every later reload) on the
-    official image. `up` waits for the server to listen even with wait_seconds 0.
+    official image. With wait_seconds 0, `up` returns once the server is started.
     """
     repo = ModelRepository(config.repository)
     try:  # decided before anything is created: a refused command line writes nothing
@@ -102,11 +102,12 @@ def up(config: UpConfig) -> ServerState:
             wait_for_replicas(state, config.replicas,
                               {m: r.stable for m, r in records.items() if m not in waiting},
                               deadline)
-        try:
-            _wait_listening(state, deadline)
-        except WaitTimeout:
-            down(config.state_dir, timeout=5)  # it never listened: nothing to keep
-            raise
+        if config.wait_seconds > 0:
+            try:
+                _wait_listening(state, deadline)
+            except WaitTimeout:
+                down(config.state_dir, timeout=5)  # it never listened: nothing to keep
+                raise
         for model in waiting:
             log.warning("%s: waiting for a first version in %s (served once a push is "
                         "promoted)", model, repo.model_dir(model))

@@ -227,13 +227,15 @@ def test_every_command_s_help_has_a_description_defaults_and_its_exit_codes():
             assert f"{outcome.exit_code:<3} {outcome.name}:" in text, (parser.prog, outcome)
 
 
-def test_run_s_exit_4_is_not_a_rollback(capsys):
+def test_run_s_exit_codes_say_a_rejected_canary_leaves_stable_alone(capsys):
     with pytest.raises(SystemExit):
         parse_args(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "4 rolled back" not in text and "rolled back to the previous version" not in text
-    assert "4 not served: pushed, but the running server did not serve it" in text
-    assert "nothing was rolled back" in text
+    assert "rolled back" not in text and "not served" not in text
+    assert "4 rejected: pushed, but the canary did not load or did not answer a sample " \
+           "prediction: withdrawn as .rejected-N; stable never changed" in text
+    assert "0 candidate: --no-promote" in text
+    assert "9 held: pushed as a candidate, not promoted: an operator holds the model" in text
 
 
 def test_list_prints_json(capsys):

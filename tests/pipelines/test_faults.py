@@ -17,7 +17,7 @@ import pytest
 from pipelines import console, history, metadata, outcomes, run_lock
 from pipelines.config import RunConfig
 from small_disks import KiB, resize, tmpfs
-from toolkit_testing import record_finished_run, run_cli, run_main
+from toolkit_testing import record_finished_run, run_cli, run_main, version_dirs
 
 MODEL = "half_plus_two"
 HOLD = """
@@ -285,14 +285,14 @@ def test_full_disks_stop_the_run_cleanly_and_the_next_run_succeeds(tmp_path):
         assert f"disk full publishing {MODEL} into {repo}" in second.stderr
         assert f"no space left on {repo} (tmpfs, " in second.stderr
         assert "Traceback" not in second.stderr
-        assert [p.name for p in (repo / MODEL).iterdir()] == []  # nothing half-written
+        assert version_dirs(repo / MODEL) == []  # nothing half-written
         assert history.runs(RunConfig(pipeline_root=runs), MODEL)[-1].outcome == "disk full"
 
         resize(repo, 8 * 1024 * KiB)
         third = run_cli(*args)
         assert third.returncode == outcomes.PUSHED.exit_code, third.stdout + third.stderr
         assert "pushed version 1" in third.stdout
-        assert sorted(p.name for p in (repo / MODEL).iterdir()) == ["1"]
+        assert version_dirs(repo / MODEL) == ["1"]
         assert history.runs(RunConfig(pipeline_root=runs), MODEL)[-1].outcome == "pushed"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from toolkit_testing import run_cli, run_main
+from toolkit_testing import run_cli, run_main, version_dirs
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_pipeline_pushes_a_model_that_serves_half_plus_two(first_run):
     assert "mean_squared_error" in result.stdout and "wall time" in result.stdout
 
     version_dir = tmp_path / "repo" / "half_plus_two" / "1"
-    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+    assert version_dirs(tmp_path / "repo" / "half_plus_two") == ["1"]
     loaded = tf.saved_model.load(str(version_dir))
     predictions = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.0, 5.0]))["y"]
     np.testing.assert_allclose(predictions.numpy(), [2.5, 3.0, 4.5], atol=1e-3)
@@ -53,7 +53,7 @@ def test_second_run_is_cached_and_pushes_no_new_version(first_run):
     assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
     assert result.stdout.count(" cached") == 7
     assert "pushed version 1 (model unchanged: no new version)" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+    assert version_dirs(tmp_path / "repo" / "half_plus_two") == ["1"]
 
 
 def test_malformed_data_stops_the_run_naming_file_and_problem(tmp_path):
@@ -77,8 +77,7 @@ def test_model_that_misses_the_gate_is_not_pushed(tmp_path):
     result = run_half_plus_two(tmp_path, "--data-dir", str(data))
     assert result.returncode == EXIT_NOT_BLESSED, result.stdout + result.stderr
     assert "NOT pushed" in result.stdout and "not blessed" in result.stdout
-    assert not (tmp_path / "repo" / "half_plus_two").exists() or not any(
-        (tmp_path / "repo" / "half_plus_two").iterdir())
+    assert version_dirs(tmp_path / "repo" / "half_plus_two") == []
 
 
 def test_unwritable_repository_fails_before_training(tmp_path):

@@ -39,13 +39,25 @@ def test_config_reaches_the_pipeline(tmp_path):
     assert str(tmp_path / "repo" / "half_plus_two") in str(pusher.exec_properties["push_destination"])
 
 
-def test_no_running_server_means_nothing_to_wait_for(tmp_path, capsys):
-    from pipelines.__main__ import check_served
+def test_no_running_server_means_the_candidate_is_promoted_unverified(tmp_path, capsys):
+    from pipelines.__main__ import deploy_push
     from pipelines.outcomes import PUSHED
+    from serving import rollouts
+    from serving.repository import ModelRepository
+    from toolkit_testing import version_dirs, write_fake_saved_model
 
-    args = parse_args(["run", "half_plus_two", "--state-dir", str(tmp_path / "none")])
-    assert check_served("half_plus_two", 1, args) == PUSHED.exit_code
-    assert "no server is up" in capsys.readouterr().out
+    repository = ModelRepository(tmp_path / "repo")
+    with repository.publish("half_plus_two", candidate=True) as publication:  # the Pusher's way
+        write_fake_saved_model(publication.staging)
+    assert version_dirs(repository.model_dir("half_plus_two")) == [".candidates/1"]
+    args = parse_args(["run", "half_plus_two", "--state-dir", str(tmp_path / "none"),
+                       "--repository", str(repository.root)])
+    assert deploy_push("half_plus_two", 1, args, repository) == (PUSHED, "")
+    assert "no server is up for half_plus_two; version 1 is stable, not verified" in \
+        capsys.readouterr().out
+    assert version_dirs(repository.model_dir("half_plus_two")) == ["1"]
+    record = rollouts.load(repository.model_dir("half_plus_two"), "half_plus_two")
+    assert (record.stable, record.stable_verified) == (1, False)
 
 
 def test_retrain_help_lists_every_exit_code(capsys):

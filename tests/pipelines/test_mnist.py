@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from toolkit_testing import CACHE, run_cli, run_main
+from toolkit_testing import CACHE, run_cli, run_main, version_dirs
 from components.signatures import CLASSIFY_METHOD, PREDICT_METHOD
 
 pytestmark = pytest.mark.e2e
@@ -132,7 +132,7 @@ def test_rerun_with_nothing_changed_pushes_no_new_version(fast_run):
     result = run_mnist(tmp_path)
     assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
     assert "mnist: pushed version 1 (model unchanged: no new version)" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "repo" / "mnist").iterdir()) == ["1"]
+    assert version_dirs(tmp_path / "repo" / "mnist") == ["1"]
 
 
 def test_worse_model_is_not_blessed_against_a_better_baseline(fast_run):

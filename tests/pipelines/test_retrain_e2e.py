@@ -7,15 +7,16 @@ kills is a `python -m pipelines retrain` process, as cron starts one; the steps 
 CLI's main() in the test's process (the same arguments, exit codes and output, without a new
 interpreter importing TensorFlow and TFX for each; the half_plus_two scenario runs `retrain`
 processes to their end, under `schedule` and to SIGTERM):
-1. span 1: pushed as version 1; served.
-2. span 2: warm-started from version 1, pushed as version 2 and served; lineage and
-   history show spans 1-2.
+1. span 1: pushed as version 1 with no server up (promoted unverified); served.
+2. span 2: warm-started from version 1, pushed as version 2, checked as the canary and
+   promoted (stable 2, previous 1); lineage and history show spans 1-2.
 3. no new span: nothing happens, with its own exit code.
 4. span 3 with corrupted examples: stopped by validation; version 2 still served.
 5. span 4 with a shifted label distribution: stopped by the drift gate.
 6. a second run while one is going is locked out; the first is killed with SIGKILL.
-7. the next run takes over the lock; its model (injected training/serving skew) loads
-   but serves garbage: rolled back to version 2, and the server never picks it up again.
+7. the next run takes over the lock; its model (injected training/serving skew) loads as
+   the canary but serves garbage: rejected (withdrawn as .rejected-3), stable never left
+   version 2, and the server never picks version 3 up again.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import CACHE, ROOT, run_main, wait_until
+from toolkit_testing import CACHE, ROOT, run_main, served_labels, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SKEWED_TRAINER = Path(__file__).with_name("skewed_mnist_trainer.py")
-EXIT_PUSHED, EXIT_ERROR, EXIT_ROLLED_BACK, EXIT_NOTHING_NEW, EXIT_LOCKED, EXIT_DRIFT = \
+EXIT_PUSHED, EXIT_ERROR, EXIT_REJECTED, EXIT_NOTHING_NEW, EXIT_LOCKED, EXIT_DRIFT = \
     0, 1, 4, 5, 6, 7
 
 
@@ -78,7 +79,13 @@ class Scenario:
                                    "--pipeline-root", str(self.runs)).stdout)
 
     def served(self):
+        """The versions the server has loaded for mnist (stable, and previous below it)."""
         return lifecycle.status(self.state).models[0].status.available()
+
+    def labels(self):
+        """What the server answers for mnist's stable and previous labels, and for a
+        request naming no version."""
+        return served_labels(lifecycle.current(self.state).addresses.rest_url, "mnist")
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +124,12 @@ def test_2_a_new_span_is_warm_started_pushed_served_and_traceable(scenario):
     assert "mnist: pushed version 2" in result.stdout
     assert "warm-started from version 1" in result.stdout
     assert "trained on spans 1-2" in result.stdout
-    assert "serving: version 2 is served; smoke check classify accuracy" in result.stdout
-    assert scenario.served() == [2]
+    assert "serving: version 2 is the canary on " in result.stdout
+    assert "(mnist-canary, label canary); sending the smoke batch" in result.stdout
+    assert "serving: version 2 is stable (labels " in result.stdout
+    assert "serving: smoke check classify accuracy" in result.stdout
+    assert scenario.served() == [1, 2]  # previous stays loaded below stable
+    assert scenario.labels() == {"stable": 2, "previous": 1, "default": 2}
 
     record = lineage.read(scenario.repository / "mnist" / "2")
     assert record.spans == [1, 2] and record.pipeline == "mnist_retrain"
@@ -149,7 +160,7 @@ def test_4_a_corrupted_span_is_stopped_before_training(scenario):
     assert "feature 'label'" in result.stderr and "Unexpectedly large value: 12" in result.stderr
     assert "] Trainer" not in result.stdout
     assert ModelRepository(scenario.repository).versions("mnist") == [1, 2]
-    assert scenario.served() == [2]
+    assert scenario.labels() == {"stable": 2, "previous": 1, "default": 2}
 
 
 def test_5_a_shifted_label_distribution_is_stopped_by_the_drift_gate(scenario):
@@ -181,23 +192,31 @@ def test_6_a_concurrent_run_is_locked_out_and_a_killed_run_leaves_the_lock(scena
     assert ModelRepository(scenario.repository).versions("mnist") == [1, 2]
 
 
-def test_7_a_model_that_serves_garbage_is_rolled_back_and_never_served_again(scenario):
+def test_7_a_model_that_serves_garbage_is_rejected_as_the_canary_and_never_served(scenario):
     result = scenario.retrain("--trainer-module", str(SKEWED_TRAINER))
     out = _output(result)
     assert "took over the lock of a run that is gone" in out
-    assert result.returncode == EXIT_ROLLED_BACK, out
+    assert result.returncode == EXIT_REJECTED, out
     assert "mnist: pushed version 3" in result.stdout
+    assert "serving: version 3 is the canary on " in result.stdout
     assert "serving: version 3 served below the gate" in result.stdout
-    assert "predict accuracy" in result.stdout and "rolling back to version 2" in result.stdout
+    assert "predict accuracy" in result.stdout
+    assert "serving: version 3 withdrawn to " in result.stdout
+    assert "; stable stays 2" in result.stdout
+    assert "error: mnist version 3 was rejected (version 3 served below the gate" in \
+        result.stderr and "stable stays version 2" in result.stderr
+    assert "rolled back" not in out and "rolling back" not in out
     repository = ModelRepository(scenario.repository)
     assert repository.versions("mnist") == [1, 2]
+    assert repository.candidates("mnist") == []
     assert repository.rejected_versions("mnist") == [3]
     assert "served below the gate" in lineage.read(
         scenario.repository / "mnist" / ".rejected-3").rejected["reason"]
-    assert scenario.served() == [2]
+    assert scenario.labels() == {"stable": 2, "previous": 1, "default": 2}
     time.sleep(3)  # several polls of the repository later, version 3 is still not back
     status = lifecycle.status(scenario.state)
-    assert status.models[0].status.available() == [2] and status.healthy
+    assert status.models[0].status.available() == [1, 2] and status.healthy
+    assert status.models[0].record.canary is None
     runs = scenario.history()
-    assert runs[-1]["outcome"] == "rolled back" and runs[-1]["pushed_version"] == 3
+    assert runs[-1]["outcome"] == "rejected" and runs[-1]["pushed_version"] == 3
     assert [r["outcome"] for r in runs[2:4]] == ["anomalies", "drift"]

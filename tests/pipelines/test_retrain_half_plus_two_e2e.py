@@ -19,7 +19,7 @@ from pipelines import run_lock
 from serving import lifecycle, lineage
 from serving.lifecycle.config import UpConfig
 from serving.repository import ModelRepository
-from toolkit_testing import ROOT, run_cli, run_main, wait_until
+from toolkit_testing import ROOT, run_cli, run_main, served_labels, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_the_schedule_runs_retrain_until_told_to_stop(scenario):
     assert "span 1: not ingested yet, and within the window: ingesting it first" in result.stdout
     assert "half_plus_two: pushed version 1" in result.stdout
     assert "trained on spans 1-2" in result.stdout
-    assert "schedule: run 1 ended: pushed / unchanged (exit 0)" in result.stdout
+    assert "schedule: run 1 ended: pushed / candidate / unchanged (exit 0)" in result.stdout
     assert "schedule: run 2 ended: nothing new (exit 5)" in result.stdout
     assert [(r["span"], r["outcome"]) for r in scenario.history()] == [(1, "ingested"),
                                                                        (2, "pushed")]
@@ -76,18 +76,22 @@ def test_a_retrained_version_is_checked_through_the_server(scenario):
     result = run_main("pipelines", "retrain", *scenario.options())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warm-started from version 1" in result.stdout
+    assert "serving: version 2 is the canary on " in result.stdout
+    assert "serving: version 2 is stable (labels " in result.stdout
     assert "smoke check regress mean_squared_error" in result.stdout
     assert "predict mean_squared_error" in result.stdout
     report = lifecycle.status(scenario.state)
-    assert report.models[0].status.available() == [2]
+    assert report.models[0].status.available() == [1, 2]  # previous stays loaded below
+    assert served_labels(lifecycle.current(scenario.state).addresses.rest_url,
+                         "half_plus_two") == {"stable": 2, "previous": 1, "default": 2}
     record = lineage.read(scenario.repository / "half_plus_two" / "2")
     assert record.spans == [1, 2, 3]
     # how it was trained, and the warning wherever it is served
     assert (record.profile, record.trainer_module) == ("fast",
                                                        "components/half_plus_two_trainer.py")
     assert record.hyperparameters["warm_start_steps"] == 100
-    assert report.models[0].warnings[0].startswith(
-        "half_plus_two version 2 was trained with the fast profile")
+    assert any(warning.startswith("half_plus_two version 2 was trained with the fast profile")
+               for warning in report.models[0].warnings), report.models[0].warnings
 
 
 def test_sigterm_abandons_a_run_cleanly(scenario):
@@ -108,6 +112,7 @@ def test_sigterm_abandons_a_run_cleanly(scenario):
     assert "half_plus_two: run abandoned (nothing was pushed" in out
     repository = ModelRepository(scenario.repository)
     assert repository.versions("half_plus_two") == [1, 2]  # nothing from span 4
+    assert repository.candidates("half_plus_two") == []
     assert not list((scenario.repository / "half_plus_two").glob(".staging-*"))
     with run_lock.hold(scenario.runs, "half_plus_two") as stale:
         assert stale is None  # released on the way out, not left for the next run to take
