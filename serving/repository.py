@@ -116,6 +116,17 @@ class ModelRepository:
     def candidate_path(self, model_name: str, version: int) -> Path:
         return self.candidates_dir(model_name) / str(version)
 
+    def return_to_candidates(self, model_name: str, version: int) -> Path:
+        """Undo `promote_candidate` (a promotion the server refused): `<model>/<version>`
+        back to `.candidates/<version>`, where no plain server sees it."""
+        with self._versions_lock(model_name):
+            target = self.candidate_path(model_name, version)
+            self.candidates_dir(model_name).mkdir(exist_ok=True)
+            os.rename(self.version_path(model_name, version), target)
+            _fsync_dir(self.model_dir(model_name))
+            _fsync_dir(self.candidates_dir(model_name))
+        return target
+
     def candidates(self, model_name: str) -> List[int]:
         """Versions pushed but not promoted (complete SavedModels), ascending."""
         return [v for v in _numbered(self.candidates_dir(model_name))

@@ -48,6 +48,8 @@ defaults
   retries 3
   option redispatch 1
   retry-on conn-failure empty-response junk-response response-timeout 502 503 504
+  option idle-close-on-response
+  timeout check 5s
   default-server inter 500ms fall 2 rise 1
 
 frontend rest
@@ -69,21 +71,21 @@ backend grpc_replicas
 {grpc_servers}"""
 
 
-def task_ports(client, service_name: str) -> List[Tuple[str, int, int]]:
-    """(name, grpc host port, rest host port) of each running task of the service."""
+def task_ports(client, service_name: str) -> Optional[List[Tuple[str, int, int]]]:
+    """(name, grpc host port, rest host port) of each running task of the service; None
+    when the Docker API did not answer (keep the servers HAProxy has)."""
+    from serving.lifecycle.swarm_backend import task_host_ports
+
     try:
         service = client.services.get(service_name)
-    except Exception:  # noqa: BLE001 - gone or the daemon is busy: keep what we have
-        return []
+        tasks = service.tasks(filters={"desired-state": "running"})
+    except Exception:  # noqa: BLE001 - the daemon is busy, or the service is going away
+        return None
     found = []
-    for task in service.tasks(filters={"desired-state": "running"}):
-        status = task.get("Status", {})
-        if status.get("State") != "running":
-            continue
-        ports = {p["TargetPort"]: p["PublishedPort"]
-                 for p in (status.get("PortStatus") or {}).get("Ports") or []}
-        if 8500 in ports and 8501 in ports:
-            found.append((f"r{task.get('Slot', 0)}-{task['ID'][:8]}", ports[8500], ports[8501]))
+    for task in tasks:
+        ports = task_host_ports(client, task)
+        if ports is not None:
+            found.append((f"r{task.get('Slot', 0)}-{task['ID'][:8]}", *ports))
     return sorted(found)
 
 
@@ -109,6 +111,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         while not stopping:
             replicas = task_ports(client, args.service)
+            if replicas is None:
+                time.sleep(POLL_SECONDS)
+                continue
             if replicas != current or haproxy is None or haproxy.poll() is not None:
                 config_path.write_text(render(args.rest_port, args.grpc_port, args.model,
                                               replicas))

@@ -150,9 +150,14 @@ class DockerBackend:
         self.remove_orphans(Path(state.state_dir))
 
     def remove_orphans(self, state_dir: Path) -> int:
-        found = self.client.containers.list(all=True, filters={"label": [
+        # sparse: a container removed meanwhile (a Swarm task going away) is not inspected
+        found = self.client.containers.list(all=True, sparse=True, filters={"label": [
             f"{C.LABEL_MANAGED}=true", f"{C.LABEL_STATE_DIR}={Path(state_dir).absolute()}"]})
         for c in found:
+            try:
+                c.reload()
+            except docker_errors.NotFound:
+                continue
             self._stop_and_remove(c, 10)
         return len(found)
 

@@ -75,12 +75,18 @@ def promote(model: str, version: int, repository: Path, state_dir: Path = DEFAUL
                        f"a candidate", next_step=_promote_step(model, version, repo))
         _require_promotable(repo, model, version)
         old = copy.deepcopy(record)
+        was_candidate = version in repo.candidates(model)
         repo.promote_candidate(model, version)
         record.make_stable(version, verified=server is not None if verified is None else verified)
         record.note("promote", version, by, "unattended" if unattended else "")
         change = Change(model, record)
         if server is not None:
-            change.verified = _transition(server, model, old, record, timeout)
+            try:
+                change.verified = _transition(server, model, old, record, timeout)
+            except LifecycleError:
+                if was_candidate:  # where no plain server sees it, as before
+                    repo.return_to_candidates(model, version)
+                raise
             change.server = server.addresses.rest_url
     log.info("%s: version %s is stable%s", model, version,
              "" if server is not None else " (no server is up: served from the next `up`)")
@@ -276,7 +282,10 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
     others = {m: rollouts.load(repo.model_dir(m), m) for m in server.models if m != model}
     deadline = time.monotonic() + timeout
 
-    def apply(records_new, also_old: bool, labels_from: Dict[str, Rollout]) -> None:
+    def apply(records_new, also_old: bool, labels_from: Dict[str, Rollout],
+              errors: Optional[List[str]] = None) -> None:
+        """Write the step's config, then ReloadConfig on every replica; with `errors`, a
+        replica that refuses is noted there and the others still get it."""
         config = model_config.build(server.base_paths, records_new, server.models,
                                     also_loaded={model: old} if also_old else {},
                                     labels_from=labels_from)
@@ -289,7 +298,9 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
                               timeout=max(1.0, deadline - time.monotonic()))
             except LifecycleError as e:
                 e.message = f"replica {name}: {e.message}" if len(replicas) > 1 else e.message
-                raise
+                if errors is None:
+                    raise
+                errors.append(e.message)
 
     records_new = {**others, model: new}
     records_old = {**others, model: old}
@@ -299,8 +310,12 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
             for entry, version in _new_loads(model, old, new):
                 _wait_available(server, addresses, entry, version, deadline,
                                 name if len(replicas) > 1 else "")
-    except LifecycleError:
-        apply(records_old, False, records_old)  # every replica back to what it served
+    except LifecycleError as e:
+        deadline = time.monotonic() + max(30.0, timeout)  # the revert gets time of its own
+        failed = _revert(apply, records_old)
+        if failed:
+            e.details = (e.details + "\n" if e.details else "") + \
+                "could not put back the old state on: " + "; ".join(failed)
         raise
     apply(records_new, True, records_new)  # 2. label
     apply(records_new, False, records_new)  # 3. unload
@@ -309,6 +324,13 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
         answered = _verify_labels(server, addresses, model, new, deadline,
                                   name if len(replicas) > 1 else "")
     return answered
+
+
+def _revert(apply, records_old) -> List[str]:
+    """Every replica back to the old state; the replicas that refused, as messages."""
+    errors: List[str] = []
+    apply(records_old, False, records_old, errors)
+    return errors
 
 
 def _new_loads(model: str, old: Rollout, new: Rollout) -> List[tuple]:

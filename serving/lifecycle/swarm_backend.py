@@ -48,7 +48,7 @@ STANDIN_REPOSITORY = C.STANDIN_IMAGE.split(":")[0]
 HEALTHCHECK_SCRIPT = (
     "import json,sys,urllib.request as u\n"
     "for m in sys.argv[1:]:\n"
-    "    s=json.load(u.urlopen('http://127.0.0.1:8501/v1/models/'+m,timeout=2))\n"
+    "    s=json.load(u.urlopen('http://127.0.0.1:8501/v1/models/'+m,timeout=8))\n"
     "    assert any(v['state']=='AVAILABLE' for v in s['model_version_status']),m\n")
 
 
@@ -137,11 +137,8 @@ class SwarmBackend(DockerBackend):
         found = []
         for task in service.tasks(filters={"desired-state": "running"}):
             status = task.get("Status", {})
-            ports = {p["TargetPort"]: p["PublishedPort"]
-                     for p in (status.get("PortStatus") or {}).get("Ports") or []}
-            addresses = Addresses(HOST, ports[C.CONTAINER_GRPC_PORT],
-                                  ports[C.CONTAINER_REST_PORT]) \
-                if C.CONTAINER_GRPC_PORT in ports and C.CONTAINER_REST_PORT in ports else None
+            ports = task_host_ports(self.client, task)
+            addresses = Addresses(HOST, *ports) if ports else None
             found.append(Replica(
                 name=f"{state.name}.{task.get('Slot', '?')}", task_id=task["ID"][:12],
                 node=task.get("NodeID", "")[:12], state=status.get("State", ""),
@@ -187,7 +184,10 @@ class SwarmBackend(DockerBackend):
         found = self.client.services.list(filters={"label": [
             f"{C.LABEL_MANAGED}=true", f"{C.LABEL_STATE_DIR}={Path(state_dir).absolute()}"]})
         for service in found:
-            service.remove()
+            try:
+                service.remove()
+            except docker_errors.NotFound:
+                pass
         return len(found) + super().remove_orphans(state_dir)
 
     # ---- helpers ----
@@ -213,7 +213,7 @@ class SwarmBackend(DockerBackend):
             return None
         return docker_types.Healthcheck(
             test=["CMD", "python", "-c", HEALTHCHECK_SCRIPT, *config.models],
-            interval=2_000_000_000, timeout=3_000_000_000, retries=3,
+            interval=10_000_000_000, timeout=10_000_000_000, retries=3,
             start_period=60_000_000_000)
 
     def _health(self, container_id: Optional[str]) -> str:
@@ -243,10 +243,35 @@ class SwarmBackend(DockerBackend):
         """Until the service's containers are gone (their host ports free again)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.client.containers.list(all=True, filters={
+            if not self.client.containers.list(all=True, sparse=True, filters={
                     "label": f"com.docker.swarm.service.name={name}"}):
                 return
             time.sleep(0.3)
+
+
+def task_host_ports(client, task: dict) -> Optional[Tuple[int, int]]:
+    """(gRPC, REST) host ports of a running task, as 127.0.0.1 reaches them: the IPv4
+    bindings of its container. The task's PortStatus lists an IPv4 and an IPv6 port per
+    container port without saying which is which, and the two drift apart once any
+    container publishes on one address family only."""
+    status = task.get("Status", {})
+    container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
+    if status.get("State") != "running" or not container_id:
+        return None
+    try:
+        container = client.containers.get(container_id)
+    except docker_errors.DockerException:
+        return None
+    bindings = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+
+    def ipv4(port: int) -> Optional[int]:
+        for binding in bindings.get(f"{port}/tcp") or []:
+            if binding.get("HostIp") in ("0.0.0.0", ""):
+                return int(binding["HostPort"])
+        return None
+
+    grpc, rest = ipv4(C.CONTAINER_GRPC_PORT), ipv4(C.CONTAINER_REST_PORT)
+    return (grpc, rest) if grpc and rest else None
 
 
 def _start_balancer(state: ServerState) -> int:

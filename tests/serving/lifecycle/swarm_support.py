@@ -54,8 +54,12 @@ def up_fleet(repository: Path, state_dir: Path, replicas: int) -> ServerState:
 def down_fleet(state_dir: Path) -> None:
     """`down`, then check that no service, container or balancer is left."""
     state = lifecycle.current(state_dir)
-    lifecycle.down(state_dir, timeout=30)
     import docker
+    try:
+        lifecycle.down(state_dir, timeout=30)
+    except docker.errors.NotFound as e:  # a container went while `down` listed them
+        lifecycle.down(state_dir, timeout=30)  # what is left, then say what happened
+        pytest.fail(f"`down` raised {e!r} (a container removed by Swarm while listed)")
     client = docker.from_env(timeout=10)
     assert [s.name for s in client.services.list(filters={"name": state.name})] == []
     assert lc_support.labelled_containers(state_dir) == []
@@ -108,9 +112,20 @@ def wait_for_fleet(state: ServerState, count: int, timeout: float = 180.0,
     return found
 
 
-def labels_of(replica) -> Dict[str, int]:
-    """What the replica's own labels name (its REST port, not the endpoint)."""
-    return lifecycle.api._replica_view(replica.addresses, lc_support.MODEL)["labels"]
+def labels_of(replica, timeout: float = 15.0) -> Dict[str, int]:
+    """What the replica's `stable` and `previous` labels name, asked on its own REST port
+    (GET .../labels/L/metadata; a label it does not have is left out)."""
+    from serving.lifecycle.sample import get_metadata
+
+    found = {}
+    for label in (rollouts.STABLE, rollouts.PREVIOUS):
+        try:
+            meta = get_metadata(replica.addresses.rest_url, lc_support.MODEL, label=label,
+                                timeout=timeout)
+        except Exception:  # noqa: BLE001 - the replica has no such label
+            continue
+        found[label] = int(meta["model_spec"]["version"])
+    return found
 
 
 def docker_cli(*args: str) -> str:
@@ -137,22 +152,6 @@ def during(failures: list, moves: Dict[str, tuple]) -> List[str]:
 # (`-p 0.0.0.0::80`, `-p 127.0.0.1::80`) advances one allocator, and from then on a swarm
 # task's IPv4 and IPv6 ports differ; the task's PortStatus lists both, unlabelled.
 
-def _probe_ports() -> tuple:
-    """(IPv4 port, IPv6 port) that a container published on both families gets now."""
-    import docker
-    client = docker.from_env(timeout=30)
-    c = client.containers.run(toolkit_testing.test_image(), entrypoint=["sleep", "60"],
-                              ports={"80/tcp": None}, detach=True, auto_remove=False)
-    try:
-        c.reload()
-        bindings = c.attrs["NetworkSettings"]["Ports"]["80/tcp"]
-        v4 = next(int(b["HostPort"]) for b in bindings if ":" not in b["HostIp"])
-        v6 = next((int(b["HostPort"]) for b in bindings if ":" in b["HostIp"]), v4)
-        return v4, v6
-    finally:
-        c.remove(force=True)
-
-
 def _advance(family_ip: str, times: int) -> None:
     """Allocate `times` ports on one address family only."""
     import docker
@@ -169,18 +168,6 @@ def skew_port_allocators(by: int = 1) -> None:
     _advance("0.0.0.0", by)
 
 
-def align_port_allocators(tries: int = 3) -> None:
-    """Bring the IPv4 and IPv6 allocators back in step, so that a task's two ports are
-    equal (a workaround the fleet tests use; the fleet itself should not need it)."""
-    for _ in range(tries):
-        v4, v6 = _probe_ports()
-        if v4 == v6:
-            return
-        _advance("::" if v4 > v6 else "0.0.0.0", abs(v4 - v6))
-    v4, v6 = _probe_ports()
-    assert v4 == v6, f"could not align Docker's port allocators (IPv4 {v4}, IPv6 {v6})"
-
-
 def container_ipv4_ports(state: ServerState, task_id: str) -> Dict[int, int]:
     """{container port: host port on 0.0.0.0}: where 127.0.0.1 reaches the replica."""
     c = container_of(state, task_id)
@@ -193,7 +180,5 @@ def container_ipv4_ports(state: ServerState, task_id: str) -> Dict[int, int]:
 
 
 def scale(state: ServerState, count: int, timeout: float = 180.0) -> None:
-    """`lifecycle.scale`, with Docker's port allocators in step just before (a workaround:
-    see align_port_allocators)."""
-    align_port_allocators()
+    """`lifecycle.scale`, as the tests call it."""
     lifecycle.scale(count, state.state_dir, timeout=timeout)
