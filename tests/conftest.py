@@ -35,6 +35,9 @@ SLOWEST_FIRST = (
     "tests/pipelines/test_retrain_e2e.py",
     "tests/pipelines/test_retrain_half_plus_two_e2e.py",
     "tests/pipelines/test_faults.py",
+    "tests/serving/lifecycle/test_lc_swarm_e2e.py",
+    "tests/serving/lifecycle/test_lc_rollouts_e2e.py",
+    "tests/pipelines/test_rollout_scenario_e2e.py",
     "tests/serving/lifecycle/test_lc_e2e.py",
     "tests/pipelines/test_half_plus_two.py",
     "tests/pipelines/test_mnist.py",
@@ -45,6 +48,7 @@ SLOWEST_FIRST = (
     "tests/serving/model_server/test_ms_cli_e2e.py",
     "tests/serving/lifecycle/test_lc_first_version_e2e.py",
     "tests/serving/model_server/test_ms_api_e2e.py",
+    "tests/serving/lifecycle/test_manifests.py",
 )
 
 
