@@ -23,7 +23,6 @@ import json
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,19 +36,11 @@ from serving import lifecycle, rollouts  # noqa: E402
 from serving.lifecycle import balancer, health, rollout  # noqa: E402
 from serving.lifecycle.api import _backend_for  # noqa: E402
 from serving.lifecycle.config import STANDIN_IMAGE, UpConfig  # noqa: E402
-from serving.repository import ModelRepository  # noqa: E402
+
+from lifecycle_benchmark import (BODY_LUA, parse_wrk, push, start_wrk,  # noqa: E402
+                                 summary)
 
 MODEL = "half_plus_two"
-BODY_LUA = 'wrk.method = "POST"\nwrk.body = \'{"instances": [1.0, 2.0, 5.0]}\'\n' \
-           'wrk.headers["Content-Type"] = "application/json"\n'
-
-
-def _push(repo: Path, template: Path, candidate: bool = False) -> int:
-    with ModelRepository(repo).publish(MODEL, candidate=candidate) as pub:
-        shutil.copytree(template, pub.staging, dirs_exist_ok=True)
-    return pub.version
-
-
 def _replicas(state) -> list:
     return [r for r in _backend_for(state).replicas(state)
             if r.state == "running" and r.addresses is not None]
@@ -78,31 +69,6 @@ def _wait_fleet(state, count: int, timeout: float = 300.0, gone: str = "") -> tu
     raise RuntimeError(f"{count} replicas did not serve v{stable} within {timeout:.0f} s")
 
 
-def _wrk(url: str, clients: int, seconds: int, script: Path) -> subprocess.Popen:
-    return subprocess.Popen(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s",
-                             "--latency", "-s", str(script), f"{url}/v1/models/{MODEL}:predict"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def _parse_wrk(output: str) -> dict:
-    done = int(re.search(r"(\d+) requests in", output).group(1))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                       r"timeout (\d+)", output)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    return {"requests": done, "requests_per_s": float(rps.group(1)) if rps else None,
-            "p50_ms": round(_ms(*p50.groups()), 1) if p50 else None,
-            "p99_ms": round(_ms(*p99.groups()), 1) if p99 else None,
-            "failed": (int(non_2xx.group(1)) if non_2xx else 0)
-            + (sum(map(int, errors.groups())) if errors else 0)}
-
-
 def _memory_mib(state) -> list:
     """Each replica container's memory use (docker stats --no-stream), MiB."""
     out = subprocess.run(["docker", "stats", "--no-stream", "--format",
@@ -118,16 +84,11 @@ def _memory_mib(state) -> list:
     return sorted(found)
 
 
-def _summary(values) -> dict:
-    return {"n": len(values), "median_s": round(statistics.median(values), 2),
-            "min_s": round(min(values), 2), "max_s": round(max(values), 2)}
-
-
 def measure(args, templates: dict) -> dict:
     work = Path(tempfile.mkdtemp(prefix="fleet_bench_"))
     repo, state_dir = work / "repository", work / "state"
     repo.mkdir()
-    _push(repo, templates[1])
+    push(repo, templates[1])
     script = work / "predict.lua"
     script.write_text(BODY_LUA)
     counts = [int(n) for n in args.replicas.split(",")]
@@ -147,7 +108,7 @@ def measure(args, templates: dict) -> dict:
             _wait_fleet(state, n)
             scaled = time.monotonic() - t
             time.sleep(2)  # the HAProxy reload and a first health check
-            load = _parse_wrk(_wrk(state.addresses.rest_url, args.clients, args.seconds,
+            load = parse_wrk(start_wrk(state.addresses.rest_url, args.clients, args.seconds,
                                    script).communicate(timeout=args.seconds + 60)[0])
             row = {"replicas": n, "scale_s": round(scaled, 1), **load,
                    "memory_mib": _memory_mib(state)}
@@ -159,19 +120,19 @@ def measure(args, templates: dict) -> dict:
         _wait_fleet(state, 2)
         promotes, rollbacks = [], []
         for i in range(args.rollouts):
-            version = _push(repo, templates[2 if i % 2 == 0 else 1], candidate=True)
+            version = push(repo, templates[2 if i % 2 == 0 else 1], candidate=True)
             t = time.monotonic()
             rollout.promote(MODEL, version, repo, state_dir, timeout=120)
             promotes.append(time.monotonic() - t)
             t = time.monotonic()
             rollout.rollback(MODEL, repo, state_dir=state_dir, timeout=120)
             rollbacks.append(time.monotonic() - t)
-        results["promote_verified_on_2"] = _summary(promotes)
-        results["rollback_verified_on_2"] = _summary(rollbacks)
+        results["promote_verified_on_2"] = summary(promotes)
+        results["rollback_verified_on_2"] = summary(rollbacks)
         print(json.dumps({"promote": results["promote_verified_on_2"],
                           "rollback": results["rollback_verified_on_2"]}), flush=True)
 
-        wrk = _wrk(state.addresses.rest_url, args.clients, 600, script)
+        wrk = start_wrk(state.addresses.rest_url, args.clients, 600, script)
         time.sleep(3)
         victim = _replicas(state)[0]
         task = next(x for x in _backend_for(state)._service(state).tasks()
@@ -182,7 +143,7 @@ def measure(args, templates: dict) -> dict:
         serving_s, routed_s = _wait_fleet(state, 2, gone=victim.task_id)
         time.sleep(3)
         wrk.send_signal(signal.SIGINT)
-        during = _parse_wrk(wrk.communicate(timeout=30)[0])
+        during = parse_wrk(wrk.communicate(timeout=30)[0])
         wrk = None
         results["kill"] = {"replacement_serving_s": round(serving_s, 1),
                            "replacement_routed_s": round(routed_s, 1),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import signal
 import statistics
@@ -41,30 +42,42 @@ BODY_LUA = 'wrk.method = "POST"\nwrk.body = \'{"instances": [1.0, 2.0, 5.0]}\'\n
            'wrk.headers["Content-Type"] = "application/json"\n'
 
 
-def _push(repo: Path, template: Path, candidate: bool = False) -> int:
+def push(repo: Path, template: Path, candidate: bool = False) -> int:
     with ModelRepository(repo).publish(MODEL, candidate=candidate) as pub:
         shutil.copytree(template, pub.staging, dirs_exist_ok=True)
     return pub.version
 
 
-def _start_wrk(url: str, clients: int, seconds: int, script: Path) -> subprocess.Popen:
+def start_wrk(url: str, clients: int, seconds: int, script: Path) -> subprocess.Popen:
+    """wrk POSTing `script`'s body to the model's predict URL; it reports on SIGINT or at the
+    end of `seconds`."""
     return subprocess.Popen(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s",
-                             "-s", str(script), f"{url}/v1/models/{MODEL}:predict"],
+                             "--latency", "-s", str(script), f"{url}/v1/models/{MODEL}:predict"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wrk_failures(output: str) -> dict:
-    """Requests and failures from wrk's report (non-2xx answers and socket errors)."""
-    import re
-    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests, rate, p50, p99 and failed (non-2xx answers plus socket errors) from wrk's
+    report."""
+    done = int(re.search(r"(\d+) requests in", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
                        r"timeout (\d+)", output)
-    return {"requests": requests_done, "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    return {"requests": done, "requests_per_s": float(rps.group(1)) if rps else None,
+            "p50_ms": round(_ms(*p50.groups()), 1) if p50 else None,
+            "p99_ms": round(_ms(*p99.groups()), 1) if p99 else None,
+            "failed": (int(non_2xx.group(1)) if non_2xx else 0)
+            + (sum(map(int, errors.groups())) if errors else 0)}
 
 
-def _summary(values) -> dict:
+def summary(values) -> dict:
     return {"n": len(values), "median_s": round(statistics.median(values), 3),
             "min_s": round(min(values), 3), "max_s": round(max(values), 3)}
 
@@ -74,7 +87,7 @@ def measure_backend(backend: str, image: str, templates: dict, pushes: int,
     work = Path(tempfile.mkdtemp(prefix=f"lc_bench_{backend}_"))
     repo, state_dir = work / "repository", work / "state"
     repo.mkdir()
-    _push(repo, templates[1])
+    push(repo, templates[1])
     script = work / "predict.lua"
     script.write_text(BODY_LUA)
     wrk = None
@@ -84,11 +97,11 @@ def measure_backend(backend: str, image: str, templates: dict, pushes: int,
                                       backend=backend, image=image, grpc_port=0, rest_port=0,
                                       file_system_poll_seconds=poll_seconds, wait_seconds=300))
         up_to_healthy = time.monotonic() - t0
-        wrk = _start_wrk(state.addresses.rest_url, clients, 600, script)
+        wrk = start_wrk(state.addresses.rest_url, clients, 600, script)
         time.sleep(1.0)
         push_to_promoted, promote_s, rollback_s = [], [], []
         for i in range(pushes):
-            version = _push(repo, templates[2 if i % 2 == 0 else 1], candidate=True)
+            version = push(repo, templates[2 if i % 2 == 0 else 1], candidate=True)
             t0 = time.monotonic()
             deployment = post_push.deploy(MODEL, version, ModelRepository(repo), state_dir,
                                           120, log=lambda line: None)
@@ -104,7 +117,7 @@ def measure_backend(backend: str, image: str, templates: dict, pushes: int,
             promote_s.append(time.monotonic() - t0)
         time.sleep(1.0)
         wrk.send_signal(signal.SIGINT)  # wrk stops and prints its report
-        load = _wrk_failures(wrk.communicate(timeout=30)[0])
+        load = parse_wrk(wrk.communicate(timeout=30)[0])
         wrk = None
         t0 = time.monotonic()
         lifecycle.down(state_dir, timeout=30)
@@ -116,9 +129,9 @@ def measure_backend(backend: str, image: str, templates: dict, pushes: int,
         shutil.rmtree(work, ignore_errors=True)
     return {"backend": backend, "image": image if backend == "docker" else "",
             "up_to_healthy_s": round(up_to_healthy, 3),
-            "push_to_promoted": _summary(push_to_promoted),
-            "promote_to_label": _summary(promote_s),
-            "rollback_to_label": _summary(rollback_s), "down_s": round(down_s, 3),
+            "push_to_promoted": summary(push_to_promoted),
+            "promote_to_label": summary(promote_s),
+            "rollback_to_label": summary(rollback_s), "down_s": round(down_s, 3),
             "load_during_rollouts": {"clients": clients, **load}}
 
 
