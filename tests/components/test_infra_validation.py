@@ -84,8 +84,9 @@ def _blessed(root: Path, name: str) -> bool:
 
 
 def _pushed_versions(root: Path, name: str) -> List[str]:
-    model_dir = root / "repo" / name
-    return sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+    """The versions the Pusher published (as candidates: the run deploys them after)."""
+    candidates = root / "repo" / name / ".candidates"
+    return sorted(p.name for p in candidates.iterdir()) if candidates.exists() else []
 
 
 class _ExpectsAnotherFeature(tf.Module):

@@ -40,7 +40,8 @@ def test_blessed_models_become_successive_versions(tmp_path, make_fake_saved_mod
     assert first.get_int_custom_property("pushed") == 1
     assert first.get_string_custom_property("pushed_version") == "1"
     assert second.get_string_custom_property("pushed_version") == "2"
-    destination = tmp_path / "repo" / "half_plus_two" / "2"
+    # a candidate: where no server polling the model's directory sees it until promoted
+    destination = tmp_path / "repo" / "half_plus_two" / ".candidates" / "2"
     assert second.get_string_custom_property("pushed_destination") == str(destination)
     assert (destination / "saved_model.pb").is_file()
 
@@ -58,7 +59,8 @@ def test_the_same_model_is_not_published_twice(tmp_path, make_fake_saved_model):
     assert again.get_int_custom_property("pushed") == 1
     assert again.get_string_custom_property("pushed_version") == "1"
     assert again.get_int_custom_property("reused_version") == 1
-    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two").iterdir()) == ["1"]
+    assert sorted(p.name for p in (tmp_path / "repo" / "half_plus_two" / ".candidates")
+                  .iterdir()) == ["1"]
 
 
 def _examples(tmp_path, span: int, payload: bytes):
@@ -90,7 +92,7 @@ def test_each_version_carries_its_lineage_record(tmp_path, make_fake_saved_model
             "base_directory": str(tmp_path / "repo" / "half_plus_two")}}),
         "custom_config": json.dumps(config)})
 
-    version_dir = tmp_path / "repo" / "half_plus_two" / "2"
+    version_dir = tmp_path / "repo" / "half_plus_two" / ".candidates" / "2"
     record = lineage.read(version_dir)
     assert record.pipeline == "p_retrain" and record.git_commit == "abc"
     assert record.gates == {"accuracy": ">= 0.9"}
@@ -127,7 +129,7 @@ def test_a_run_id_in_the_lineage_config_stands_when_the_orchestrator_gives_none(
             "base_directory": str(tmp_path / "repo" / "mnist")}}),
         "custom_config": json.dumps(config)})
 
-    record = lineage.read(tmp_path / "repo" / "mnist" / "1")
+    record = lineage.read(tmp_path / "repo" / "mnist" / ".candidates" / "1")
     assert (record.pipeline, record.run_id) == ("mnist_notebook", "2026-11-25T10:24:14.788774")
     assert record.run_started_at.startswith("2026-11-25T") and record.run_started_at.endswith(
         "+00:00")

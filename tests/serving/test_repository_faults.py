@@ -92,7 +92,9 @@ def test_the_pushers_copy_runs_out_of_space_through_tensorflows_file_system(tmp_
     resize(small_disk, 4096 * KiB)
     pushed = _push(tmp_path, model_dir, destination)
     assert pushed.get_string_custom_property("pushed_version") == "1"
-    assert visible_versions(destination) == ["1"] and leftovers(destination) == []
+    # the Pusher publishes a candidate; nothing half-written is anywhere
+    assert visible_versions(destination / ".candidates") == ["1"]
+    assert leftovers(destination) == [] and visible_versions(destination) == []
 
 
 def test_a_full_disk_is_found_in_whatever_error_says_it(tmp_path):

@@ -19,7 +19,7 @@ from kubernetes.client import ApiClient
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import rollouts
-from serving.lifecycle import manifests, model_config
+from serving.lifecycle import manifests
 from serving.repository import ModelRepository
 from toolkit_testing import publish_fake, running_servers, write_fake_saved_model
 
@@ -136,8 +136,10 @@ def test_probes_ask_for_the_stable_version_of_the_first_model(repository):
 
 
 def test_a_config_with_no_stable_label_is_probed_on_any_version():
-    text = model_config.render({MODEL: "/models/" + MODEL},
-                               {MODEL: rollouts.Rollout(model=MODEL)}, [MODEL])
+    # a config written by hand or another tool: the newest version, no labels
+    text = (f'model_config_list {{ config {{ name: "{MODEL}" base_path: "/models/{MODEL}" '
+            f'model_platform: "tensorflow" model_version_policy {{ latest {{ num_versions: 1 '
+            f'}} }} }} }}')
     objs = manifests.render_kubernetes(repository_claim=CLAIM, models=(MODEL,), replicas=1,
                                        image=IMAGE, model_config_text=text)
     probe = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["containers"][0][
