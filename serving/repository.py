@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from serving import disk
+from serving.files import write_atomically
 from serving import lineage as lineage_record
 
 log = logging.getLogger("serving.repository")
@@ -358,12 +359,9 @@ class ModelRepository:
         """Under the versions lock: remember the highest number given out. Best effort: the
         version is already in place, and while it exists it bounds the next number too."""
         path = self.model_dir(model_name) / LAST_VERSION_FILE
-        tmp = path.with_name(f"{path.name}.{os.getpid()}")
         try:
-            tmp.write_text(f"{version}\n")
-            os.replace(tmp, path)
+            write_atomically(path, f"{version}\n")
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             log.warning("could not record %s's last version %d in %s: %s", model_name,
                         version, path, e)
 

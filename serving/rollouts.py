@@ -27,9 +27,10 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+
+from serving.files import write_atomically
 
 if TYPE_CHECKING:
     from serving.repository import ModelRepository
@@ -170,7 +171,7 @@ def update(model_dir: Path, model: str) -> Iterator[Rollout]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         record = load(model_dir, model)
         yield record
-        _write_atomically(record_path(model_dir), json.dumps(record.to_json(), indent=2))
+        write_atomically(record_path(model_dir), json.dumps(record.to_json(), indent=2))
     finally:
         os.close(fd)
 
@@ -232,18 +233,3 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from serving.files import write_atomically
 from serving.lifecycle.config import Addresses
 
 STATE_FILENAME = "server.json"
@@ -76,20 +75,3 @@ def clear(state_dir: Path) -> None:
         state_path(state_dir).unlink()
     except FileNotFoundError:
         pass
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers (a polling server, a concurrent `status`) see the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
