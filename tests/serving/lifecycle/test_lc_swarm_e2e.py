@@ -293,8 +293,11 @@ class TestFailures:
                         f"{r.addresses.grpc_port}, but 127.0.0.1 reaches it at REST "
                         f"{ipv4[8501]} gRPC {ipv4[8500]} (scale: {waited or 'ok'})")
             assert waited == ""
-            assert sorted(sw.balancer_rest_ports(state)) == \
-                sorted(sw.container_ipv4_ports(state, r.task_id)[8501] for r in found)
+            # HAProxy's watcher follows the tasks every half second: its servers become
+            # exactly the replicas' IPv4 REST ports
+            expected = sorted(sw.container_ipv4_ports(state, r.task_id)[8501] for r in found)
+            wait_until(lambda: sorted(sw.balancer_rest_ports(state)) == expected, timeout=10,
+                       what=f"HAProxy routing to {expected}")
         finally:
             try:
                 lifecycle.scale(count - 1, state.state_dir, timeout=120)
