@@ -1,4 +1,5 @@
-"""`python -m pipelines`: run, retrain and schedule the pipelines; spans, history, compile.
+"""`python -m pipelines`: run, retrain and schedule the pipelines; spans, history, compile;
+new model projects.
 
 Flags are parsed here and only here; they become a RunConfig / RetrainConfig that the
 pipeline code reads. Exit codes are the table in pipelines/outcomes.py (also in --help).
@@ -19,8 +20,10 @@ import warnings
 from typing import List, Optional
 
 from components.spans import SPAN_KINDS
+from pipelines.new_project import TEMPLATES
 from pipelines import interrupts, outcomes
 from pipelines.interrupts import RunAbandoned
+from pipelines.registry import MODEL_DIR_VARIABLE
 from serving import cli, defaults
 
 RETRAIN_HELP = """Retrain on new data: DIR holds span-1/, span-2/, ... each with train/ and eval/
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m pipelines` and all its commands (what --help shows)."""
     from pipelines.registry import PIPELINES
 
-    names = ", ".join(sorted(PIPELINES))
+    names = ", ".join(sorted(PIPELINES)) + ", or the model of --model-dir"
     paths = cli.options_group()
     cli.add_repository(paths)
     cli.add_pipeline_root(paths)
@@ -63,20 +66,42 @@ def build_parser() -> argparse.ArgumentParser:
     execution.add_argument("-v", "--verbose", action="store_true", help="show TFX's own log")
     cli.refuse_renamed(execution, "--serving-state-dir", "--state-dir")
     cli.refuse_renamed(execution, "--serving-timeout", "--timeout")
+    model_dir = cli.options_group()
+    model_dir.add_argument("--model-dir", type=cli.existing_dir, default=None, metavar="DIR",
+                           help="a model project (`python -m pipelines new` writes one): its "
+                                "model is known besides the built-in ones, and in their place "
+                                f"under the same name (default: ${MODEL_DIR_VARIABLE})")
 
     parser = cli.Parser(
         prog="python -m pipelines", description=__doc__.split("\n\n")[0],
         epilog=outcomes.exit_codes_help(outcomes.ALL, "exit codes (each COMMAND's --help lists "
                                                       "its own; these are retrain's):")
-        + "\n\n" + cli.environment_help(defaults.ALL))
+        + "\n\n" + cli.environment_help(defaults.ALL)
+        + f"\n  {MODEL_DIR_VARIABLE:<22} a model project, as --model-dir (default: none)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lst = commands.add_parser(
-        "list", help="list the pipelines", epilog=_epilog("list"),
+        "list", parents=[model_dir], help="list the pipelines", epilog=_epilog("list"),
         description="The pipelines `run`, `retrain` and the other commands know, one a line.")
     cli.add_json(lst, "print them as a JSON list")
 
+    new = commands.add_parser(
+        "new", help="write a model project of your own, from a template",
+        epilog=_epilog("new"),
+        description="Write a self-contained model project to --out, as `tfx template copy` "
+                    "does: model.py (the model's parts: pipelines/model_contract.py), its "
+                    "Trainer module, a sample data generator, the schema, the drift "
+                    "thresholds and a README. As written it passes every gate. Every "
+                    "command takes it with --model-dir DIR (or $TOOLKIT_MODEL_DIR).")
+    new.add_argument("name", metavar="NAME", type=_new_model_name,
+                     help="the model's name: lower case letters, digits and _")
+    new.add_argument("--template", required=True, choices=list(TEMPLATES),
+                     help="regression (CSV features -> a number) or image-classification "
+                          "(TFRecords of small images -> a class)")
+    new.add_argument("--out", required=True, type=_new_project_dir, metavar="DIR",
+                     help="the project's directory (made; it must not exist, or be empty)")
+
     run = commands.add_parser(
-        "run", parents=[paths, data, execution], help="run one or more pipelines",
+        "run", parents=[paths, data, execution, model_dir], help="run one or more pipelines",
         usage="python -m pipelines run NAME [NAME ...] [options] [-- BEAM_ARGS ...]",
         description="Train, evaluate and push. The pipelines are NAME ... or --model NAME "
                     "(repeatable), not both. Arguments after `--` go to Beam, e.g. "
@@ -93,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: the pipeline's own data")
 
     retrain = commands.add_parser(
-        "retrain", parents=[paths, data, execution], help="retrain on the newest span of new data",
+        "retrain", parents=[paths, data, execution, model_dir], help="retrain on the newest span of new data",
         usage="python -m pipelines retrain NAME --data DIR [options] [-- BEAM_ARGS ...]",
         description=RETRAIN_HELP, epilog=_epilog("retrain"))
     _retrain_arguments(retrain, names)
 
     schedule = commands.add_parser(
-        "schedule", parents=[paths, data, execution],
+        "schedule", parents=[paths, data, execution, model_dir],
         help="retrain every interval, one run at a time, until SIGTERM",
         usage="python -m pipelines schedule NAME --data DIR --every 6h [retrain options]",
         description="A long-running loop for machines without cron: runs `retrain` with the "
@@ -117,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="on SIGTERM: abandon the current run cleanly, or let it finish")
 
     spans = commands.add_parser(
-        "make-spans", parents=[data], help="write a data set as spans, to try retraining",
+        "make-spans", parents=[data, model_dir], help="write a data set as spans, to try retraining",
         epilog=_epilog("make-spans"),
         description="Write spans span-N/{train,eval}/ of the pipeline's own data (MNIST from "
                     "the verified loader; generated rows for half_plus_two), numbered after "
@@ -138,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the verified download)")
 
     hist = commands.add_parser(
-        "history", parents=[paths], help="past runs of a model, from ML Metadata",
+        "history", parents=[paths, model_dir], help="past runs of a model, from ML Metadata",
         epilog=_epilog("history"),
         description="Every run of the model's pipelines (`run`, `retrain`, notebook experiments) under the "
                     "pipeline root: start time, spans, metrics, blessed, pushed version, outcome.")
@@ -146,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_json(hist)
 
     gc = commands.add_parser(
-        "gc", parents=[paths], help="show (or remove) the versions retention lets go",
+        "gc", parents=[paths, model_dir], help="show (or remove) the versions retention lets go",
         epilog=_epilog("gc"),
         description="Apply the repository's retention policy to a model: never the stable, "
                     "previous or canary version, a version the running server has loaded, a "
@@ -165,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_json(gc)
 
     comp = commands.add_parser(
-        "compile", help="write the pipeline for another orchestrator", epilog=_epilog("compile"),
+        "compile", parents=[model_dir], help="write the pipeline for another orchestrator",
+        epilog=_epilog("compile"),
         description="Compile the pipeline (as `run` builds it) for Kubeflow Pipelines v2 / "
                     "Vertex AI Pipelines with TFX's KubeflowV2DagRunner. Paths are the "
                     "orchestrator's (e.g. gs://...); nothing is read or downloaded here. "
@@ -253,6 +279,28 @@ def _interval(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _new_model_name(text: str) -> str:
+    from pipelines.model_contract import MODEL_NAME_PATTERN
+    from pipelines.registry import PIPELINES
+
+    if not MODEL_NAME_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a model name is lower case letters, digits and _, starting with a letter")
+    if text in PIPELINES:
+        raise argparse.ArgumentTypeError(f"{text!r} is a built-in model; choose another name")
+    return text
+
+
+def _new_project_dir(text: str):
+    from pipelines.new_project import ProjectError, check_out_dir
+
+    try:
+        check_out_dir(cli.dir_path(text))
+    except ProjectError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return cli.dir_path(text)
+
+
 def _worker_path(text: str) -> str:
     """compile --repository: an absolute filesystem path in the workers (not a URI)."""
     if not posixpath.isabs(text):
@@ -272,6 +320,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         argv, beam_args = argv[:split], argv[split + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in NAMED_COMMANDS + ("list",):
+        args.known_models = _known_models(cli.subparser(parser, args.command), args)
     if args.command in NAMED_COMMANDS:
         _resolve_names(cli.subparser(parser, args.command), args)
     if beam_args and args.command not in BEAM_COMMANDS:
@@ -285,8 +335,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _resolve_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """NAME and --model NAME are the same thing: one of them (or both, naming the same
     pipelines), each a known pipeline. Sets args.names (run) or args.name."""
-    from pipelines.registry import PIPELINES
-
+    PIPELINES = args.known_models
     many = args.command == "run"
     positional = list(args.names) if many else ([args.name] if args.name else [])
     flagged = list(args.model or []) if many else ([args.model] if args.model else [])
@@ -309,41 +358,65 @@ def _resolve_names(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         args.name = chosen[0]
 
 
+def _known_models(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The models this command line knows: the built-in ones and --model-dir's (else
+    $TOOLKIT_MODEL_DIR's), whose name is read without importing it. Sets args.model_dir
+    (absolute, or None)."""
+    from pipelines import registry
+    from pipelines.model_contract import ModelContractError
+
+    where = "argument --model-dir"
+    if args.model_dir is None:
+        args.model_dir = registry.model_dir_from_environment()
+        where = f"${MODEL_DIR_VARIABLE}"
+        if args.model_dir is not None and not args.model_dir.is_dir():
+            parser.error(f"{where}: {args.model_dir} is not a directory")
+    if args.model_dir is not None:
+        args.model_dir = args.model_dir.absolute()
+    try:
+        return registry.names(args.model_dir)
+    except ModelContractError as e:
+        parser.error(f"{where}: {e}")
+
+
 def _run_config(args, data_dir):
     from pipelines.config import RunConfig
 
     return RunConfig(pipeline_root=args.pipeline_root, repository=args.repository,
                      data_dir=data_dir, cache_dir=args.cache_dir, beam_args=args.beam_args,
-                     enable_cache=args.enable_cache, profile=args.profile)
+                     enable_cache=args.enable_cache, profile=args.profile,
+                     model_dir=args.model_dir)
 
 
 def run(args: argparse.Namespace) -> int:
-    from components.half_plus_two_data import DataError
-    from components.mnist_data import MnistDataError
     from pipelines import history, local_runner, provenance, registry, run_lock
+    from pipelines.model_contract import ModelContractError
     from pipelines.console import LogError
     from pipelines.metadata import StoreError
     from serving import disk
     from serving.repository import ModelRepository, RepositoryError
 
-    expected_errors = (DataError, MnistDataError, RepositoryError, local_runner.PipelineFailed,
+    expected_errors = (ModelContractError, RepositoryError, local_runner.PipelineFailed,
                        run_lock.Locked, history.NotRecorded, StoreError, LogError,
                        disk.DiskFull)
     config = _run_config(args, args.data_dir)
     codes = []
     for name in args.names:
+        data_errors = ()  # the model's own: known once it is loaded
         try:
             with _run_console(name, name, config, "run", args.verbose) as console:
-                module = registry.get(name)  # imports TensorFlow: its noise goes to the log
+                # Imports TensorFlow: its noise goes to the log.
+                model = registry.get(name, config.model_dir)
+                data_errors = model.data_errors
                 repository = ModelRepository(config.repository)
-                repository.check_writable(module.MODEL_NAME)  # before any data or training
-                lineage = provenance.lineage_fields(name, config, module)
-                pipeline = module.build(config, log=lambda line: print(line, file=console),
-                                        lineage=lineage)
+                repository.check_writable(model.name)  # before any data or training
+                lineage = provenance.lineage_fields(name, config, model)
+                pipeline = model.build(config, lambda line: print(line, file=console),
+                                       lineage)
                 metadata_path = config.metadata_path(name)
                 try:
                     result = local_runner.run_pipeline(
-                        pipeline, model_name=module.MODEL_NAME, repository=repository,
+                        pipeline, model_name=model.name, repository=repository,
                         metadata_path=metadata_path, out=console)
                 except local_runner.PipelineFailed as e:
                     failed = outcomes.DISK_FULL if e.disk_full else outcomes.ERROR
@@ -364,25 +437,26 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
             return outcomes.ABANDONED.exit_code
         except Exception as e:  # every failure is reported, then the next pipeline runs
-            full = None if isinstance(e, expected_errors) else \
+            expected = isinstance(e, expected_errors + data_errors)
+            full = None if expected else \
                 disk.as_disk_full(e, config.pipeline_dir(name))
             print(f"error: {name}: {full or e}", file=sys.stderr)
             if getattr(e, "not_recorded", ""):
                 print(f"error: {name}: {e.not_recorded}", file=sys.stderr)
-            if not isinstance(e, expected_errors) and full is None:
+            if not expected and full is None:
                 traceback.print_exc()
             print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
             codes.append(outcomes.LOCKED.exit_code if isinstance(e, run_lock.Locked)
                          else outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None
                          else outcomes.ERROR.exit_code)
             continue
-        print(local_runner.format_summary(result, module.gates(config)), flush=True)
+        print(local_runner.format_summary(result, model.gates(config)), flush=True)
         if not_recorded:
             print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
         if not result.pushed:
             codes.append(outcomes.NOT_BLESSED.exit_code)
             continue
-        outcome, reason = deploy_push(module.MODEL_NAME, result.version, args, repository)
+        outcome, reason = deploy_push(model.name, result.version, args, repository)
         if outcome == outcomes.RUN_NOT_SERVED:
             from pipelines.retrain import abandon_model  # never a baseline or warm start
             abandon_model(metadata_path, result, name, reason)
@@ -419,6 +493,7 @@ def retrain(args: argparse.Namespace) -> int:
     from components.spans import SpanError
     from pipelines import local_runner, run_lock
     from pipelines.config import RetrainConfig
+    from pipelines.model_contract import ModelContractError
     from serving import disk
     from serving.repository import RepositoryError
 
@@ -450,7 +525,8 @@ def retrain(args: argparse.Namespace) -> int:
         print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
               flush=True)
         return outcomes.ABANDONED.exit_code
-    except (SpanError, RepositoryError, local_runner.PipelineFailed, RuntimeError, OSError) as e:
+    except (SpanError, ModelContractError, RepositoryError, local_runner.PipelineFailed,
+            RuntimeError, OSError) as e:
         # OSError: a full disk or an unusable file outside any component (the log, the lock)
         full = disk.as_disk_full(e, config.run.pipeline_dir(config.pipeline_name(name))) \
             if isinstance(e, OSError) else None
@@ -490,9 +566,11 @@ def make_spans(args: argparse.Namespace) -> int:
     if start is None:
         start = max(spans.existing_spans(args.out), default=0) + 1
     numbers = list(range(start, start + args.spans))
-    config = RunConfig(cache_dir=args.cache_dir, profile=args.profile, data_dir=args.data_dir)
+    config = RunConfig(cache_dir=args.cache_dir, profile=args.profile, data_dir=args.data_dir,
+                       model_dir=args.model_dir)
     try:
-        written = registry.get(args.name).write_spans(config, args.out, numbers, args.kind)
+        written = registry.get(args.name, args.model_dir).write_spans(config, args.out, numbers,
+                                                                      args.kind)
     except Exception as e:  # bad --out, data that cannot be loaded, an existing span
         print(f"error: {args.name}: {e}", file=sys.stderr)
         return outcomes.ERROR.exit_code
@@ -577,7 +655,8 @@ def compile_pipeline(args: argparse.Namespace) -> int:
         path = kubeflow.compile_pipeline(
             args.name, output=args.output, pipeline_root=args.pipeline_root,
             data_root=args.data_root, repository=args.repository, profile=args.profile,
-            beam_args=args.beam_args, image=args.image or kubeflow.DEFAULT_IMAGE)
+            beam_args=args.beam_args, image=args.image or kubeflow.DEFAULT_IMAGE,
+            model_dir=args.model_dir)
     except ValueError as e:
         print(f"python -m pipelines compile: error: {e}", file=sys.stderr)
         return outcomes.USAGE.exit_code
@@ -603,15 +682,33 @@ def _run_console(model: str, pipeline_name: str, config, command: str, verbose: 
             yield out
 
 
+def new_project(args: argparse.Namespace) -> int:
+    from pipelines import new_project
+
+    try:
+        files = new_project.create(args.name, args.template, args.out)
+    except (new_project.ProjectError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return outcomes.FAILED.exit_code
+    out = args.out.absolute()
+    print(f"wrote model project {args.name} ({args.template}) to {out}:")
+    for path in files:
+        print(f"  {path.name}")
+    print(f"Next: python -m pipelines run {args.name} --model-dir {out} (or set "
+          f"{MODEL_DIR_VARIABLE}={out}); {out / 'README.md'} walks through the rest")
+    return 0
+
+
 COMMANDS = {"run": run, "retrain": retrain, "schedule": schedule, "make-spans": make_spans,
-            "history": show_history, "compile": compile_pipeline, "gc": collect_garbage}
+            "history": show_history, "compile": compile_pipeline, "gc": collect_garbage,
+            "new": new_project}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.command == "list":
-        from pipelines.registry import PIPELINES
-        print(json.dumps(sorted(PIPELINES)) if args.json else "\n".join(sorted(PIPELINES)))
+        known = sorted(args.known_models)
+        print(json.dumps(known) if args.json else "\n".join(known))
         return 0
     if not getattr(args, "verbose", False):
         # Before TensorFlow is imported. A run's output goes to its log file; the other

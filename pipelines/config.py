@@ -26,6 +26,9 @@ class RunConfig:
     enable_cache: bool = True
     # A named set of sizes (examples, steps, epochs); e.g. "fast" for tests.
     profile: str = "default"
+    # A model project (`python -m pipelines new`) whose model is known besides the built-in
+    # ones (--model-dir, $TOOLKIT_MODEL_DIR); None: the built-in ones only.
+    model_dir: Optional[Path] = None
 
     def pipeline_dir(self, pipeline_name: str) -> Path:
         return (self.pipeline_root / pipeline_name).absolute()

@@ -411,7 +411,7 @@ def start(config: RunConfig, hyperparameters: Dict[str, Any],
             source_uri=str(import_version(repository, baseline_version, pipeline_dir)),
             artifact_type=tfx.types.standard_artifacts.Model, output_key="model",
             custom_properties={"repository_version": baseline_version}).with_id(BASELINE_ID)
-    lineage = provenance.lineage_fields(PIPELINE, config, mnist, notebook=True,
+    lineage = provenance.lineage_fields(PIPELINE, config, mnist.PIPELINE, notebook=True,
                                         hyperparameters=hyperparameters, run_id=run_id)
     components = mnist.create_components(
         examples_dir=str(examples_dir), serving_model_dir=str(config.model_destination(MODEL)),

@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 from components import half_plus_two_data, repository_pusher
 from pipelines import post_push, retraining
 from pipelines.config import RunConfig
+from pipelines.model_contract import ModelPipeline
 from serving.lifecycle import health
 
 MODEL_NAME = "half_plus_two"
@@ -113,7 +114,7 @@ def retrain_parts(profile: Profile, trainer_module: str = TRAINER_MODULE
         infra_signatures=(EVAL_SIGNATURE,))
 
 
-def prepare_data(config: RunConfig, profile: Profile) -> Path:
+def prepare_data(config: RunConfig, profile: Profile, log=print) -> Path:
     """Validate the user's CSV directory, or write the generated one; returns ExampleGen's input."""
     if config.data_dir is not None:
         half_plus_two_data.validate_csv_dir(config.data_dir)
@@ -199,3 +200,16 @@ def build_remote(*, pipeline_name: str, pipeline_root: str, data_root: str, repo
 def gates(config: RunConfig) -> Dict[str, str]:
     """The Evaluator's blessing gates, as the run summary shows them."""
     return {METRIC: f"< {PROFILES[config.profile].mse_threshold:g}"}
+
+
+PIPELINE = ModelPipeline(
+    name=MODEL_NAME, profiles=PROFILES,
+    example_format="csv", prepare_data=prepare_data, write_spans=write_spans,
+    data_errors=(half_plus_two_data.DataError,),
+    schema_file=RETRAIN_SCHEMA_FILE, drift_config_file=DRIFT_CONFIG_FILE,
+    trainer_module=TRAINER_MODULE,
+    eval_config=lambda profile: eval_config(profile.mse_threshold), gates=gates,
+    signatures=(EVAL_SIGNATURE,), smoke_check=smoke_check,
+    # Its own wiring: `run` infers the schema (SchemaGen) from the generated CSV and trains
+    # a fixed number of steps; retraining warm-starts for fewer.
+    build=build, build_remote=build_remote, retrain_parts=retrain_parts)

@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 from components import anomalies_gate, mnist_data, repository_pusher
 from pipelines import post_push, resolvers, retraining
 from pipelines.config import RunConfig
+from pipelines.model_contract import ModelPipeline
 from serving.lifecycle import health
 
 MODEL_NAME = "mnist"
@@ -286,3 +287,20 @@ def gates(config: RunConfig) -> Dict[str, str]:
     profile = PROFILES[config.profile]
     return {METRIC: f">= {profile.accuracy_gate:g}, and at most "
                     f"{profile.max_regression * 100:g} points below the latest blessed model"}
+
+
+def _build(config: RunConfig, log=print, lineage: Optional[Dict[str, Any]] = None
+           ) -> tfx.dsl.Pipeline:
+    return build(config, log=log, lineage=lineage)
+
+
+PIPELINE = ModelPipeline(
+    name=MODEL_NAME, profiles=PROFILES,
+    example_format="tfrecord", prepare_data=prepare_data, write_spans=write_spans,
+    data_errors=(mnist_data.MnistDataError,),
+    schema_file=SCHEMA_FILE, drift_config_file=DRIFT_CONFIG_FILE,
+    transform_module=TRANSFORM_MODULE, trainer_module=TRAINER_MODULE,
+    trainer_config=trainer_config, eval_config=eval_config, gates=gates,
+    signatures=(EVAL_SIGNATURE,), smoke_check=smoke_check,
+    # Its own wiring: the remote pipeline reads the schema from the pipeline image.
+    build=_build, build_remote=build_remote, retrain_parts=retrain_parts)

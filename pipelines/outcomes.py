@@ -76,6 +76,7 @@ BY_COMMAND = {
     "history": (DONE, FAILED, USAGE),
     "compile": (DONE, FAILED, USAGE),
     "gc": (DONE, FAILED, USAGE),
+    "new": (DONE, FAILED, USAGE),
 }
 
 

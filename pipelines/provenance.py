@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from pipelines.config import RunConfig
+from pipelines.model_contract import ModelPipeline
 from serving.lineage import DEFAULT_PROFILE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +34,13 @@ def git_state(root: Path = PROJECT_ROOT) -> Tuple[str, Optional[bool]]:
     return commit.strip(), (bool(status.strip()) if status is not None else None)
 
 
-def lineage_fields(pipeline: str, config: RunConfig, module: Any, *, notebook: bool = False,
+def lineage_fields(pipeline: str, config: RunConfig, model: ModelPipeline, *,
+                   notebook: bool = False,
                    trainer_module: Optional[str] = None,
                    hyperparameters: Optional[Mapping[str, Any]] = None,
                    **fields: Any) -> Dict[str, Any]:
-    """The static fields of the lineage record of what pipeline `pipeline` of `module`
-    (pipelines.mnist, pipelines.half_plus_two) publishes: the gates, the git state, and how
+    """The static fields of the lineage record of what pipeline `pipeline` of `model`
+    (pipelines/model_contract.py) publishes: the gates, the git state, and how
     the model is trained - the profile's name, its sizes with `hyperparameters` over them
     (with the steps they make, where the profile computes them) and the Trainer module.
 
@@ -46,7 +48,7 @@ def lineage_fields(pipeline: str, config: RunConfig, module: Any, *, notebook: b
     so a version it publishes is never taken for one of `make pipeline`'s. `fields`: other
     fields of the record (run_id, infra_validation).
     """
-    profile = module.PROFILES[config.profile]
+    profile = model.profile(config.profile)
     overrides = dict(hyperparameters or {})
     names = {f.name for f in dataclasses.fields(profile)}
     profile = dataclasses.replace(profile, **{k: overrides.pop(k) for k in list(overrides)
@@ -59,9 +61,9 @@ def lineage_fields(pipeline: str, config: RunConfig, module: Any, *, notebook: b
     if notebook:
         name = NOTEBOOK_PROFILE if name == DEFAULT_PROFILE else f"{NOTEBOOK_PROFILE}-{name}"
     commit, dirty = git_state()
-    return {"pipeline": pipeline, "gates": module.gates(config), "git_commit": commit,
+    return {"pipeline": pipeline, "gates": model.gates(config), "git_commit": commit,
             "git_dirty": dirty, "profile": name, "hyperparameters": {**sizes, **overrides},
-            "trainer_module": project_relative(trainer_module or module.TRAINER_MODULE),
+            "trainer_module": project_relative(trainer_module or model.trainer_module),
             **fields}
 
 

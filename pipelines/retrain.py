@@ -50,7 +50,7 @@ def retrain(name: str, config: RetrainConfig, out, log) -> Report:
     Then apply the repository's retention policy (serving/retention.py), whatever the
     outcome: a failure there is logged and does not change the run's outcome."""
     report = _retrain(name, config, out, log)
-    _apply_retention(registry.get(name).MODEL_NAME, config, log)
+    _apply_retention(registry.get(name, config.run.model_dir).name, config, log)
     return report
 
 
@@ -82,8 +82,8 @@ def _apply_retention(model: str, config: RetrainConfig, log) -> None:
 
 
 def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
-    module = registry.get(name)
-    model = module.MODEL_NAME
+    module = registry.get(name, config.run.model_dir)  # the model (pipelines/model_contract.py)
+    model = module.name
     pipeline_name = config.pipeline_name(model)
     run = config.run
     metadata_path = run.metadata_path(pipeline_name)
@@ -97,8 +97,8 @@ def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
     log(f"   newest span: {newest.span} in {Path(run.data_dir).absolute()}; window: "
         f"{config.window} span(s)")
 
-    parts = module.retrain_parts(module.PROFILES[run.profile],
-                                 trainer_module=config.trainer_module or module.TRAINER_MODULE)
+    parts = module.retrain_parts(module.profile(run.profile),
+                                 config.trainer_module or module.trainer_module)
     for span in _spans_to_backfill(config, newest.span, metadata_path, pipeline_name):
         _ingest(span, parts, config, pipeline_name, model, repository, out, log)
 
@@ -153,7 +153,7 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
             newest: spans.NewestSpan, repository: ModelRepository, metadata_path: Path,
             pipeline_name: str, span_facts, log) -> Report:
     """Deploy the pushed candidate (canary, smoke check, promote or reject), record the run."""
-    run, model = config.run, module.MODEL_NAME
+    run, model = config.run, module.name
     eval_dir = spans.span_dir(run.data_dir, newest.span) / "eval"
     deployment = post_push.deploy(
         model, result.version, repository, config.serving_state_dir, config.serving_timeout,
