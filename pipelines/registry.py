@@ -87,14 +87,17 @@ def get(name: str, model_dir: Optional[Path] = None) -> ModelPipeline:
 
 
 def _load_project(path: Path):
-    """Import a project's model.py (once per process) with its directory importable, so
-    that it and the module files TFX runs import their siblings."""
-    directory = str(path.parent)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    """Import a project's model.py afresh, its directory first on sys.path (as Python puts
+    a script's), so that it and the module files TFX runs import their siblings: the
+    project's own, not a same-named module of another project loaded before, nor an
+    edited one's old code."""
+    directory = path.parent
+    if str(directory) in sys.path:
+        sys.path.remove(str(directory))
+    sys.path.insert(0, str(directory))
+    for sibling in directory.glob("*.py"):
+        sys.modules.pop(sibling.stem, None)
     module_name = f"toolkit_model_project_{abs(hash(str(path)))}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

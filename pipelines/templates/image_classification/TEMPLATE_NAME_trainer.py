@@ -29,12 +29,15 @@ CLASSIFY_SIGNATURE = "classification"
 
 
 def _dataset(fn_args, files, batch_size: int) -> tf.data.Dataset:
-    """(pixels float32 [batch, PIXELS], label [batch]), repeated."""
+    """(pixels float32 [batch, PIXELS], label [batch]): read and parsed once, then kept in
+    memory (a small data set), reshuffled and repeated."""
     schema = tfx.utils.parse_pbtxt_file(fn_args.schema_path, schema_pb2.Schema())
     return fn_args.data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=LABEL), schema
+        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=LABEL,
+                                              shuffle=False, num_epochs=1), schema
     ).map(lambda features, label: (tf.cast(features[IMAGE], tf.float32),
-                                   tf.reshape(label, [-1])))
+                                   tf.reshape(label, [-1]))
+          ).unbatch().cache().shuffle(10_000).batch(batch_size).repeat()
 
 
 def build_model(learning_rate: float, hidden_units: int) -> keras.Model:

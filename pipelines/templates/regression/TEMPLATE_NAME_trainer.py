@@ -26,18 +26,21 @@ REGRESS_SIGNATURE = "regression"
 
 
 def _dataset(fn_args, files, batch_size: int) -> tf.data.Dataset:
-    """(features [batch, len(FEATURES)], label [batch, 1]), repeated."""
+    """(features [batch, len(FEATURES)], label [batch, 1]): read and parsed once, then
+    kept in memory (a small data set), reshuffled and repeated."""
     schema = tfx.utils.parse_pbtxt_file(fn_args.schema_path, schema_pb2.Schema())
-    return fn_args.data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=LABEL), schema
+    dataset = fn_args.data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=LABEL,
+                                              shuffle=False, num_epochs=1), schema
     ).map(lambda features, label: (
         tf.concat([tf.cast(features[name], tf.float32) for name in FEATURES], axis=1),
         tf.cast(label, tf.float32)))
+    return dataset.unbatch().cache().shuffle(10_000).batch(batch_size).repeat()
 
 
 def build_model(learning_rate: float) -> keras.Model:
     model = keras.Sequential([keras.layers.Dense(1, input_shape=(len(FEATURES),))])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     return model
 
 
@@ -74,8 +77,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point."""
     config = fn_args.custom_config or {}
     batch_size = int(config.get("batch_size", 32))
-    model = build_model(float(config.get("learning_rate", 0.05)))
-    steps = fn_args.train_steps or int(config.get("train_steps", 300))
+    model = build_model(float(config.get("learning_rate", 0.3)))
+    steps = fn_args.train_steps or int(config.get("train_steps", 200))
     if fn_args.base_model is not None:  # retraining: continue from the last blessed model
         checkpoint = tf.train.Checkpoint(model=model)
         checkpoint.read(os.path.join(fn_args.base_model, "variables", "variables")

@@ -31,17 +31,17 @@ class Profile:
     """Sizes; the Trainer receives every field in its custom_config."""
 
     num_examples: int = 2000       # `run`'s generated data (train and eval together)
-    train_steps: int = 400
-    warm_start_steps: int = 100    # retraining continues from the last blessed model
-    batch_size: int = 32
-    learning_rate: float = 0.05
+    train_steps: int = 200
+    warm_start_steps: int = 50     # retraining continues from the last blessed model
+    batch_size: int = 64
+    learning_rate: float = 0.3
     mse_gate: float = 0.02         # the noise alone is 0.0025
     span_train_size: int = 800     # `make-spans`: rows per span and split
     span_eval_size: int = 200
 
 
 PROFILES = {"default": Profile(),
-            "fast": Profile(num_examples=600, train_steps=300, warm_start_steps=50,
+            "fast": Profile(num_examples=600, train_steps=80, warm_start_steps=30,
                             span_train_size=300, span_eval_size=100)}
 
 
