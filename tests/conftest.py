@@ -35,6 +35,7 @@ SLOWEST_FIRST = (
     "tests/pipelines/test_retrain_e2e.py",
     "tests/pipelines/test_retrain_half_plus_two_e2e.py",
     "tests/pipelines/test_faults.py",
+    "tests/pipelines/test_model_project_e2e.py",
     "tests/serving/lifecycle/test_lc_swarm_e2e.py",
     "tests/serving/lifecycle/test_lc_rollouts_e2e.py",
     "tests/pipelines/test_rollout_scenario_e2e.py",
