@@ -7,9 +7,11 @@ every third one corrupted (schema anomalies) or label-shifted (drift), alternate
 client thread sends REST predicts to the model the whole time (no version named).
 
 Reported per iteration: the run's exit code, the repository's and the pipeline root's disk,
-ML Metadata's size, the schedule process tree's RSS (the schedule and its retrain child),
-the stable version; and overall: runs by outcome, failed client requests (any answer but
-200 once a first version is served; target 0), and the versions served over time.
+ML Metadata's size and the runs it holds, the run logs' size, the schedule process tree's
+RSS (the schedule and its retrain child), the stable version; and overall: runs by outcome,
+failed client requests (any answer but 200 once a first version is served; target 0), and
+the versions served over time. With --json, the file is rewritten after every iteration (a
+run cut short leaves its iterations so far, "finished": false).
 
 Usage: .venv/bin/python benchmarks/soak_benchmark.py [--iterations 50] [--json FILE]
 Exit codes: 0 measured; 1 the schedule or the server failed; 2 bad usage.
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -75,6 +79,27 @@ class Client(threading.Thread):
 
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def runs_in_metadata(runs: Path) -> int:
+    """The `pipeline_run` contexts of every store under the pipeline root."""
+    total = 0
+    for path in runs.glob("*/metadata.sqlite"):
+        try:
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            total += connection.execute(
+                "SELECT count(*) FROM Context c JOIN Type t ON t.id = c.type_id "
+                "WHERE t.name = 'pipeline_run'").fetchone()[0]
+            connection.close()
+        except sqlite3.Error:
+            pass
+    return total
+
+
+def write_json(path: Path, result: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(result, indent=2))
+    os.replace(temporary, path)
 
 
 def tree_rss(pid: int) -> int:
@@ -138,8 +163,12 @@ def main(argv=None) -> int:
                          "pipeline_root_mb": round(du(runs) / 2**20, 2),
                          "metadata_mb": round(sum(f.stat().st_size for f in
                                                   runs.glob("*/metadata.sqlite")) / 2**20, 2),
+                         "runs_in_metadata": runs_in_metadata(runs),
+                         "logs_mb": round(sum(du(d) for d in runs.glob("*/logs")) / 2**20, 2),
                          "peak_rss_mb": round(peak / 2**20), "stable": record.stable})
             print(json.dumps(rows[-1]), flush=True)
+            if args.json:
+                write_json(args.json, summary(rows, client, started, work, finished=False))
             peak = 0
         schedule.wait()
     finally:
@@ -149,16 +178,22 @@ def main(argv=None) -> int:
         if schedule.poll() is None:
             schedule.terminate()
         lifecycle.down(state_dir)
-    outcomes = collections.Counter(r["exit"] for r in rows)
-    result = {"iterations": len(rows), "wall_s": round(time.monotonic() - started),
-              "runs_by_exit_code": dict(sorted(outcomes.items())),
-              "client_answers": {str(k): v for k, v in client.status.items()},
-              "client_failures_after_first_version": len(client.failures),
-              "stable_over_time": [r["stable"] for r in rows], "rows": rows, "work": str(work)}
+    result = summary(rows, client, started, work, finished=True)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0 if schedule.returncode == 0 else 1
+
+
+def summary(rows, client: Client, started: float, work: Path, finished: bool) -> dict:
+    outcomes = collections.Counter(r["exit"] for r in rows)
+    return {"iterations": len(rows), "finished": finished,
+            "wall_s": round(time.monotonic() - started),
+            "runs_by_exit_code": dict(sorted(outcomes.items())),
+            "client_answers": {str(k): v for k, v in dict(client.status).items()},
+            "client_failures_after_first_version": len(client.failures),
+            "client_failures": [[round(t), str(c)] for t, c in client.failures[:50]],
+            "stable_over_time": [r["stable"] for r in rows], "rows": rows, "work": str(work)}
 
 
 if __name__ == "__main__":

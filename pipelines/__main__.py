@@ -179,9 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "version after --keep-rejected-days. In the pipeline root, the artifacts "
                     "only runs outside the newest --keep-runs and older than --keep-days used "
                     "(never the Model behind a version in the repository), marked DELETED in "
-                    "ML Metadata first, so TFX's cache and resolvers never hand them out. Dry "
-                    "run by default: prints what would go and why. `retrain` applies the "
-                    "same policy after each run. Version numbers are never reused.")
+                    "ML Metadata first, so TFX's cache and resolvers never hand them out; then "
+                    "the rows of those runs whose outputs are all gone are deleted from ML "
+                    "Metadata (a run behind a version in the repository keeps them; `history` "
+                    "lists the runs kept). Dry run by default: prints what would go and why. "
+                    "`retrain` applies the same policy after each run. Version numbers are "
+                    "never reused.")
     _name_arguments(gc, names)
     _retention_arguments(gc)
     cli.add_state_dir(gc, "where `python -m serving up` records the running server (its "
@@ -618,7 +621,10 @@ def collect_garbage(args: argparse.Namespace) -> int:
             path = config.metadata_path(pipeline)
             plan = root_retention.plan(path, args.keep_runs, args.keep_days, protected)
             gone = root_retention.apply(path, plan) if args.apply else []
-            artifacts[pipeline] = (plan, gone)
+            pruned = gone.pruned if args.apply else root_retention.prune_rows(
+                path, [r.context_id for r in plan.runs if not r.keep], apply=False,
+                assume_deleted=[d.artifact_id for d in plan if not d.keep])
+            artifacts[pipeline] = (plan, gone, pruned or root_retention.PruneResult())
     except StoreError as e:  # locked by a run, or left half-made by a full disk
         print(f"error: {args.name}: {e}", file=sys.stderr)
         return outcomes.FAILED.exit_code
@@ -628,8 +634,10 @@ def collect_garbage(args: argparse.Namespace) -> int:
             "removed": [d.version for d in removed],
             "decisions": [d.to_json() for d in decisions],
             "artifacts": {p: {"removed": [d.artifact_id for d in gone],
-                              "decisions": [d.to_json() for d in plan]}
-                          for p, (plan, gone) in artifacts.items()}}, indent=2))
+                              "decisions": [d.to_json() for d in plan],
+                              "runs": [r.to_json() for r in plan.runs],
+                              "pruned": pruned.to_json()}
+                          for p, (plan, gone, pruned) in artifacts.items()}}, indent=2))
         return 0
     print(f"{args.name} in {repo.root}:" + ("" if decisions else " no versions"))
     if decisions:
@@ -637,7 +645,7 @@ def collect_garbage(args: argparse.Namespace) -> int:
     gone = [d for d in decisions if not d.keep]
     print(f"removed {len(removed)} version(s)" if args.apply else
           f"dry run: {len(gone)} version(s) would go; --apply removes them")
-    for pipeline, (plan, done) in artifacts.items():
+    for pipeline, (plan, done, pruned) in artifacts.items():
         doomed = [d for d in plan if not d.keep]
         size = sum(d.bytes for d in doomed) / 2**20
         print(f"{pipeline} artifacts under {config.pipeline_dir(pipeline)}: {len(plan)} live, "
@@ -645,6 +653,15 @@ def collect_garbage(args: argparse.Namespace) -> int:
         for d in doomed:
             print(f"  {'remove' if args.apply else 'would remove'} {d.type_name} {d.uri}: "
                   f"{d.why}")
+        if plan.runs:
+            print(f"{pipeline} runs in ML Metadata: {len(plan.runs)}, "
+                  f"{pruned.describe(args.apply)}")
+        for r in plan.runs:  # those that go, and the old ones that stay (and why)
+            if r.run_id in pruned.runs:
+                print(f"  {'delete' if args.apply else 'would delete'} the rows of run "
+                      f"{r.run_id}: {r.why}")
+            elif not r.why.startswith(("one of the newest", "younger than")):
+                print(f"  keep run {r.run_id}: {r.why}")
     return 0
 
 
