@@ -15,7 +15,9 @@ the version the Pusher published as a candidate (`<repository>/<model>/.candidat
      (its lineage says why). Stable never changed, so there is nothing to roll back.
 
 An operator's hold placed while the canary is checked is honoured: the promote refuses,
-the canary is unloaded and the version stays a candidate.
+the canary is unloaded and the version stays a candidate. A canary left by a run that died
+(SIGKILL mid-check or mid-promotion) is dropped first: stable stays what the record says,
+and that version waits as a candidate.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ def deploy(model: str, version: int, repository: ModelRepository, state_dir: Pat
            timeout: float, smoke_check: SmokeCheck = sample_smoke_check, promote: bool = True,
            log=print) -> Deployment:
     """Deploy candidate `version` of `model` as the module's docstring says."""
+    try:  # first, a canary left by a run that died (killed mid-check or mid-promotion)
+        dead = rollout.drop_dead_canary(model, repository.root, state_dir, timeout)
+    except lifecycle.LifecycleError as e:
+        log(f"  serving: could not drop the canary a run that died left: {e.message}")
+    else:
+        if dead is not None:
+            log(f"  serving: dropped version {dead}, the canary of a run that died before "
+                f"promoting or rejecting it; it waits as a candidate")
     record = rollouts.load(repository.model_dir(model), model)
     if version == record.stable:  # the Pusher found this model already stable
         return Deployment(PROMOTED, version, serving_version=version)

@@ -215,11 +215,28 @@ def prepare_for_serving(repo: "ModelRepository", models) -> Dict[str, Rollout]:
                 record.note("adopt", published[-1], detail="the newest published version "
                                                           "(no stable recorded)")
             if record.canary is not None:
-                record.note("drop canary", record.canary,
-                            detail="left by a run that did not finish; it stays a candidate")
-                record.canary = None
+                forget_canary(repo, model, record,
+                              "left by a run that did not finish; it stays a candidate")
             records[model] = record
     return records
+
+
+def forget_canary(repo: "ModelRepository", model: str, record: Rollout,
+                  why: str) -> Optional[int]:
+    """Drop the record's canary, whose check will not finish (its run died). A canary whose
+    promotion was cut short - already renamed into the published versions, but the record
+    never said stable - goes back to the candidates, where no plain server sees it: stable
+    is what the record says. Returns the version dropped, or None."""
+    version = record.canary
+    if version is None:
+        return None
+    if (version in repo.versions(model) and version != record.stable
+            and version not in record.served):
+        repo.return_to_candidates(model, version)
+        why += "; its promotion had not finished, so it went back to the candidates"
+    record.canary = None
+    record.note("drop canary", version, detail=why)
+    return version
 
 
 def now() -> str:

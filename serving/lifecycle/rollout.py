@@ -16,13 +16,22 @@ the same step, and a restarted server renders the same config from the records):
 A version that fails to load in step 1 reverts the server to the old state, and the
 record is not changed. The record (serving/rollouts.py) is updated under its lock for the
 whole change, so a promote and a scheduled run's push take turns.
+
+One canary at a time: the process that loads a canary holds the model's canary lock
+(`<model>/.canary.lock`, an flock) until the canary is promoted or dropped. The kernel
+releases it when that process dies however it dies (SIGKILL included), so a canary the
+record names while its lock is free was left by a run that died mid-check or
+mid-promotion: the next run drops it (`drop_dead_canary`), the server goes back to what the
+record says, and that version waits as a candidate.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import fcntl
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -41,6 +50,9 @@ from serving.repository import ModelRepository
 from serving.rollouts import Rollout
 
 log = logging.getLogger("serving.lifecycle")
+
+CANARY_LOCK = ".canary.lock"
+_canary_locks: Dict[str, int] = {}  # model dir -> the fd of the canary lock this process holds
 
 
 @dataclasses.dataclass
@@ -88,6 +100,8 @@ def promote(model: str, version: int, repository: Path, state_dir: Path = DEFAUL
                     repo.return_to_candidates(model, version)
                 raise
             change.server = server.addresses.rest_url
+    if record.canary is None:
+        _release_canary(repo.model_dir(model))
     log.info("%s: version %s is stable%s", model, version,
              "" if server is not None else " (no server is up: served from the next `up`)")
     return change
@@ -168,17 +182,55 @@ def load_canary(model: str, version: int, repository: Path, state_dir: Path,
         if version not in repo.candidates(model):
             raise LifecycleError(f"{model} has no candidate version {version} in "
                                  f"{repo.candidates_dir(model)}")
-        if record.canary not in (None, version):
+        model_dir = repo.model_dir(model)
+        ours = str(model_dir) in _canary_locks
+        if record.canary not in (None, version) and (ours or not _claim_canary(model_dir)):
             raise CanaryBusy(f"{model} version {record.canary} is being checked as the "
-                                 f"canary by another run; one canary at a time",
-                                 next_step="run again once it is promoted or rejected "
-                                           "(`python -m serving versions` shows it)")
+                             f"canary by another run; one canary at a time",
+                             next_step="run again once it is promoted or rejected "
+                                       "(`python -m serving versions` shows it)")
+        if not _claim_canary(model_dir):  # a live run is about to load or drop its canary
+            raise CanaryBusy(f"{model}: another run holds its canary lock "
+                             f"({model_dir / CANARY_LOCK}); one canary at a time",
+                             next_step="run again once its canary is promoted or rejected")
         old = copy.deepcopy(record)
+        if record.canary not in (None, version):  # its lock was free: its run died
+            rollouts.forget_canary(repo, model, record, "left by a run that died")
         record.canary = version
         record.note("canary", version, by)
         change = Change(model, record, server=server.addresses.rest_url)
-        change.verified = _transition(server, model, old, record, timeout)
+        try:
+            change.verified = _transition(server, model, old, record, timeout)
+        except BaseException:
+            if not ours:
+                _release_canary(model_dir)
+            raise
     return change
+
+
+def drop_dead_canary(model: str, repository: Path, state_dir: Optional[Path],
+                     timeout: float) -> Optional[int]:
+    """Drop a canary left by a run that died (the record names one, its canary lock is
+    free; see the module's docstring): a promotion it cut short is undone, the running
+    server is put back to what the record says, and the version waits as a candidate.
+    Returns that version; None when there was none (or its run is alive)."""
+    repo = ModelRepository(repository)
+    model_dir = repo.model_dir(model)
+    if not model_dir.is_dir() or rollouts.load(model_dir, model).canary is None:
+        return None
+    server = _server_for(model, repo, state_dir)
+    with rollouts.update(model_dir, model) as record:
+        if record.canary is None or str(model_dir) in _canary_locks \
+                or not _claim_canary(model_dir):
+            return None
+        try:
+            old = copy.deepcopy(record)
+            version = rollouts.forget_canary(repo, model, record, "left by a run that died")
+            if server is not None:
+                _transition(server, model, old, record, timeout)
+        finally:
+            _release_canary(model_dir)
+    return version
 
 
 def drop_canary(model: str, repository: Path, state_dir: Path, timeout: float,
@@ -188,14 +240,17 @@ def drop_canary(model: str, repository: Path, state_dir: Path, timeout: float,
     that path)."""
     repo = ModelRepository(repository)
     server = _server_for(model, repo, state_dir)
-    with rollouts.update(repo.model_dir(model), model) as record:
-        old = copy.deepcopy(record)
-        record.canary = None
-        record.note("reject" if reject else "drop canary", reject[0] if reject else old.canary,
-                    by, reject[1] if reject else "")
-        if server is not None and old.canary is not None:
-            _transition(server, model, old, record, timeout)
-        return repo.reject(model, *reject) if reject else None
+    try:
+        with rollouts.update(repo.model_dir(model), model) as record:
+            old = copy.deepcopy(record)
+            record.canary = None
+            record.note("reject" if reject else "drop canary",
+                        reject[0] if reject else old.canary, by, reject[1] if reject else "")
+            if server is not None and old.canary is not None:
+                _transition(server, model, old, record, timeout)
+            return repo.reject(model, *reject) if reject else None
+    finally:
+        _release_canary(repo.model_dir(model))
 
 
 def withdraw_canary(model: str, version: int, reason: str, repository: Path, state_dir: Path,
@@ -385,6 +440,27 @@ def _verify_labels(server: ServerState, addresses, model: str, record: Rollout,
                               f"recorded { {label: v for (_, label), v in wanted.items()} } "
                               f"in time", details=_log_tail(_backend_for(server), server))
         time.sleep(0.1)
+
+
+def _claim_canary(model_dir: Path) -> bool:
+    """Take the model's canary lock for this process (kept until `_release_canary`);
+    False when another live process holds it."""
+    if str(model_dir) in _canary_locks:
+        return True
+    fd = os.open(Path(model_dir) / CANARY_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _canary_locks[str(model_dir)] = fd
+    return True
+
+
+def _release_canary(model_dir: Path) -> None:
+    fd = _canary_locks.pop(str(model_dir), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _server_for(model: str, repo: ModelRepository, state_dir: Optional[Path]):
