@@ -14,12 +14,12 @@ import dataclasses
 import datetime
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from pipelines import metadata
 from pipelines.config import RunConfig
 from pipelines.local_runner import RunResult
-from pipelines.outcomes import ABANDONED, DISK_FULL, ERROR, Outcome
+from pipelines.outcomes import ABANDONED, DISK_FULL, ERROR, KILLED, Outcome
 
 SUMMARY = "toolkit_summary"
 SPAN = "toolkit_span"
@@ -33,7 +33,8 @@ class RunRecord:
     pipeline: str
     run_id: str
     started: str                   # ISO 8601, local time
-    outcome: str                   # an Outcome name, or "incomplete" (killed, still running)
+    outcome: str                   # an Outcome name ("killed": recorded by the next run), or
+    #                                "incomplete" (still running, or died with no run since)
     reason: str = ""
     spans: List[int] = dataclasses.field(default_factory=list)
     metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -120,14 +121,48 @@ def runs(config: RunConfig, model: str) -> List[RunRecord]:
     return sorted(records, key=lambda r: r.started)
 
 
+# Runs whose span is tried again: they may have ended before the data gates judged it.
+RETRY = (ERROR.name, DISK_FULL.name, ABANDONED.name, KILLED.name, "incomplete")
+
+
 def last_finished_with(metadata_path: Path, span: int) -> Optional[RunRecord]:
-    """The newest run that ingested `span` and ended with an outcome (errors and abandoned
-    runs do not count: their span is tried again)."""
+    """The newest run that ingested `span` and ended with an outcome (errors, abandoned and
+    killed runs do not count: their span is tried again)."""
     if not Path(metadata_path).exists():
         return None
-    retry = (ERROR.name, DISK_FULL.name, ABANDONED.name, "incomplete")
-    done = [r for r in _read_runs(metadata_path, "") if r.span == span and r.outcome not in retry]
+    done = [r for r in _read_runs(metadata_path, "") if r.span == span and r.outcome not in RETRY]
     return done[-1] if done else None
+
+
+def judged_spans(metadata_path: Path) -> Set[int]:
+    """The spans a run ingested and ended with an outcome: the data gates judged them
+    (passed, or stopped them). A span whose run failed, was abandoned or was killed may
+    have been ingested by ExampleGen without being judged."""
+    if not Path(metadata_path).exists():
+        return set()
+    return {int(r.span) for r in _read_runs(metadata_path, "")
+            if r.span is not None and r.outcome not in RETRY}
+
+
+def record_killed(config: RunConfig, model: str) -> List[str]:
+    """Record as KILLED every run of `model`'s `run` and `retrain` pipelines that never
+    recorded an outcome. Only for a caller holding the model's run lock: no other run of
+    those pipelines is going, so each of them died before it ended (SIGKILL, the OOM
+    killer, a power loss). Returns their run ids. (A notebook's runs take no lock: left
+    alone.) Raises NotRecorded, or metadata.StoreError, when the store cannot take it."""
+    killed = []
+    for pipeline in config.pipelines_of(model)[:2]:
+        path = config.metadata_path(pipeline)
+        if not path.exists():
+            continue
+        dead = [c.name for c in metadata.run_contexts(metadata.open_store(path))
+                if not metadata.property_value(c, metadata.OUTCOME)]
+        for run_id in dead:
+            record_run(path, run_id, KILLED, "its process died before the run ended (found "
+                                             "by the next run, which took over its lock); "
+                                             "nothing it had not finished is served")
+        killed += dead
+    return killed
 
 
 def _read_runs(path: Path, pipeline: str) -> List[RunRecord]:

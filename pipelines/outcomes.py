@@ -53,6 +53,13 @@ ALL: Tuple[Outcome, ...] = (PUSHED, CANDIDATE, UNCHANGED, ERROR, ANOMALIES, USAG
 # window ended, as `history` shows it.
 INGESTED = Outcome("ingested", 0, "an older span passed the data gates into the window")
 
+# Not a command's outcome either: a run whose process died without ending (SIGKILL, the
+# OOM killer, a power loss), as the next run of the model records it when it takes over
+# the dead run's lock. 137 is how a shell reports a process killed by SIGKILL.
+KILLED = Outcome("killed", 137, "the run's process died without ending (SIGKILL, the OOM "
+                                "killer, a power loss); the next run of the model found its "
+                                "lock free and recorded it")
+
 # `run`'s canary check is one sample prediction (it has no eval span at hand).
 RUN_NOT_SERVED = Outcome("rejected", 4, "pushed, but the canary did not load or did not "
                                         "answer a sample prediction: withdrawn as "

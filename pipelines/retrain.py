@@ -89,6 +89,7 @@ def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
     metadata_path = run.metadata_path(pipeline_name)
     repository = ModelRepository(run.repository)
     repository.check_writable(model)  # before any data or training
+    _record_killed(run, model, log)
     newest = spans.newest_span(run.data_dir)
     stale = _nothing_new(newest, history.last_finished_with(metadata_path, newest.span),
                          config.accept_drift)
@@ -202,16 +203,16 @@ def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_n
 
 def _spans_to_backfill(config: RetrainConfig, newest: int, metadata_path: Path,
                        pipeline_name: str) -> List[int]:
-    """Older spans the window should hold that no run has ingested yet (a first run finds
-    several spans waiting), oldest first."""
+    """Older spans the window should hold that no finished run has ingested yet (a first
+    run finds several spans waiting), oldest first. A span whose run was killed (or failed)
+    after ExampleGen but before the data gates judged it is ingested again: ExampleGen's
+    cached output goes through the gates this time, instead of entering the window unjudged."""
     wanted = [s for s in spans.existing_spans(config.run.data_dir) if s < newest]
     wanted = wanted[max(0, len(wanted) - (config.window - 1)):] if config.window > 1 else []
     if not wanted or not metadata_path.exists():
         return wanted
-    store = metadata.open_store(metadata_path)
-    seen = {metadata.property_value(a, "span") for a in metadata.node_outputs(
-        store, pipeline_name, retraining.EXAMPLE_GEN_ID, "examples")}
-    return [s for s in wanted if s not in seen and str(s) not in seen]
+    judged = history.judged_spans(metadata_path)
+    return [s for s in wanted if s not in judged]
 
 
 def _ingest(span: int, parts: retraining.ModelParts, config: RetrainConfig,
@@ -236,6 +237,18 @@ def _ingest(span: int, parts: retraining.ModelParts, config: RetrainConfig,
         log(f"   span {span}: stopped by {e.component}; it stays out of the window")
         return
     history.record_run(metadata_path, result.run_id, outcomes.INGESTED, "", span=span)
+
+
+def _record_killed(run, model: str, log) -> None:
+    """Runs that died holding the model's lock (which this run holds now) show as killed in
+    `history`; their spans are tried again."""
+    try:
+        killed = history.record_killed(run, model)
+    except (history.NotRecorded, metadata.StoreError) as e:
+        log(f"   warning: runs that died are not recorded as killed: {e}")
+        return
+    if killed:
+        log(f"   recorded run {', '.join(killed)} as killed: its process died before it ended")
 
 
 def _nothing_new(newest: spans.NewestSpan, previous: Optional[history.RunRecord],
