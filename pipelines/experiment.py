@@ -1,4 +1,8 @@
-"""Notebook experiments with the MNIST pipeline: what `notebooks/mnist_experiment.ipynb` calls.
+"""Notebook experiments with a model's pipeline: what `notebooks/mnist_experiment.ipynb` calls.
+
+The model is MNIST unless told (`start(..., model=NAME)`): any model of the contract
+(pipelines/model_contract.py), a model project's too (`project_config(model_dir=DIR)`, or
+$TOOLKIT_MODEL_DIR); what follows says `mnist` where it means the model's name.
 
 An experiment runs the MNIST pipeline's own components (`mnist.create_components`, the same
 module files as `make pipeline`) one by one in TFX's InteractiveContext, with one or more
@@ -41,15 +45,15 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from components import mnist_data
-from pipelines import history, local_runner, metadata, mnist, outcomes, provenance
+from pipelines import history, local_runner, metadata, mnist, outcomes, provenance, registry
 from pipelines.config import NOTEBOOK_SUFFIX, RunConfig
+from pipelines.model_contract import PROFILE_NAMES, ModelPipeline
 from serving import defaults, lifecycle, rollouts
 from serving.lifecycle import health, model_config, rollout
 from serving.lifecycle.state import ServerState
 from serving.repository import ModelRepository, tree_digest
 
-MODEL = mnist.MODEL_NAME
+MODEL = mnist.MODEL_NAME  # the notebook's model unless told
 PIPELINE = f"{MODEL}{NOTEBOOK_SUFFIX}"
 BASELINE_ID = "repository_model"  # the Importer of the repository's current version
 # Where the imported versions are laid out as Model artifacts (<uri>/Format-Serving/).
@@ -58,16 +62,21 @@ CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA's model names in a compari
 
 
 def project_config(profile: str = "default", repository: Optional[str] = None,
-                   pipeline_root: Optional[str] = None, cache_dir: Optional[str] = None
-                   ) -> RunConfig:
+                   pipeline_root: Optional[str] = None, cache_dir: Optional[str] = None,
+                   model_dir: Optional[str] = None) -> RunConfig:
     """A RunConfig whose relative paths start at the project root, as `make`'s do, wherever
     the notebook's kernel runs; a path left None is the commands' default (its TOOLKIT_*
-    environment variable, else under the project)."""
-    if profile not in mnist.PROFILES:
-        raise ValueError(f"profile must be one of {sorted(mnist.PROFILES)}, got {profile!r}")
+    environment variable, else under the project). `model_dir`: a model project
+    (`python -m pipelines new`) whose model `start` may name; None: $TOOLKIT_MODEL_DIR, as
+    the commands' --model-dir."""
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {sorted(PROFILE_NAMES)}, got {profile!r}")
+    if model_dir is None:
+        model_dir = registry.model_dir_from_environment()
     return RunConfig(pipeline_root=project_path(pipeline_root, defaults.PIPELINE_ROOT),
                      repository=project_path(repository, defaults.REPOSITORY),
-                     cache_dir=project_path(cache_dir, defaults.CACHE_DIR), profile=profile)
+                     cache_dir=project_path(cache_dir, defaults.CACHE_DIR), profile=profile,
+                     model_dir=None if model_dir is None else project_path(model_dir))
 
 
 def project_path(path: Optional[os.PathLike | str],
@@ -89,8 +98,10 @@ class Comparison:
     baseline_version: Optional[int]          # None: no version to compare with
     metrics: Dict[str, Dict[str, float]]     # metric -> {candidate, baseline, change}
     gates: Dict[str, str]
-    # model ("candidate", "baseline") -> counts [true digit, predicted digit]
+    # model ("candidate", "baseline") -> counts [true class, predicted class]; {} for a
+    # model whose eval config has no MultiClassConfusionMatrixPlot
     confusion: Dict[str, np.ndarray]
+    model: str = MODEL
 
     def table(self) -> pd.DataFrame:
         """One row per metric: the variant, the baseline, the change, the gate."""
@@ -113,7 +124,7 @@ class Comparison:
     def summary(self) -> str:
         verdict = "blessed" if self.blessed else "NOT blessed: " + "; ".join(self.failures)
         if self.baseline_version is None:
-            return (f"{verdict}. The repository has no {MODEL} version yet: the variant was "
+            return (f"{verdict}. The repository has no {self.model} version yet: the variant was "
                     f"compared with nothing, so only the absolute gate applied.")
         return f"{verdict} (compared with version {self.baseline_version}, the stable one)."
 
@@ -125,7 +136,7 @@ def class_accuracy(confusion: np.ndarray) -> np.ndarray:
 
 
 def read_comparison(evaluation_uri: str, baseline_version: Optional[int],
-                    gates: Dict[str, str]) -> Comparison:
+                    gates: Dict[str, str], model: str = MODEL) -> Comparison:
     """The Evaluator's `evaluation` artifact (TFMA's files) as a Comparison."""
     import tensorflow_model_analysis as tfma  # heavy; only once an evaluation exists
 
@@ -151,7 +162,8 @@ def read_comparison(evaluation_uri: str, baseline_version: Optional[int],
                     entry.value.multi_class_confusion_matrix_at_thresholds)
     return Comparison(blessed=bool(evaluation.blessed), failures=evaluation.failures,
                       baseline_version=baseline_version, metrics=metrics, gates=gates,
-                      confusion=dict(sorted(confusion.items(), key=lambda kv: kv[0] != CANDIDATE)))
+                      confusion=dict(sorted(confusion.items(), key=lambda kv: kv[0] != CANDIDATE)),
+                      model=model)
 
 
 def confusion_counts(plot, classes: int = 10) -> np.ndarray:
@@ -171,11 +183,13 @@ class Served:
     label: the request names no version)."""
 
     version: int
-    classes: np.ndarray            # the predicted digit of each image
+    classes: Optional[np.ndarray]  # the predicted class of each input (None: not scores)
     rest_url: str
     entry: str = MODEL
     label: Optional[str] = None
     note: str = ""                 # why a candidate's predictions came from stable instead
+    model: str = MODEL
+    predictions: Optional[list] = None  # the server's answer, as it gave it
 
     @property
     def from_canary(self) -> bool:
@@ -183,9 +197,10 @@ class Served:
 
     def describe(self) -> str:
         if self.from_canary:
-            return (f"{MODEL} candidate version {self.version} (as the canary: {self.entry}, "
-                    f"label {self.label}; still a candidate)")
-        return f"{MODEL} stable version {self.version}" + (f" ({self.note})" if self.note else "")
+            return (f"{self.model} candidate version {self.version} (as the canary: "
+                    f"{self.entry}, label {self.label}; still a candidate)")
+        return f"{self.model} stable version {self.version}" + \
+            (f" ({self.note})" if self.note else "")
 
 
 @dataclasses.dataclass
@@ -196,25 +211,33 @@ class Experiment:
     hyperparameters: Dict[str, Any]
     run_id: str
     context: Any                           # TFX's InteractiveContext
-    components: mnist.Components
+    components: Any  # the model's, wired: .nodes, .baseline, .evaluator, .pusher
     baseline_version: Optional[int]
     serving_state_dir: Path
     log: Callable[[str], None]
     started: float
     last_execution_id: int                 # the store's newest execution before this experiment
     result: Optional[local_runner.RunResult] = None
+    model: ModelPipeline = dataclasses.field(default_factory=lambda: registry.get(MODEL))
+
+    @property
+    def name(self) -> str:
+        """The model's name: its directory in the repository, the name it is served under."""
+        return self.model.name
+
+    @property
+    def pipeline(self) -> str:
+        return f"{self.name}{NOTEBOOK_SUFFIX}"
 
     @property
     def metadata_path(self) -> Path:
-        return self.config.metadata_path(PIPELINE)
+        return self.config.metadata_path(self.pipeline)
 
     def variant(self) -> pd.DataFrame:
         """What this variant changes: each hyperparameter, the pipeline's value and this one."""
-        profile = mnist.PROFILES[self.config.profile]
-        defaults = mnist.trainer_config(profile)
+        pipeline = self.model.hyperparameters(self.model.profile(self.config.profile))
         return pd.DataFrame(
-            {"pipeline": [defaults.get(name, _trainer_defaults()[name])
-                          for name in self.hyperparameters],
+            {"pipeline": [pipeline.get(name) for name in self.hyperparameters],
              "variant": list(self.hyperparameters.values())},
             index=pd.Index(list(self.hyperparameters), name="hyperparameter"))
 
@@ -226,7 +249,7 @@ class Experiment:
             self._hand_over()
         self.context.run(self.components.evaluator)
         return read_comparison(_uri(self.components.evaluator, "evaluation"),
-                               self.baseline_version, mnist.gates(self.config))
+                               self.baseline_version, self.model.gates(self.config), self.name)
 
     def _hand_over(self) -> None:
         """In an InteractiveContext, TFX 1.16's ImporterDriver puts the imported artifact
@@ -244,7 +267,8 @@ class Experiment:
         `local_runner.format_summary`'s."""
         self.context.run(self.components.pusher)
         result = local_runner.RunResult(
-            pipeline_name=PIPELINE, model_name=MODEL, components=[], run_id=self.run_id,
+            pipeline_name=self.pipeline, model_name=self.name, components=[],
+            run_id=self.run_id,
             wall_seconds=time.monotonic() - self.started)
         local_runner.add_evaluation(result, _uri(self.components.evaluator, "evaluation"))
         local_runner.add_push(result, _artifact(self.components.pusher, "pushed_model"))
@@ -263,11 +287,11 @@ class Experiment:
         """The run summary, as `python -m pipelines run` prints it."""
         if self.result is None:
             raise RuntimeError("nothing to summarise yet: push_if_blessed() first")
-        text = local_runner.format_summary(self.result, mnist.gates(self.config))
+        text = local_runner.format_summary(self.result, self.model.gates(self.config))
         version = self.pushed_candidate()
         if version is not None:
             text += (f"\n  version {version} is a candidate, not served: exp.promote(), or "
-                     f"`python -m serving promote --model {MODEL} --version {version}`, "
+                     f"`python -m serving promote --model {self.name} --version {version}`, "
                      f"makes it stable")
         return text
 
@@ -276,26 +300,27 @@ class Experiment:
         if self.result is None or not self.result.pushed or self.result.version is None:
             return None
         repository = ModelRepository(self.config.repository)
-        return self.result.version if self.result.version in repository.candidates(MODEL) \
+        return self.result.version if self.result.version in repository.candidates(self.name) \
             else None
 
     def serve(self, timeout: float = 300.0) -> ServerState:
         """The server recorded in the serving state dir; when none is up, start the
         embedded one (process backend, ephemeral ports) over the repository."""
-        state = lifecycle.running_server_for(MODEL, self.serving_state_dir)
+        state = lifecycle.running_server_for(self.name, self.serving_state_dir)
         if state is None:
-            self.log(f"no server for {MODEL} in {self.serving_state_dir}: starting one "
+            self.log(f"no server for {self.name} in {self.serving_state_dir}: starting one "
                      f"(process backend)")
             state = lifecycle.up(lifecycle.UpConfig(
-                repository=self.config.repository, models=(MODEL,),
+                repository=self.config.repository, models=(self.name,),
                 state_dir=self.serving_state_dir, backend="process", grpc_port=0,
                 rest_port=0, wait_seconds=timeout))
         check_serves(state, self.config.repository)
         return state
 
-    def served_predictions(self, images: np.ndarray, timeout: float = 120.0) -> Served:
-        """Ask the running server (`serve`), over REST, for the digits in `images` (uint8
-        [N, 28, 28]).
+    def served_predictions(self, images, timeout: float = 120.0) -> Served:
+        """Ask the running server (`serve`), over REST, for its predictions of `images` (the
+        model's inputs, as its `instances` part turns them into serving_default's: MNIST's
+        are uint8 [N, 28, 28]).
 
         The candidate this experiment pushed is tried without being served: loaded as the
         canary (`rollout.load_canary`), asked through `mnist-canary`, label `canary`, then
@@ -305,18 +330,19 @@ class Experiment:
         pushed (or a push that found its model already published), from stable: a request
         naming no version."""
         repository = ModelRepository(self.config.repository)
-        if self.pushed_candidate() is None and current_version(repository) is None:
-            raise RuntimeError(f"nothing to serve: {self.config.repository} has no {MODEL} "
+        name = self.name
+        if self.pushed_candidate() is None and current_version(repository, name) is None:
+            raise RuntimeError(f"nothing to serve: {self.config.repository} has no {name} "
                                f"version (the variant was not blessed)")
         state = self.serve()
         rest_url = state.addresses.rest_url
-        pixels = (images.reshape(len(images), mnist_data.PIXELS) / 255.0).tolist()
+        pixels = self.model.instances(images)
         note = ""
         candidate = self.pushed_candidate()
         if candidate is not None:
-            record = rollouts.load(repository.model_dir(MODEL), MODEL)
+            record = rollouts.load(repository.model_dir(name), name)
             if record.canary not in (None, candidate):
-                note = (f"{MODEL} version {record.canary} is being checked as the canary by "
+                note = (f"{name} version {record.canary} is being checked as the canary by "
                         f"another run; candidate {candidate} was not loaded")
             else:
                 try:
@@ -324,24 +350,27 @@ class Experiment:
                 except lifecycle.Held as e:
                     note = f"{e.message}, not loaded"
             self.log(f"{note}; the predictions come from the stable version")
-        stable = rollouts.load(repository.model_dir(MODEL), MODEL).stable
+        stable = rollouts.load(repository.model_dir(name), name).stable
         if stable is None:
-            raise RuntimeError(f"nothing to serve: {MODEL} has no stable version in "
+            raise RuntimeError(f"nothing to serve: {name} has no stable version in "
                                f"{self.config.repository}")
-        lifecycle.wait_for_version(MODEL, stable, timeout, self.serving_state_dir)
-        answer = health.predict(rest_url, MODEL, pixels)
-        return Served(stable, _classes(answer), rest_url, note=note)
+        lifecycle.wait_for_version(name, stable, timeout, self.serving_state_dir)
+        answer = health.predict(rest_url, name, pixels)
+        return Served(stable, _classes(answer), rest_url, entry=name, note=note, model=name,
+                      predictions=answer["predictions"])
 
     def _ask_canary(self, version: int, pixels: list, rest_url: str, timeout: float) -> Served:
         """Load candidate `version` as the canary, predict through it, unload it."""
-        entry = model_config.canary_entry(MODEL)
-        rollout.load_canary(MODEL, version, self.config.repository, self.serving_state_dir,
+        entry = model_config.canary_entry(self.name)
+        rollout.load_canary(self.name, version, self.config.repository, self.serving_state_dir,
                             timeout)
         try:
             answer = health.predict(rest_url, entry, pixels, label=rollouts.CANARY)
         finally:
-            rollout.drop_canary(MODEL, self.config.repository, self.serving_state_dir, timeout)
-        return Served(version, _classes(answer), rest_url, entry=entry, label=rollouts.CANARY)
+            rollout.drop_canary(self.name, self.config.repository, self.serving_state_dir,
+                                timeout)
+        return Served(version, _classes(answer), rest_url, entry=entry, label=rollouts.CANARY,
+                      model=self.name, predictions=answer["predictions"])
 
     def promote(self, timeout: float = 120.0) -> rollout.Change:
         """Make the version this experiment pushed stable, as `python -m serving promote
@@ -355,9 +384,9 @@ class Experiment:
             raise RuntimeError("nothing to promote: this experiment pushed no version "
                                "(push_if_blessed() first; an unblessed variant is not pushed)")
         version = self.result.version
-        change = rollout.promote(MODEL, version, Path(self.config.repository),
+        change = rollout.promote(self.name, version, Path(self.config.repository),
                                  self.serving_state_dir, timeout)
-        self.log(f"{MODEL} version {version} is stable"
+        self.log(f"{self.name} version {version} is stable"
                  + (f" on {change.server} (labels {change.verified})" if change.server else
                     " (no server is up for this repository: the next `up` serves it)"))
         return change
@@ -370,70 +399,76 @@ def push_outcome(result: local_runner.RunResult) -> outcomes.Outcome:
     return outcomes.UNCHANGED if result.push_cached else outcomes.CANDIDATE
 
 
-def current_version(repository: ModelRepository) -> Optional[int]:
+def current_version(repository: ModelRepository, model: str = MODEL) -> Optional[int]:
     """The version an experiment is compared with: the stable one of the rollout record
     (what servers answer), else, with no record (or its stable gone), the newest published
     version, as `up` would adopt it."""
-    record = rollouts.load(repository.model_dir(MODEL), MODEL)
-    if record.stable is not None and record.stable in repository.versions(MODEL):
+    record = rollouts.load(repository.model_dir(model), model)
+    if record.stable is not None and record.stable in repository.versions(model):
         return record.stable
-    return repository.latest_version(MODEL)
+    return repository.latest_version(model)
 
 
 def start(config: RunConfig, hyperparameters: Dict[str, Any],
           serving_state_dir: os.PathLike | str = lifecycle.DEFAULT_STATE_DIR,
-          log: Callable[[str], None] = print) -> Experiment:
-    """Begin an experiment: check the hyperparameters, prepare the data (the verified
+          log: Callable[[str], None] = print, model: str = MODEL) -> Experiment:
+    """Begin an experiment with `model` (one of the built-in models, or config.model_dir's):
+    check the hyperparameters, prepare the data (the model's own, e.g. the verified MNIST
     loader's TFRecords), record the run, import the repository's stable version as the
     baseline (`current_version`), and wire the pipeline's components with the variant's Trainer."""
     from tfx import v1 as tfx
     from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext
 
-    unknown = sorted(set(hyperparameters) - set(_trainer_defaults()))
+    definition = registry.get(model, config.model_dir)
+    name, pipeline = definition.name, f"{definition.name}{NOTEBOOK_SUFFIX}"
+    profile = definition.profile(config.profile)
+    known = definition.hyperparameters(profile)
+    unknown = sorted(set(hyperparameters) - set(known))
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; the Trainer takes "
-                         f"{', '.join(sorted(_trainer_defaults()))}")
+                         f"{', '.join(sorted(known))}")
     repository = ModelRepository(config.repository)
-    repository.check_writable(MODEL)
-    profile = mnist.PROFILES[config.profile]
-    examples_dir = mnist.prepare_data(config, profile, log)
-    pipeline_dir = config.pipeline_dir(PIPELINE)
+    repository.check_writable(name)
+    examples_dir = definition.prepare_data(config, profile, log)
+    pipeline_dir = config.pipeline_dir(pipeline)
     pipeline_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.datetime.now().isoformat()
-    store = metadata.open_store(config.metadata_path(PIPELINE), create=True)
+    store = metadata.open_store(config.metadata_path(pipeline), create=True)
     last_execution_id = max((e.id for e in store.get_executions()), default=0)
     metadata.create_run(store, run_id)
 
-    baseline_version = current_version(repository)
+    baseline_version = current_version(repository, name)
     baseline = None
     if baseline_version is not None:
         baseline = tfx.dsl.Importer(
-            source_uri=str(import_version(repository, baseline_version, pipeline_dir)),
+            source_uri=str(import_version(repository, baseline_version, pipeline_dir, name)),
             artifact_type=tfx.types.standard_artifacts.Model, output_key="model",
             custom_properties={"repository_version": baseline_version}).with_id(BASELINE_ID)
-    lineage = provenance.lineage_fields(PIPELINE, config, mnist.PIPELINE, notebook=True,
+    lineage = provenance.lineage_fields(pipeline, config, definition, notebook=True,
                                         hyperparameters=hyperparameters, run_id=run_id)
-    components = mnist.create_components(
-        examples_dir=str(examples_dir), serving_model_dir=str(config.model_destination(MODEL)),
+    components = definition.create_components(
+        examples_dir=str(examples_dir), serving_model_dir=str(config.model_destination(name)),
         profile=profile, baseline=baseline, lineage=lineage, hyperparameters=hyperparameters)
     context = InteractiveContext(
-        pipeline_name=PIPELINE, pipeline_root=str(pipeline_dir),
+        pipeline_name=pipeline, pipeline_root=str(pipeline_dir),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(config.metadata_path(PIPELINE))),
+            str(config.metadata_path(pipeline))),
         beam_pipeline_args=list(config.beam_args))
-    log(f"experiment {run_id}: pipeline {PIPELINE} under {pipeline_dir}; baseline: "
-        + (f"stable version {baseline_version} of {repository.model_dir(MODEL)}"
-           if baseline_version is not None else f"none ({repository.root} has no {MODEL})"))
+    log(f"experiment {run_id}: pipeline {pipeline} under {pipeline_dir}; baseline: "
+        + (f"stable version {baseline_version} of {repository.model_dir(name)}"
+           if baseline_version is not None else f"none ({repository.root} has no {name})"))
     return Experiment(config=config, hyperparameters=dict(hyperparameters), run_id=run_id,
                       context=context, components=components, baseline_version=baseline_version,
                       serving_state_dir=Path(serving_state_dir), log=log,
-                      started=time.monotonic(), last_execution_id=last_execution_id)
+                      started=time.monotonic(), last_execution_id=last_execution_id,
+                      model=definition)
 
 
-def import_version(repository: ModelRepository, version: int, pipeline_dir: Path) -> Path:
+def import_version(repository: ModelRepository, version: int, pipeline_dir: Path,
+                   model: str = MODEL) -> Path:
     """A copy of a published version laid out as a TFX Model artifact (the SavedModel under
     Format-Serving/), for the Importer; one per distinct model, made once."""
-    source = repository.version_path(MODEL, version)
+    source = repository.version_path(model, version)
     target = pipeline_dir / BASELINE_ID / f"{version}-{tree_digest(source)[:16]}"
     if not (target / SERVING_MODEL_DIR).is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -477,15 +512,12 @@ def history_frame(config: RunConfig, model: str = MODEL) -> pd.DataFrame:
     return frame
 
 
-def _trainer_defaults() -> Dict[str, Any]:
-    from components.mnist_trainer import DEFAULTS  # imports TensorFlow
-
-    return DEFAULTS
-
-
-def _classes(answer: dict) -> np.ndarray:
-    """The predicted digit of each instance of a REST predict answer."""
-    return np.asarray(answer["predictions"]).argmax(axis=1)
+def _classes(answer: dict) -> Optional[np.ndarray]:
+    """The predicted class of each instance of a REST predict answer of class scores; None
+    for another answer (a regression's numbers, several outputs)."""
+    predictions = np.asarray(answer["predictions"])
+    return predictions.argmax(axis=1) if predictions.ndim == 2 and \
+        predictions.dtype.kind == "f" else None
 
 
 def _artifact(node, key: str):

@@ -289,6 +289,19 @@ def gates(config: RunConfig) -> Dict[str, str]:
                     f"{profile.max_regression * 100:g} points below the latest blessed model"}
 
 
+def _hyperparameters(profile: Profile) -> Dict[str, Any]:
+    """Every hyperparameter of the Trainer (components/mnist_trainer.py's DEFAULTS), with
+    the profile's schedule over them."""
+    from components.mnist_trainer import DEFAULTS  # imports TensorFlow
+
+    return {**DEFAULTS, **trainer_config(profile)}
+
+
+def _instances(images) -> list:
+    """uint8 images [N, 28, 28] as serving_default takes them: 784 pixels scaled to [0, 1]."""
+    return (np.asarray(images).reshape(len(images), mnist_data.PIXELS) / 255.0).tolist()
+
+
 def _build(config: RunConfig, log=print, lineage: Optional[Dict[str, Any]] = None
            ) -> tfx.dsl.Pipeline:
     return build(config, log=log, lineage=lineage)
@@ -303,4 +316,8 @@ PIPELINE = ModelPipeline(
     trainer_config=trainer_config, eval_config=eval_config, gates=gates,
     signatures=(EVAL_SIGNATURE,), smoke_check=smoke_check,
     # Its own wiring: the remote pipeline reads the schema from the pipeline image.
-    build=_build, build_remote=build_remote, retrain_parts=retrain_parts)
+    build=_build, build_remote=build_remote, retrain_parts=retrain_parts,
+    # Notebook experiments (notebooks/mnist_experiment.ipynb): its own components, every
+    # hyperparameter of the Trainer's, and images sent as TF Serving's MNIST clients do.
+    create_components=create_components, hyperparameters=_hyperparameters,
+    instances=_instances)

@@ -9,7 +9,8 @@ Every command reaches a model through this contract and nothing else
 The parts are declared once, below, each with what it is for. The pipelines themselves
 (`run`'s, the remote one `compile` writes, the retraining pipeline's model part) are the
 toolkit's standard wiring (pipelines/standard_pipeline.py) unless the model brings its own
-`build`, `build_remote` or `retrain_parts`.
+`build`, `build_remote` or `retrain_parts`; likewise what a notebook experiment
+(pipelines/experiment.py) needs.
 
 This module imports nothing heavy: the CLI reads it before TensorFlow is imported.
 """
@@ -138,6 +139,21 @@ class ModelPipeline:
         "retrain_parts(profile, trainer_module) -> the model's part of the retraining "
         "pipeline (default: standard_pipeline.retrain_parts)", "callable", required=False,
         params=("profile", "trainer_module"))
+
+    # ---- notebook experiments (optional: pipelines/experiment.py) ---------------------
+    create_components: Optional[Callable[..., Any]] = part(
+        "create_components(examples_dir=, serving_model_dir=, profile=, baseline=, lineage=, "
+        "hyperparameters=) -> `run`'s components, wired, for a notebook to run one by one in "
+        "TFX's InteractiveContext: an object with .nodes, .baseline, .evaluator and .pusher "
+        "(default: standard_pipeline.create_components)", "callable", required=False)
+    hyperparameters: Optional[Callable[..., Dict[str, Any]]] = part(
+        "hyperparameters(profile) -> the Trainer's hyperparameters a notebook experiment may "
+        "vary, with the pipeline's values (default: trainer_config's)", "callable",
+        required=False, params=("profile",))
+    instances: Optional[Callable[..., list]] = part(
+        "instances(inputs) -> serving_default's REST instances, for a notebook's "
+        "served_predictions (default: the inputs as a list)", "callable", required=False,
+        params=("inputs",))
 
     # Where the model was declared (set by pipelines/registry.py): errors name it.
     source: str = dataclasses.field(default="", compare=False)

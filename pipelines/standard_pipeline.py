@@ -37,11 +37,41 @@ def trainer_config(model: ModelPipeline, profile: Any) -> Dict[str, Any]:
     return dataclasses.asdict(profile)
 
 
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """`run`'s components, wired: `create_pipeline` runs them all; a notebook runs them one
+    by one with TFX's InteractiveContext (pipelines/experiment.py)."""
+
+    example_gen: Any
+    statistics_gen: Any
+    schema_gen: Any
+    example_validator: Any
+    anomalies_gate: Any
+    transform: Optional[Any]
+    trainer: Any
+    baseline: Optional[Any]  # a node with a `model` output: the model the Evaluator compares with
+    evaluator: Any
+    pusher: Any
+
+    @property
+    def nodes(self) -> List[Any]:
+        """In pipeline order, without the parts a model does not have."""
+        nodes = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [node for node in nodes if node is not None]
+
+
 def create_components(model: ModelPipeline, profile: Any, *, data_root: str,
                       serving_model_dir: str, baseline: Optional[Any],
-                      lineage: Optional[Dict[str, Any]] = None) -> List[Any]:
-    """The components of `run`'s pipeline, in order. `baseline`: a node with a `model`
-    output the Evaluator compares with (None: the value thresholds only)."""
+                      lineage: Optional[Dict[str, Any]] = None,
+                      hyperparameters: Optional[Dict[str, Any]] = None) -> Components:
+    """The components of `run`'s pipeline. `baseline`: a node with a `model` output the
+    Evaluator compares with (None: the value thresholds only). `hyperparameters` (a
+    notebook's variant) replace the profile's fields of the same name and are added to
+    the Trainer's custom_config."""
+    overrides = dict(hyperparameters or {})
+    fields = {f.name for f in dataclasses.fields(profile)}
+    profile = dataclasses.replace(profile, **{k: overrides.pop(k) for k in list(overrides)
+                                              if k in fields})
     example_gen = example_gen_class(model)(
         input_base=data_root,
         input_config=tfx.proto.Input(splits=[
@@ -67,7 +97,7 @@ def create_components(model: ModelPipeline, profile: Any, *, data_root: str,
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(),  # epochs: the module decides (custom_config)
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=trainer_config(model, profile))
+        custom_config={**trainer_config(model, profile), **overrides})
     trainer.add_upstream_node(gate)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -79,9 +109,8 @@ def create_components(model: ModelPipeline, profile: Any, *, data_root: str,
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         serving_model_dir=serving_model_dir, examples=example_gen.outputs["examples"],
         evaluation=evaluator.outputs["evaluation"], lineage=lineage)
-    nodes = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-             trainer, baseline, evaluator, pusher]
-    return [node for node in nodes if node is not None]
+    return Components(example_gen, statistics_gen, schema_gen, example_validator, gate,
+                      transform, trainer, baseline, evaluator, pusher)
 
 
 def create_pipeline(model: ModelPipeline, profile: Any, *, pipeline_name: str,
@@ -93,7 +122,7 @@ def create_pipeline(model: ModelPipeline, profile: Any, *, pipeline_name: str,
                                    serving_model_dir=serving_model_dir,
                                    baseline=resolvers.latest_blessed_model(), lineage=lineage)
     return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=components,
+        pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=components.nodes,
         enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path),
@@ -147,8 +176,19 @@ def complete(model: ModelPipeline) -> ModelPipeline:
     """`model` with the standard wiring wherever it brings none of its own."""
     import functools
 
+    def components(*, examples_dir: str, serving_model_dir: str, profile: Any,
+                   baseline: Optional[Any], lineage: Optional[Dict[str, Any]] = None,
+                   hyperparameters: Optional[Dict[str, Any]] = None) -> Components:
+        return create_components(model, profile, data_root=examples_dir,
+                                 serving_model_dir=serving_model_dir, baseline=baseline,
+                                 lineage=lineage, hyperparameters=hyperparameters)
+
     return dataclasses.replace(
         model,
         build=model.build or (lambda config, log, lineage: build(model, config, log, lineage)),
         build_remote=model.build_remote or functools.partial(build_remote, model),
-        retrain_parts=model.retrain_parts or functools.partial(retrain_parts, model))
+        retrain_parts=model.retrain_parts or functools.partial(retrain_parts, model),
+        create_components=model.create_components or components,
+        hyperparameters=model.hyperparameters or functools.partial(trainer_config, model),
+        instances=model.instances or (lambda inputs: [
+            x.tolist() if hasattr(x, "tolist") else x for x in inputs]))
