@@ -39,7 +39,12 @@ associations, the DELETED artifacts no remaining execution refers to with their 
 and attributions, and the `execution_cache` contexts left without an execution. Kept: the
 pipeline and node contexts, the types, every row of a kept run. TFX's cache looks up
 executions through their cache context; an execution whose rows are gone is no candidate,
-so the component runs again. `history` then lists the runs the policy keeps.
+so the component runs again. `history` then lists the runs the policy keeps. With
+`keep_runs` at least the window, the runs that ingested the window's spans stay; should a
+span's run lose its rows while the span is still in the window (its Examples were removed:
+runs that failed before resolving the window took its places), `retrain` no longer finds
+the span among ExampleGen's outputs and ingests it again (pipelines/retrain.py), instead of
+training on a window that silently lacks it; a rejected span is stopped again.
 
 ML Metadata has no API to delete anything: by design, "if the entire database is not
 useful, consider drop the db; if the artifact is abandoned, please mark its `state` as
