@@ -22,7 +22,7 @@ os.environ.update(TOOLKIT_REPOSITORY=os.path.join(_DEFAULTS_HOME, "model_reposit
                   TOOLKIT_STATE_DIR=os.path.join(_DEFAULTS_HOME, "serving"))
 os.environ.pop("TOOLKIT_CACHE_DIR", None)
 
-from toolkit_testing import seed_mnist, write_fake_saved_model  # noqa: E402 - after the env
+from toolkit_testing import seed_config, seed_mnist, write_fake_saved_model  # noqa: E402 - after the env
 
 
 # `make test` runs two pytest-xdist workers with --dist loadfile: a module's tests run on one
@@ -42,7 +42,6 @@ SLOWEST_FIRST = (
     "tests/serving/lifecycle/test_lc_e2e.py",
     "tests/pipelines/test_half_plus_two.py",
     "tests/pipelines/test_mnist.py",
-    "tests/pipelines/test_beam_args.py",
     "tests/notebooks/test_mnist_experiment_e2e.py",
     "tests/components/test_infra_validation.py",
     "tests/pipelines/test_main.py",
@@ -81,8 +80,26 @@ def mnist_seed(tmp_path_factory):
     """One MNIST pipeline run per session (`toolkit_testing.seed_mnist`): a repository holding
     a weak version 1, pushed and recorded. The notebook's test builds on it (it pushes version
     2 and records its experiment: the only test that adds to it); InfraValidator's test reads
-    its Trainer's model. Anything else that needs to change it works on its own run."""
-    return seed_mnist(tmp_path_factory.mktemp("mnist_seed"))
+    its Trainer's model. Anything else that needs to change it works on its own run.
+
+    Built once for the whole session, not once per pytest-xdist worker: the workers share
+    the parent of their base temporary directories, and the first to take the lock builds
+    the seed there while the other waits for it (the two modules run on different workers)."""
+    import fcntl
+
+    from toolkit_testing import MnistSeed
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return seed_mnist(tmp_path_factory.mktemp("mnist_seed"))
+    root = tmp_path_factory.getbasetemp().parent / "mnist_seed"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "built").is_file():
+            return MnistSeed(root, seed_config(root))
+        shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+        seed = seed_mnist(root)
+        (root / "built").touch()
+        return seed
 
 
 @pytest.fixture(scope="session")

@@ -344,6 +344,13 @@ class MnistSeed(NamedTuple):
         return trained.parent
 
 
+def seed_config(root: Path):
+    """The RunConfig of the MNIST seed built in `root`."""
+    from pipelines.config import RunConfig
+
+    return RunConfig(pipeline_root=root / "runs", repository=root / "repo", cache_dir=CACHE)
+
+
 def seed_mnist(root: Path) -> MnistSeed:
     """Run the MNIST pipeline once, in this process, on a sliver of real MNIST (1,000 training
     images, one epoch: deliberately weak, so any fast-profile variant beats it) into
@@ -351,10 +358,9 @@ def seed_mnist(root: Path) -> MnistSeed:
     (promoted: `root`/repo/mnist/1, stable in its rollout record, not verified), and record
     the run in its history as `run` does."""
     from pipelines import history, local_runner, mnist, outcomes, post_push
-    from pipelines.config import RunConfig
     from serving.repository import ModelRepository
 
-    config = RunConfig(pipeline_root=root / "runs", repository=root / "repo", cache_dir=CACHE)
+    config = seed_config(root)
     weak = mnist.Profile(train_limit=1000, eval_limit=200, epochs=1, accuracy_gate=0.5)
     metadata_path = config.metadata_path(mnist.MODEL_NAME)
     result = local_runner.run_pipeline(

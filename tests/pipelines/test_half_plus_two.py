@@ -1,18 +1,28 @@
 """End to end: the real half_plus_two pipeline (TFX, MLMD, TFMA), driven by its CLI: the
 first run as a process, as a user runs it; the others through the CLI's main() in the test's
-process (the same arguments, exit code and output, without importing TFX again)."""
+process (the same arguments, exit code and output, without importing TFX again).
+
+The first run also passes Beam flags after `--`: Beam's multi-process DirectRunner with two
+worker processes, and the data components' output is checked against the data it was given
+(one run for both: a run of its own cost about 60 s more of CI).
+"""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 
 from toolkit_testing import run_cli, run_main, version_dirs
 
 pytestmark = pytest.mark.e2e
 
 EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 3
+MULTI_PROCESS = ("--", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
 
 def run_half_plus_two(tmp_path, *extra, process: bool = False):
@@ -25,7 +35,7 @@ def run_half_plus_two(tmp_path, *extra, process: bool = False):
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("half_plus_two")
-    return tmp_path, run_half_plus_two(tmp_path, process=True)
+    return tmp_path, run_half_plus_two(tmp_path, *MULTI_PROCESS, process=True)
 
 
 def test_pipeline_pushes_a_model_that_serves_half_plus_two(first_run):
@@ -49,7 +59,7 @@ def test_pipeline_pushes_a_model_that_serves_half_plus_two(first_run):
 def test_second_run_is_cached_and_pushes_no_new_version(first_run):
     tmp_path, first = first_run
     assert first.returncode == EXIT_PUSHED
-    result = run_half_plus_two(tmp_path)
+    result = run_half_plus_two(tmp_path, *MULTI_PROCESS)
     assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
     assert result.stdout.count(" cached") == 7
     assert "pushed version 1 (model unchanged: no new version)" in result.stdout
@@ -89,3 +99,52 @@ def test_unwritable_repository_fails_before_training(tmp_path):
     assert result.returncode == EXIT_ERROR
     assert "not writable" in result.stderr
     assert "] CsvExampleGen" not in result.stdout
+
+
+# Beam flags after `--` reach the data components (the first run's two worker processes).
+
+def _only(pattern: str, root: Path) -> Path:
+    [path] = root.glob(pattern)
+    return path
+
+
+def _split_xs(pipeline_dir: Path, split: str) -> np.ndarray:
+    files = sorted(str(p) for p in pipeline_dir.glob(f"CsvExampleGen/examples/*/Split-{split}/*.gz"))
+    assert files, f"no {split} examples"
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return np.array([tf.train.Example.FromString(r.numpy()).features.feature["x"].float_list.value[0]
+                     for r in records], dtype=np.float32)
+
+
+def test_the_first_run_ran_beam_in_two_worker_processes(first_run):
+    tmp_path, result = first_run
+    assert result.returncode == EXIT_PUSHED, result.stdout + result.stderr
+    log = _only("logs/run-*.log", tmp_path / "runs" / "half_plus_two").read_text()
+    # Beam's SDK workers ran as processes of their own and reported through the job service.
+    assert "sdk_worker_main" in log and "local_job_service" in log
+
+
+def test_every_input_row_became_exactly_one_example(first_run):
+    tmp_path, result = first_run
+    assert result.returncode == EXIT_PUSHED, result.stderr
+    pipeline_dir = tmp_path / "runs" / "half_plus_two"
+    with _only("data/*/data.csv", pipeline_dir).open(newline="") as f:
+        expected = np.array([float(row["x"]) for row in csv.DictReader(f)], dtype=np.float32)
+    written = np.concatenate([_split_xs(pipeline_dir, "train"), _split_xs(pipeline_dir, "eval")])
+    np.testing.assert_array_equal(np.sort(written), np.sort(expected))
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_statistics_describe_the_examples_of_each_split(first_run, split):
+    tmp_path, result = first_run
+    assert result.returncode == EXIT_PUSHED, result.stderr
+    pipeline_dir = tmp_path / "runs" / "half_plus_two"
+    xs = _split_xs(pipeline_dir, split)
+    stats = tfdv.load_stats_binary(str(_only(
+        f"StatisticsGen/statistics/*/Split-{split}/FeatureStats.pb", pipeline_dir))).datasets[0]
+    assert stats.num_examples == len(xs)
+    [x] = [feature for feature in stats.features if list(feature.path.step) == ["x"]]
+    assert x.num_stats.common_stats.num_non_missing == len(xs)
+    assert x.num_stats.min == pytest.approx(xs.min()) and x.num_stats.max == pytest.approx(xs.max())
+    assert x.num_stats.mean == pytest.approx(xs.astype(np.float64).mean(), rel=1e-6)
+    assert x.num_stats.std_dev == pytest.approx(xs.astype(np.float64).std(), rel=1e-5)

@@ -93,11 +93,11 @@ def test_schedule_refuses_a_bad_interval(tmp_path, capsys):
 
 
 def test_make_spans_numbers_after_the_existing_spans(tmp_path):
-    from toolkit_testing import run_cli
+    from toolkit_testing import run_main
 
     (tmp_path / "span-2" / "train").mkdir(parents=True)
-    result = run_cli("pipelines", "make-spans", "half_plus_two", "--out", str(tmp_path),
-                     "--spans", "2", "--profile", "fast", "--kind", "label-shift")
+    result = run_main("pipelines", "make-spans", "half_plus_two", "--out", str(tmp_path),
+                      "--spans", "2", "--profile", "fast", "--kind", "label-shift")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "span-3"), "(label-shift)",
                                      str(tmp_path / "span-4"), "(label-shift)"]
@@ -106,17 +106,17 @@ def test_make_spans_numbers_after_the_existing_spans(tmp_path):
 
 
 def test_compile_writes_a_kubeflow_v2_spec(tmp_path):
-    from toolkit_testing import run_cli
+    from toolkit_testing import run_main
 
     output = tmp_path / "half_plus_two.json"
-    result = run_cli("pipelines", "compile", "half_plus_two", "--target", "kubeflow-v2",
-                     "--output", str(output), "--pipeline-root", str(tmp_path / "root"),
-                     "--data-root", "gs://bucket/half_plus_two", "--repository", "/models")
+    result = run_main("pipelines", "compile", "half_plus_two", "--target", "kubeflow-v2",
+                      "--output", str(output), "--pipeline-root", str(tmp_path / "root"),
+                      "--data-root", "gs://bucket/half_plus_two", "--repository", "/models")
     assert result.returncode == 0, result.stderr
     assert json.loads(output.read_text())["displayName"] == "half-plus-two"
-    refused = run_cli("pipelines", "compile", "half_plus_two", "--output", str(output),
-                      "--pipeline-root", str(tmp_path / "root"), "--data-root", "gs://b/d",
-                      "--repository", "gs://bucket/models")
+    refused = run_main("pipelines", "compile", "half_plus_two", "--output", str(output),
+                       "--pipeline-root", str(tmp_path / "root"), "--data-root", "gs://b/d",
+                       "--repository", "gs://bucket/models")
     assert refused.returncode == 2 and "absolute filesystem path" in refused.stderr
 
 
