@@ -262,7 +262,13 @@ class ModelRepository:
             return []
         removed = []
         for staging in model_dir.glob(f"{STAGING_PREFIX}*"):
-            if staging.name.endswith(STAGING_LOCK_SUFFIX) or not staging.is_dir():
+            if staging.name.endswith(STAGING_LOCK_SUFFIX):
+                # a publisher killed after it removed its staging copy leaves the lock alone
+                if not staging.with_name(staging.name[:-len(STAGING_LOCK_SUFFIX)]).exists() \
+                        and not _held(staging):
+                    staging.unlink(missing_ok=True)
+                continue
+            if not staging.is_dir():
                 continue
             if _owner_alive(staging):
                 continue
@@ -423,6 +429,21 @@ def _fsync_dir(path: Path) -> None:
 def _lock_path(staging: Path) -> Path:
     """The lock file a live publisher holds beside its staging directory."""
     return staging.with_name(staging.name + STAGING_LOCK_SUFFIX)
+
+
+def _held(lock_path: Path) -> bool:
+    """Whether a live process holds the flock on `lock_path` (False when it is gone)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
 
 
 def _owner_alive(staging: Path) -> bool:

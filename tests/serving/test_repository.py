@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -202,6 +203,23 @@ def test_staging_left_by_a_killed_publisher_is_reclaimed_but_a_live_one_is_not(t
         live.kill()
         live.wait(10)
     assert [p.name for p in repository.reclaim_staging("m")] == [Path(live_staging).name]
+
+
+def test_a_lock_file_left_by_a_publisher_killed_after_removing_its_staging_is_reclaimed(tmp_path):
+    """Killed between removing its staging copy and its lock file: the next publish removes
+    the lock file too (a lock still held by a live publisher stays)."""
+    (tmp_path / "m").mkdir()
+    orphan = tmp_path / "m" / ".staging-1-0123abcd.lock"
+    orphan.write_text("")
+    live, live_staging = _start_publisher(tmp_path)
+    try:
+        shutil.rmtree(live_staging)  # as if it were cleaning up: its lock is still held
+        assert publish_fake(ModelRepository(tmp_path), "m") == 1
+        assert not orphan.exists()
+        assert Path(live_staging + ".lock").exists()
+    finally:
+        live.kill()
+        live.wait(10)
 
 
 # ---- candidates: pushed versions waiting to be verified and promoted ----
