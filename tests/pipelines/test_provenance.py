@@ -12,7 +12,7 @@ from serving import lineage
 
 def test_a_fast_run_records_its_profile_sizes_steps_and_trainer():
     config = RunConfig(profile="fast")
-    fields = provenance.lineage_fields("mnist", config, mnist)
+    fields = provenance.lineage_fields("mnist", config, mnist.PIPELINE)
     assert fields["pipeline"] == "mnist" and fields["profile"] == "fast"
     assert fields["gates"] == mnist.gates(config)
     sizes = fields["hyperparameters"]
@@ -30,7 +30,7 @@ def test_a_fast_run_records_its_profile_sizes_steps_and_trainer():
 
 
 def test_the_default_profile_is_recorded_and_not_warned_about():
-    fields = provenance.lineage_fields("half_plus_two", RunConfig(), half_plus_two)
+    fields = provenance.lineage_fields("half_plus_two", RunConfig(), half_plus_two.PIPELINE)
     assert fields["profile"] == "default"
     assert fields["hyperparameters"]["num_examples"] == 2000
     assert fields["hyperparameters"]["train_steps"] == 1000  # a field of this Profile
@@ -39,14 +39,14 @@ def test_the_default_profile_is_recorded_and_not_warned_about():
 
 
 def test_a_notebook_experiment_is_a_profile_of_its_own_with_its_variant():
-    fields = provenance.lineage_fields("mnist_notebook", RunConfig(), mnist, notebook=True,
+    fields = provenance.lineage_fields("mnist_notebook", RunConfig(), mnist.PIPELINE, notebook=True,
                                        hyperparameters={"epochs": 4, "conv1_filters": 16},
                                        run_id="r1")
     assert fields["profile"] == "notebook" and fields["run_id"] == "r1"
     sizes = fields["hyperparameters"]
     assert sizes["epochs"] == 4 and sizes["conv1_filters"] == 16
     assert sizes["train_steps"] == 4 * 469  # the variant's epochs over all 60,000 images
-    fast = provenance.lineage_fields("mnist_notebook", RunConfig(profile="fast"), mnist,
+    fast = provenance.lineage_fields("mnist_notebook", RunConfig(profile="fast"), mnist.PIPELINE,
                                      notebook=True)
     assert fast["profile"] == "notebook-fast" and fast["hyperparameters"]["epochs"] == 2
 
@@ -54,7 +54,7 @@ def test_a_notebook_experiment_is_a_profile_of_its_own_with_its_variant():
 def test_retrain_records_another_trainer_module_and_its_extra_fields(tmp_path):
     module = tmp_path / "my_trainer.py"
     fields = provenance.lineage_fields("half_plus_two_retrain", RunConfig(profile="fast"),
-                                       half_plus_two, trainer_module=module,
+                                       half_plus_two.PIPELINE, trainer_module=module,
                                        infra_validation="skipped: off")
     assert fields["trainer_module"] == str(module)
     assert fields["infra_validation"] == "skipped: off"
