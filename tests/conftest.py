@@ -32,8 +32,9 @@ from toolkit_testing import seed_config, seed_mnist, write_fake_saved_model  # n
 # module not listed runs after these. (--dist loadgroup, which could also keep the MNIST
 # seed's two modules together, groups nothing with pytest 9: each worker may build the seed.)
 SLOWEST_FIRST = (
+    "tests/pipelines/test_retrain_half_plus_two_e2e.py",  # the 5-run soak of `schedule`
     "tests/pipelines/test_retrain_e2e.py",
-    "tests/pipelines/test_retrain_half_plus_two_e2e.py",
+    "tests/pipelines/test_retrain_kill_e2e.py",
     "tests/pipelines/test_faults.py",
     "tests/pipelines/test_model_project_e2e.py",
     "tests/serving/lifecycle/test_lc_swarm_e2e.py",
