@@ -27,7 +27,8 @@ from pipelines.registry import MODEL_DIR_VARIABLE
 from serving import cli, defaults
 
 RETRAIN_HELP = """Retrain on new data: DIR holds span-1/, span-2/, ... each with train/ and eval/
-(TFRecords of tf.Example for mnist, CSV for half_plus_two). The newest span is ingested;
+(TFRecords of tf.Example for mnist, CSV for half_plus_two, a model project's as its model.py
+says). The newest span is ingested;
 the model trains on the newest --window spans, warm-started from the latest blessed
 model; it is pushed only after the data gates (schema, drift against the previous span),
 the Evaluator's gates and, when Docker and a serving image are there, TFX's
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=cli.existing_dir, default=None, metavar="DIR",
                      help="use your own input data instead of the pipeline's data source "
                           "(half_plus_two: x,y CSV files; mnist: mnist.npz or the CSV pair, "
-                          "or train/ and eval/ directories of tf.Example TFRecords); "
+                          "or train/ and eval/ directories of tf.Example TFRecords; a model "
+                          "project: what its prepare_data checks); "
                           "default: the pipeline's own data")
 
     retrain = commands.add_parser(
@@ -145,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "make-spans", parents=[data, model_dir], help="write a data set as spans, to try retraining",
         epilog=_epilog("make-spans"),
         description="Write spans span-N/{train,eval}/ of the pipeline's own data (MNIST from "
-                    "the verified loader; generated rows for half_plus_two), numbered after "
+                    "the verified loader; generated rows for half_plus_two; a model "
+                    "project's from its write_spans), numbered after "
                     "the spans already in --out. --kind corrupted / label-shift write a span "
                     "that the schema gate / the drift gate stop.")
     _name_arguments(spans, names)
