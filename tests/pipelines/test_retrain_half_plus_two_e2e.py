@@ -103,6 +103,7 @@ SOAK = [("clean", EXIT_0), ("corrupted", EXIT_0), ("clean", "error / anomalies (
 MAIN_EXAMPLE_GEN = re.compile(r"\[\s*1/(\d+)\] ExampleGen\s+(done|cached)")
 
 
+@pytest.mark.timeout(1500)  # 5 retrain processes: about 100 s each on a quiet 2-core machine
 def test_the_schedule_runs_retrain_until_told_to_stop(scenario):
     """A short soak: 5 runs of `schedule`, a new span in each, one corrupted; retention
     keeps 1 version besides stable and previous; a REST client all along. (half_plus_two
