@@ -13,7 +13,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import anomalies_gate, mnist_data, repository_pusher
-from pipelines import post_push, resolvers, retraining
+from pipelines import post_push, resolvers, retraining, standard_pipeline
 from pipelines.config import RunConfig
 from pipelines.model_contract import ModelPipeline
 from serving.lifecycle import health
@@ -63,27 +63,9 @@ PROFILES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Components:
-    """The MNIST pipeline's components, wired. `create_pipeline` runs them all; a notebook
-    runs them one by one with TFX's InteractiveContext."""
-
-    example_gen: Any
-    statistics_gen: Any
-    schema_gen: Any
-    example_validator: Any
-    anomalies_gate: Any
-    transform: Any
-    trainer: Any
-    baseline: Optional[Any]  # a node with a `model` output: the model the Evaluator compares with
-    evaluator: Any
-    pusher: Any
-
-    @property
-    def nodes(self) -> List[Any]:
-        """In pipeline order (the baseline, when there is one, before the Evaluator)."""
-        nodes = [getattr(self, f.name) for f in dataclasses.fields(self)]
-        return [node for node in nodes if node is not None]
+# The MNIST pipeline's components, wired: the standard wiring's set (create_pipeline runs them
+# all; a notebook runs them one by one with TFX's InteractiveContext).
+Components = standard_pipeline.Components
 
 
 def create_components(*, examples_dir: str, serving_model_dir: str, profile: Profile,

@@ -450,18 +450,10 @@ def _owner_alive(staging: Path) -> bool:
     """Whether the publisher of a staging directory still runs: its lock file is held. A
     staging directory with no lock file is judged by the pid in its name."""
     lock_path = _lock_path(staging)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    if not lock_path.exists():
         match = _STAGING_PID.match(staging.name)
         return match is None or _pid_alive(int(match.group(1)))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock we took
-    return False
+    return _held(lock_path)
 
 
 def _pid_alive(pid: int) -> bool:
