@@ -387,3 +387,23 @@ def record_finished_run(pipeline_root: Path, pipeline: str, run_id: str, outcome
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata.create_run(metadata.open_store(path, create=True), run_id)
     history.record_run(path, run_id, outcome, "", result, **facts)
+
+
+# ---- usage errors -----------------------------------------------------------------------
+
+HEAVY = ("tensorflow", "tfx", "apache_beam", "ml_metadata")
+
+
+def usage_error(argv, capsys) -> str:
+    """`python -m pipelines` main(argv) must exit 2 having imported nothing heavy; its
+    stderr."""
+    from pipelines import outcomes
+    from pipelines.__main__ import main
+
+    before = set(sys.modules)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == outcomes.USAGE.exit_code
+    imported = {m.split(".")[0] for m in set(sys.modules) - before}
+    assert not imported & set(HEAVY), imported & set(HEAVY)
+    return capsys.readouterr().err

@@ -15,9 +15,9 @@ import pytest
 from pipelines import outcomes
 from pipelines.__main__ import build_parser, main, parse_args
 from serving import defaults
+from toolkit_testing import HEAVY, usage_error
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("tensorflow", "tfx", "apache_beam", "ml_metadata")
 
 
 @pytest.fixture
@@ -32,17 +32,6 @@ def work(tmp_path):
 def paths(work: Path):
     return ["--pipeline-root", str(work / "runs"), "--repository", str(work / "repo"),
             "--cache-dir", str(work / "cache"), "--state-dir", str(work / "state")]
-
-
-def usage_error(argv, capsys) -> str:
-    """main(argv) must exit 2 having imported nothing heavy; its stderr."""
-    before = set(sys.modules)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == outcomes.USAGE.exit_code
-    imported = {m.split(".")[0] for m in set(sys.modules) - before}
-    assert not imported & set(HEAVY), imported & set(HEAVY)
-    return capsys.readouterr().err
 
 
 def assert_nothing_written(work: Path):

@@ -8,28 +8,12 @@ Nothing here trains (tests/pipelines/test_model_project_e2e.py does)."""
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 
 from pipelines import model_contract, new_project, registry
 from pipelines.model_contract import ModelContractError
-from pipelines import outcomes
-from pipelines.__main__ import main
-from toolkit_testing import run_main
-
-HEAVY = ("tensorflow", "tfx", "apache_beam", "ml_metadata")
-
-
-def usage_error(argv, capsys) -> str:
-    """main(argv) must exit 2 having imported nothing heavy; its stderr."""
-    before = set(sys.modules)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == outcomes.USAGE.exit_code
-    imported = {m.split(".")[0] for m in set(sys.modules) - before}
-    assert not imported & set(HEAVY), imported & set(HEAVY)
-    return capsys.readouterr().err
+from toolkit_testing import run_main, usage_error
 
 
 @pytest.fixture
