@@ -5,6 +5,7 @@ filesystems; the e2e ones run the real half_plus_two pipeline."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import sqlite3
 import subprocess
@@ -100,14 +101,15 @@ def test_a_store_locked_longer_than_the_wait_fails_naming_it(store, monkeypatch,
     assert again.returncode == 0 and "pushed" in again.stdout  # free again: it lists
 
 
-def write_logs(log_dir: Path, count: int, size: int = 10) -> list:
-    """`count` run logs, oldest first, a minute apart (by modification time)."""
+def write_logs(log_dir: Path, count: int, size: int = 10, random: bool = False) -> list:
+    """`count` run logs, oldest first, a minute apart (by modification time); `random`
+    contents do not compress."""
     log_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
     paths = []
     for i in range(count):
         path = log_dir / f"run-2026010{i % 10}-{i:06d}.log"
-        path.write_bytes(b"x" * size)
+        path.write_bytes(os.urandom(size) if random else b"x" * size)
         os.utime(path, (now - (count - i) * 60,) * 2)
         paths.append(path)
     return paths
@@ -118,14 +120,35 @@ def test_logs_rotate_by_count_and_size(tmp_path):
     (tmp_path / "logs" / "notes.txt").write_text("the operator's")
     (tmp_path / "logs" / "old.log").mkdir()  # not a log file: left alone
     removed = console.rotate_logs(tmp_path / "logs")
-    assert sorted(removed) == sorted(logs[:11])  # the newest KEEP_LOGS - 1 stay
-    assert sorted(p for p in (tmp_path / "logs").glob("run-*.log")) == sorted(logs[11:])
+    assert sorted(removed) == sorted(logs[:11])  # the newest KEEP_LOGS - 1 stay, gzipped
+    assert sorted((tmp_path / "logs").glob("run-*")) == sorted(gzipped(p) for p in logs[11:])
     assert (tmp_path / "logs" / "notes.txt").exists() and (tmp_path / "logs" / "old.log").is_dir()
     assert console.KEEP_LOGS == 50
 
-    big = write_logs(tmp_path / "big", 10, size=1000)
-    console.rotate_logs(tmp_path / "big", max_bytes=3500)  # the newest three fit
-    assert sorted((tmp_path / "big").iterdir()) == sorted(big[-3:])
+    big = write_logs(tmp_path / "big", 10, size=1000, random=True)
+    console.rotate_logs(tmp_path / "big", max_bytes=3 * 1100)  # the newest three fit
+    assert sorted((tmp_path / "big").iterdir()) == sorted(gzipped(p) for p in big[-3:])
+
+
+def gzipped(log: Path) -> Path:
+    return log.with_name(log.name + ".gz")
+
+
+def test_rotated_logs_are_gzipped_whole_and_keep_their_time(tmp_path):
+    first, second = write_logs(tmp_path / "logs", 2, size=300_000)
+    second.write_bytes(b"INFO:absl:a TFX run log line\n" * 10_000)
+    mtime = second.stat().st_mtime
+    (tmp_path / "logs" / ".run-cut-short.log.gz.partial").write_bytes(b"\x1f\x8b half")
+    assert console.rotate_logs(tmp_path / "logs") == []
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
+        [gzipped(first).name, gzipped(second).name])  # the partial one is gone
+    assert gzip.decompress(gzipped(second).read_bytes()) == b"INFO:absl:a TFX run log line\n" * 10_000
+    assert gzipped(second).stat().st_size < 10_000 and gzipped(second).stat().st_mtime == mtime
+    third = tmp_path / "logs" / "retrain-20260102-000000.log"
+    third.write_text("the newest: compressed by the next run")
+    console.rotate_logs(tmp_path / "logs", keep=2)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
+        [gzipped(second).name, gzipped(third).name])
 
 
 def test_a_log_in_the_future_does_not_push_out_the_newest(tmp_path):
@@ -134,7 +157,8 @@ def test_a_log_in_the_future_does_not_push_out_the_newest(tmp_path):
     os.utime(future, (time.time() + 365 * 86400,) * 2)  # written while the clock was wrong
     console.rotate_logs(tmp_path / "logs")
     kept = set((tmp_path / "logs").iterdir())
-    assert len(kept) == console.KEEP_LOGS - 1 and logs[-1] in kept and logs[-48] in kept
+    assert len(kept) == console.KEEP_LOGS - 1
+    assert gzipped(logs[-1]) in kept and gzipped(logs[-48]) in kept
 
 
 def _run(tmp_path, *extra):
@@ -159,7 +183,7 @@ def test_a_run_whose_store_stays_locked_fails_cleanly(tmp_path, store, monkeypat
         pass
     # the logs were rotated before this run's log was opened: 49 old ones and its own
     remaining = set((store.parent / "logs").iterdir())
-    assert len(remaining) == console.KEEP_LOGS and set(logs[-49:]) <= remaining
+    assert len(remaining) == console.KEEP_LOGS and {gzipped(p) for p in logs[-49:]} <= remaining
 
 
 @pytest.mark.parametrize("garbage", ["file", "log is a directory"])
