@@ -148,9 +148,12 @@ def main(argv=None) -> int:
     started = time.monotonic()
     next_span = 2
     try:
+        said = ""  # the run's last console line: its outcome in words
         for line in schedule.stdout:
             match = ENDED.search(line)
             if not match:
+                if line.strip() and not line.startswith("schedule:"):
+                    said = line.strip()
                 continue
             run, code = int(match.group(1)), int(match.group(2))
             kind = ("corrupted" if (next_span // 3) % 2 else "label-shift") \
@@ -165,7 +168,9 @@ def main(argv=None) -> int:
                                                   runs.glob("*/metadata.sqlite")) / 2**20, 2),
                          "runs_in_metadata": runs_in_metadata(runs),
                          "logs_mb": round(sum(du(d) for d in runs.glob("*/logs")) / 2**20, 2),
-                         "peak_rss_mb": round(peak / 2**20), "stable": record.stable})
+                         "log_files": sum(1 for d in runs.glob("*/logs") for _ in d.iterdir()),
+                         "peak_rss_mb": round(peak / 2**20), "stable": record.stable,
+                         "said": said[:160]})
             print(json.dumps(rows[-1]), flush=True)
             if args.json:
                 write_json(args.json, summary(rows, client, started, work, finished=False))
