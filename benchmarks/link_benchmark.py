@@ -57,10 +57,10 @@ def variants(images: int):
     from tensorflow.core.framework import tensor_pb2, types_pb2
     from tensorflow_serving.apis import model_pb2, predict_pb2
 
-    from serving.model_server import link, link_arrays
-    from serving.model_server.apis import PredictCall, PredictResult
-    from serving.model_server.tensors import (DEFAULT_MAX_ELEMENTS, datatype_of,
-                                              decode_request_tensors, to_ndarray)
+    from serving.model_server.workers import link, link_arrays
+    from serving.model_server.servable.run import PredictCall, PredictResult
+    from serving.model_server.servable.tensors import (DEFAULT_MAX_ELEMENTS, datatype_of,
+                                                       decode_request_tensors, to_ndarray)
 
     rng = np.random.default_rng(images)
     inputs = {"images": rng.random((images, 784), dtype=np.float32)}

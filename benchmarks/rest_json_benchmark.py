@@ -5,7 +5,7 @@ does on its event loop for a REST :predict, orjson's parse included) and the dec
 (`decode` on an already-parsed body), for an MNIST body of 1 image and of 32 images
 (`{"instances": [[784 floats in [0, 1]]]}`, a float `images` input). With `--baseline FILE`
 the same bodies are timed, interleaved round by round, with a second copy of rest_json loaded
-from FILE (e.g. the committed one: `git show HEAD:serving/model_server/rest_json.py >
+from FILE (e.g. the committed one: `git show HEAD:serving/model_server/frontends/rest_json.py >
 /tmp/rest_json_before.py`), so a before/after pair shares the machine's state.
 
 Usage: python benchmarks/rest_json_benchmark.py [--rounds 5] [--baseline FILE]
@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from serving.model_server import rest_json
-    from serving.model_server.tensors import DEFAULT_MAX_ELEMENTS
+    from serving.model_server.frontends import rest_json
+    from serving.model_server.servable.tensors import DEFAULT_MAX_ELEMENTS
 
     modules = {"current": rest_json}
     if args.baseline:

@@ -258,7 +258,7 @@ class ServerProcess:
         with self._lock:
             return "".join(self._lines)
 
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         wait_until(lambda: text in self.output or self.exited(), timeout, what=f"log {text!r}")
         assert text in self.output, f"server exited before logging {text!r}:\n{self.output}"
 

@@ -7,6 +7,7 @@ TF Serving returns on both front ends; the HTTP mapping is TF Serving's ToHTTPSt
 from __future__ import annotations
 
 import enum
+import logging
 
 import grpc
 
@@ -75,6 +76,16 @@ class ServingError(Exception):
 
 def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def as_serving_error(e: Exception, what: str) -> ServingError:
+    """The error a front end answers for `e`, raised while serving `what`: a ServingError
+    as it is; anything else is a bug, logged with its traceback and answered INTERNAL, so
+    that one request never takes the server down."""
+    if isinstance(e, ServingError):
+        return e
+    logging.getLogger("serving.model_server").error("%s failed", what, exc_info=e)
+    return ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
 
 
 def from_tf_error(e: BaseException) -> ServingError:

@@ -9,7 +9,7 @@ import time
 
 
 class TFLogFormatter(logging.Formatter):
-    """`2026-01-01 12:00:00.123456: I serving/model_server/manager.py:42] message`."""
+    """`2026-01-01 12:00:00.123456: I serving/model_server/core/manager.py:42] message`."""
 
     def format(self, record):
         t = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))

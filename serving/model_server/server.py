@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from serving.model_server.apis import Apis
+from serving.model_server.core.apis import Apis
 from serving.model_server.config import (ConfigError, LoadedConfig, ServerConfig,
                                          parse_model_server_config)
 from serving.model_server.errors import ServingError
-from serving.model_server.grpc_service import GrpcServer, add_servicers
-from serving.model_server.link import LinkServer
-from serving.model_server.loop_thread import LoopThread
-from serving.model_server.rest import HttpLimits, RestApp, RestServer
-from serving.model_server.server_core import ServerCore
-from serving.model_server.workers import Workers
+from serving.model_server.frontends.grpc_service import GrpcServer, add_servicers
+from serving.model_server.workers.link import LinkServer
+from serving.model_server.frontends.loop_thread import LoopThread
+from serving.model_server.frontends.rest import HttpLimits, RestApp, RestServer
+from serving.model_server.core.server_core import ServerCore
+from serving.model_server.workers.supervisor import Workers
 
 log = logging.getLogger("serving.model_server")
 

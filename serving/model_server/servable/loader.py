@@ -28,7 +28,7 @@ import numpy as np
 
 from serving.model_server.config import BatchingOptions
 from serving.model_server.errors import Code, ServingError, from_tf_error
-from serving.model_server.signatures import runnable
+from serving.model_server.servable.signatures import runnable
 
 log = logging.getLogger("serving.model_server")
 
@@ -56,7 +56,7 @@ class Servable:
         self._closing = False
         self.batcher = None
         if batching is not None:
-            from serving.model_server.batching import Batcher
+            from serving.model_server.servable.batching import Batcher
             self.batcher = Batcher(batching, self.run_direct, name=f"batch-{name}-{version}")
 
     def __repr__(self) -> str:

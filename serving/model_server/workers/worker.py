@@ -3,7 +3,7 @@
 One Python process is GIL-bound: its event loops decode and encode the wire (HTTP, JSON,
 gRPC framing) one request at a time while TensorFlow runs batches on the other core. With
 N workers, the model process (ModelServer) loads the models and runs the APIs as before,
-and N worker processes - `serving.model_server.worker` run through `tf_protos` (TensorFlow's
+and N worker processes - `serving.model_server.workers.worker` run through `tf_protos` (TensorFlow's
 protos without its runtime: about 65 MB and half a second of start-up each), started and
 watched by `workers.Workers` - run the gRPC and REST front ends: REST on the listening
 socket the model process bound and hands down (one accept queue), gRPC on the same port in
@@ -37,12 +37,14 @@ import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2, regression_pb2)
 
-from serving.model_server import link_arrays, signatures
-from serving.model_server.apis import OFFLOAD_BYTES, PredictCall, PredictResult
+from serving.model_server.workers import link_arrays
+
 from serving.model_server.config import EXIT_DRAIN_INCOMPLETE, ServerConfig
+from serving.model_server.core.apis import OFFLOAD_BYTES
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.link import GRPC_METHODS, LinkClient, ready_path
 from serving.model_server.logs import configure_logging
+from serving.model_server.servable.run import PredictCall, PredictResult, predict_signature
+from serving.model_server.workers.link import GRPC_METHODS, LinkClient, ready_path
 
 log = logging.getLogger("serving.model_server")
 
@@ -100,10 +102,7 @@ class RemoteApis:
         for a version by number."""
         with self.count_failures("Predict", call.model_spec.name, entrypoint):
             version, sigdefs = link.mirror.resolve(call.model_spec)
-            name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
-            sig = sigdefs.get(name)
-            if sig is None:
-                raise call.inputs.signature_not_found(name)
+            _, sig = predict_signature(call, sigdefs)
             if call.inputs.size >= OFFLOAD_BYTES:
                 inputs = await asyncio.get_running_loop().run_in_executor(
                     self.executor, call.inputs.decode, sig, self.max_elements)
@@ -172,11 +171,11 @@ def pass_through(link_path: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """A worker: `python -m serving.model_server.tf_protos serving.model_server.worker
+    """A worker: `python -m serving.model_server.tf_protos serving.model_server.workers.worker
     CONFIG_JSON LINK_PATH REST_FD PROMETHEUS_PATH` (REST_FD -1: no REST; PROMETHEUS_PATH "":
     no metrics path)."""
-    from serving.model_server.grpc_service import GrpcServer
-    from serving.model_server.rest import HttpLimits, RestApp, RestServer
+    from serving.model_server.frontends.grpc_service import GrpcServer
+    from serving.model_server.frontends.rest import HttpLimits, RestApp, RestServer
 
     configure_logging()
     config_json, link_path, rest_fd, prometheus_path = argv if argv is not None \

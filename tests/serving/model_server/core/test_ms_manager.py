@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from serving.model_server.core.manager import Manager, State
+from serving.model_server.core.source import FileSystemSource, VersionPolicy, default_policy
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.loader import Loader
-from serving.model_server.manager import Manager, State
-from serving.model_server.source import FileSystemSource, VersionPolicy, default_policy
+from serving.model_server.servable.loader import Loader
 
 
 def policy(text: str) -> VersionPolicy:
@@ -163,7 +163,7 @@ def test_incomplete_version_that_stops_changing_is_loaded_and_says_what_is_wrong
         tmp_path, make_version, harnesses, model_templates, monkeypatch):
     """saved_model.pb with no variables/ that nobody completes: after the settle time the
     loader tries it, and its error says what is missing (a startup fails on it)."""
-    from serving.model_server import source
+    from serving.model_server.core import source
 
     monkeypatch.setattr(source, "INCOMPLETE_SETTLE_SECONDS", 0.3)
     h = harnesses(tmp_path)
@@ -295,7 +295,7 @@ def test_labels(tmp_path, make_version, harnesses):
 
 
 def test_select_versions_latest_n_picks_highest():
-    from serving.model_server.source import select_versions
+    from serving.model_server.core.source import select_versions
 
     assert select_versions(policy("latest { num_versions: 2 }"), [3, 1, 10, 2]) == [3, 10]
     assert select_versions(default_policy(), []) == []

@@ -20,14 +20,19 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import model_pb2
 
-from serving.model_server import link_arrays, rest_json, tensors
-from serving.model_server.apis import Apis, PredictCall
+from serving.model_server.workers import link_arrays
+
+from serving.model_server.frontends import rest_json
+
 from serving.model_server.config import ServerConfig
+from serving.model_server.core.apis import Apis
+from serving.model_server.core.server_core import ServerCore
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.link import LinkClient, LinkServer
-from serving.model_server.loop_thread import LoopThread
-from serving.model_server.server_core import ServerCore
-from serving.model_server.worker import RemoteApis
+from serving.model_server.frontends.loop_thread import LoopThread
+from serving.model_server.servable import tensors
+from serving.model_server.servable.run import PredictCall
+from serving.model_server.workers.link import LinkClient, LinkServer
+from serving.model_server.workers.worker import RemoteApis
 from toolkit_testing import copy_version
 
 _RNG = np.random.default_rng(22)

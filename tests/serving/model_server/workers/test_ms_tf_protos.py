@@ -7,13 +7,14 @@ import json
 
 import numpy as np
 
-from serving.model_server.tensors import to_tensor_proto
+from serving.model_server.servable.tensors import to_tensor_proto
 from toolkit_testing import run_cli
 
 PROBE = '''
 import json, sys
-from serving.model_server import grpc_service, rest, worker  # a worker's whole front end
-from serving.model_server.tensors import to_tensor_proto
+from serving.model_server.frontends import grpc_service, rest  # a worker's whole front end
+from serving.model_server.servable.tensors import to_tensor_proto
+from serving.model_server.workers import worker
 from tensorflow_serving.apis import predict_pb2
 import numpy as np
 import tensorflow as tf

@@ -27,8 +27,8 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.tensors import (ElementBudget, datatype_of, dtype_name, numpy_dtype,
-                                          object_array)
+from serving.model_server.servable.tensors import (ElementBudget, datatype_of, dtype_name,
+                                                   numpy_dtype, object_array)
 
 MAX_JSON_RANK = 32  # deeper JSON lists are refused before they are walked
 _INT64 = (-(1 << 63), (1 << 63) - 1)

@@ -11,108 +11,33 @@ through `errors.STATUS_TABLE`.
 
 Predict stays on the event loop: with batching on it awaits its batch there without holding
 a thread (`Servable.run_async`), and inputs large enough to take a while to convert
-(OFFLOAD_BYTES) are converted on the executor. The other APIs run on the executor. The
-`run_*` functions run one API on a version already held; warmup replays requests with them.
+(OFFLOAD_BYTES) are converted on the executor. The other APIs run on the executor. Running
+one API on a version already held is `servable.run`'s; warmup replays requests with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-from typing import ContextManager, Dict, Optional, Protocol, Sequence, Tuple
+from typing import Optional
 
-import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     model_pb2, predict_pb2, regression_pb2)
+                                     regression_pb2)
 
-from serving.model_server import signatures
-from serving.model_server.config import ServerConfig
+from serving.model_server.core.server_core import ServerCore
 from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.loader import Servable
-from serving.model_server.manager import Manager
-from serving.model_server.metrics import Metrics
-from serving.model_server.tensors import ProtoInputs, to_tensor_proto
+from serving.model_server.servable.run import (PredictCall, PredictResult, answered_by,
+                                               predict_plan, run_classify,
+                                               run_multi_inference, run_regress)
 
 OFFLOAD_BYTES = 256 << 10  # Predict inputs this large are converted off the event loop
-
-
-class Core(Protocol):
-    """What the APIs run on: server_core.ServerCore. Named here by what is used, not
-    imported: server_core loads versions with warmup, which replays requests through
-    this module, so an import back would close a circle."""
-
-    config: ServerConfig
-    metrics: Metrics
-    manager: Manager
-
-    def request(self, api: str, model_name: str, entrypoint: str) -> ContextManager:
-        """Counts and times one request of `api`."""
-
-    def servable(self, model_spec: model_pb2.ModelSpec) -> ContextManager[Servable]:
-        """The version `model_spec` names, held for the request."""
-
-    def lookup(self, model_spec: model_pb2.ModelSpec) -> Servable:
-        """The version `model_spec` names (for what loading set)."""
-
-    def apply_config(self, model_config, timeout: Optional[float] = None):
-        """Serve a new ModelServerConfig (ReloadConfig)."""
-
-
-class Inputs(Protocol):
-    """A Predict request's inputs as its front end received them."""
-
-    size: int  # bytes on the wire
-
-    def signature_not_found(self, name: str) -> ServingError:
-        """The error for a signature the model does not have (worded per front end)."""
-
-    def decode(self, signature, max_elements: int) -> Dict[str, np.ndarray]:
-        """The inputs by alias, as arrays of the signature's dtypes."""
-
-
-@dataclasses.dataclass
-class PredictCall:
-    """A Predict request: the model spec (name, version or label, signature name), the
-    inputs, and the outputs wanted (all when empty)."""
-
-    model_spec: model_pb2.ModelSpec
-    inputs: Inputs
-    output_filter: Sequence[str] = ()
-
-    @classmethod
-    def from_request(cls, request: predict_pb2.PredictRequest, size: int = 0) -> "PredictCall":
-        """A PredictRequest proto (gRPC, a front-end worker, warmup); `size`: its bytes on
-        the wire."""
-        return cls(request.model_spec, ProtoInputs(request.inputs, size), request.output_filter)
-
-
-@dataclasses.dataclass
-class PredictResult:
-    """The version and signature that answered, and the outputs by alias."""
-
-    model_spec: model_pb2.ModelSpec
-    outputs: Dict[str, np.ndarray]
-
-    def to_proto(self) -> predict_pb2.PredictResponse:
-        response = predict_pb2.PredictResponse(model_spec=self.model_spec)
-        for alias, value in self.outputs.items():
-            response.outputs[alias].CopyFrom(to_tensor_proto(value))
-        return response
-
-
-def answered_by(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=servable.name,
-                               signature_name=signature_name or signatures.DEFAULT_SIGNATURE)
-    spec.version.value = servable.version
-    return spec
 
 
 class Apis:
     """Every API over one ServerCore; blocking work runs on `executor`."""
 
-    def __init__(self, core: Core, executor):
+    def __init__(self, core: ServerCore, executor):
         self.core = core
         self.executor = executor
         self.check_method = core.config.enable_signature_method_name_check
@@ -203,74 +128,9 @@ class Apis:
             return response
 
 
-# ---- one API on a version already held ------------------------------------------------------
-
-def predict_plan(servable: Servable, call: PredictCall, check_method: bool,
-                 max_elements: int) -> Tuple[str, signatures.PredictPlan]:
-    """(signature name, what to run) for a Predict on `servable`."""
-    name = call.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
-    sig = servable.runnable_signatures.get(name)
-    if sig is None:
-        raise call.inputs.signature_not_found(name)
-    signatures.check_predict_method(sig, check_method)
-    inputs = call.inputs.decode(sig, max_elements)
-    return name, signatures.predict_plan(sig, inputs, call.output_filter)
-
-
-def run_predict(servable: Servable, call: PredictCall, check_method: bool,
-                max_elements: int) -> Dict[str, np.ndarray]:
-    """Predict on a held version, blocking (warmup): outputs by alias."""
-    _, plan = predict_plan(servable, call, check_method, max_elements)
-    return plan.response_tensors(servable.run(plan.feeds, plan.fetches))
-
-
-def run_classify(servable: Servable, signature_name: str, input_proto, check_method: bool,
-                 timeout: Optional[float] = None):
-    return _run_examples(servable, signature_name, input_proto, check_method, timeout,
-                         signatures.classification_tensors, signatures.classification_result)
-
-
-def run_regress(servable: Servable, signature_name: str, input_proto, check_method: bool,
-                timeout: Optional[float] = None):
-    return _run_examples(servable, signature_name, input_proto, check_method, timeout,
-                         signatures.regression_tensors, signatures.regression_result)
-
-
-def _run_examples(servable: Servable, signature_name: str, input_proto, check_method, timeout,
-                  tensors_of, result_of):
-    """Classify or Regress: the signature's tensors, one run on the serialized examples,
-    the result made from its outputs. (signature name, result)."""
-    name, sig = signatures.find_signature(servable.signature_defs, signature_name,
-                                          "No signature was found with the name: ")
-    input_name, fetches = tensors_of(sig, check_method)
-    examples = signatures.serialize_examples(input_proto)
-    outputs = servable.run({input_name: examples}, fetches, timeout)
-    return name, result_of(sig, len(examples), outputs)
-
-
-def run_multi_inference(servable: Servable, request, check_method: bool,
-                        timeout: Optional[float] = None) -> inference_pb2.MultiInferenceResponse:
-    """All tasks in one Session run (TensorFlowMultiInferenceRunner)."""
-    input_names, fetches, resolved = signatures.multi_inference_tensors(
-        servable.signature_defs, request.tasks, check_method)
-    examples = signatures.serialize_examples(request.input)
-    outputs = servable.run(dict.fromkeys(input_names, examples), fetches, timeout)
-    response = inference_pb2.MultiInferenceResponse()
-    for task, (name, sig) in zip(request.tasks, resolved):
-        result = response.results.add()
-        if task.method_name == signatures.CLASSIFY_METHOD:
-            result.classification_result.CopyFrom(
-                signatures.classification_result(sig, len(examples), outputs))
-        else:
-            result.regression_result.CopyFrom(
-                signatures.regression_result(sig, len(examples), outputs))
-        result.model_spec.CopyFrom(answered_by(servable, name))
-    return response
-
-
 # ---- the model service and metadata ---------------------------------------------------------
 
-def get_model_metadata(core: Core, request: get_model_metadata_pb2.GetModelMetadataRequest
+def get_model_metadata(core: ServerCore, request: get_model_metadata_pb2.GetModelMetadataRequest
                        ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     if not request.metadata_field:
         raise invalid_argument("GetModelMetadataRequest must specify at least one "
@@ -289,7 +149,7 @@ def get_model_metadata(core: Core, request: get_model_metadata_pb2.GetModelMetad
     return response
 
 
-def get_model_status(core: Core, request: get_model_status_pb2.GetModelStatusRequest
+def get_model_status(core: ServerCore, request: get_model_status_pb2.GetModelStatusRequest
                      ) -> get_model_status_pb2.GetModelStatusResponse:
     spec = request.model_spec
     if not spec.name:

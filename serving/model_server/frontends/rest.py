@@ -35,10 +35,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2, regression_pb2)
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.model_server import rest_json
-from serving.model_server.apis import OFFLOAD_BYTES, Apis, PredictCall
 from serving.model_server.config import ServerConfig
+from serving.model_server.core.apis import OFFLOAD_BYTES, Apis
 from serving.model_server.errors import ServingError, invalid_argument
+from serving.model_server.frontends import rest_json
+from serving.model_server.servable.run import PredictCall
 
 log = logging.getLogger("serving.model_server")
 

@@ -16,7 +16,7 @@ import time
 from typing import Dict, Optional
 
 from serving.model_server.config import ServerConfig
-from serving.model_server.link import ready_path
+from serving.model_server.workers.link import ready_path
 
 log = logging.getLogger("serving.model_server")
 
@@ -41,7 +41,7 @@ class Workers:
         fd = self.rest_sock.fileno() if self.rest_sock is not None else -1
         config = json.dumps(dataclasses.asdict(self.config))
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "serving.model_server.tf_protos", "serving.model_server.worker",
+            [sys.executable, "-m", "serving.model_server.tf_protos", "serving.model_server.workers.worker",
              config, self.link_path, str(fd), self.prometheus_path],
             pass_fds=() if fd < 0 else (fd,))
         log.info("Started front-end worker %d (pid %d)", index, self.procs[index].pid)

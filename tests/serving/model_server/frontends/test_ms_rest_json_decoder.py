@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.model_server import rest_json
 from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.rest_json import _is_named, _type_error, decode_b64, json_text
-from serving.model_server.tensors import ElementBudget, dtype_name, numpy_dtype, object_array
+from serving.model_server.frontends import rest_json
+from serving.model_server.frontends.rest_json import _is_named, _type_error, decode_b64, json_text
+from serving.model_server.servable.tensors import ElementBudget, dtype_name, numpy_dtype, object_array
 
 # ---- the oracle: rest_json's decoder as it was before, value by value -----------------------
 

@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.model_server import rest_json, tensors
+from serving.model_server.frontends import rest_json
+
 from serving.model_server.errors import Code, ServingError
+from serving.model_server.servable import tensors
 
 
 @pytest.mark.parametrize("value", [

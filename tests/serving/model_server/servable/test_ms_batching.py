@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from serving.model_server.batching import Batcher
 from serving.model_server.config import BatchingOptions, ConfigError
 from serving.model_server.errors import Code, ServingError
+from serving.model_server.servable.batching import Batcher
 
 
 class Recorder:
@@ -145,7 +145,7 @@ def test_request_deadline_while_waiting_in_the_batch_queue():
     """--rest_api_timeout_in_ms / gRPC deadlines bound the wait for a batch."""
     import tensorflow as tf
 
-    from serving.model_server.loader import Servable
+    from serving.model_server.servable.loader import Servable
 
     graph = tf.Graph()
     with graph.as_default():

@@ -51,9 +51,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_management_pb2,
                                      model_pb2, predict_pb2, regression_pb2)
 
-from serving.model_server import link_arrays
-from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.manager import resolve
+from serving.model_server.core.manager import requested, resolve
+from serving.model_server.errors import Code, ServingError, as_serving_error, invalid_argument
+from serving.model_server.servable.run import PredictCall
+from serving.model_server.workers import link_arrays
 
 log = logging.getLogger("serving.model_server")
 
@@ -185,24 +186,20 @@ class LinkServer:
             else:
                 answer = await self._call(method, entrypoint, timeout, body)
             reply = ("ok", call_id, answer)
-        except ServingError as e:
-            reply = ("error", call_id, int(e.code), e.message)
-            if e.code == Code.NOT_FOUND:
+        except Exception as e:  # noqa: BLE001 - never let a request take the server down
+            error = as_serving_error(e, f"{method} from a front-end worker")
+            reply = ("error", call_id, int(error.code), error.message)
+            if error.code == Code.NOT_FOUND:
                 # The worker may have asked for a version it last heard of that has just
                 # unloaded, before this change's snapshot reached it: send what serves now
                 # ahead of the answer, so that its one retry asks for a version that serves.
                 frames.append(_frame(("serving", self._snapshot())))
-        except Exception as e:  # noqa: BLE001 - never let a request take the server down
-            log.exception("%s from a front-end worker failed", method)
-            reply = ("error", call_id, int(Code.INTERNAL), f"{type(e).__name__}: {e}")
         if not writer.is_closing():
             writer.writelines(frames + [_frame(reply, out)])
 
     async def _predict_arrays(self, entrypoint: str, timeout, body, payload: memoryview):
         """A REST worker's Predict: ((name, version, signature name), descriptors) and the
         outputs' bytes."""
-        from serving.model_server.apis import PredictCall
-
         name, signature_name, version, output_filter, descriptors = body
         spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
         spec.version.value = version
@@ -215,8 +212,6 @@ class LinkServer:
                 descriptors), chunks
 
     async def _call(self, method: str, entrypoint: str, timeout, body: bytes) -> bytes:
-        from serving.model_server.apis import PredictCall
-
         try:
             if method == "Predict":
                 request = predict_pb2.PredictRequest.FromString(body)
@@ -251,14 +246,10 @@ class ServingMirror:
     def resolve(self, model_spec) -> Tuple[int, dict]:
         """(version, {signature name: SignatureDef a Predict may run}) of what `model_spec`
         names; the Manager's errors when there is none."""
-        if not model_spec.name:
-            raise invalid_argument("Missing ModelSpec")
-        versions, labels = self._models.get(model_spec.name, ({}, {}))
-        choice = model_spec.WhichOneof("version_choice")
-        version = resolve({v: v for v in versions}, labels, model_spec.name,
-                          model_spec.version.value if choice == "version" else None,
-                          model_spec.version_label if choice == "version_label" else None)
-        key = (model_spec.name, version)
+        name, version, label = requested(model_spec)
+        versions, labels = self._models.get(name, ({}, {}))
+        version = resolve({v: v for v in versions}, labels, name, version, label)
+        key = (name, version)
         if key not in self._parsed:
             sigmap = get_model_metadata_pb2.SignatureDefMap.FromString(versions[version])
             self._parsed[key] = dict(sigmap.signature_def)

@@ -14,9 +14,10 @@ import logging
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving.model_server.apis import Apis, PredictCall
-from serving.model_server.errors import Code, ServingError
-from serving.model_server.loop_thread import LoopThread
+from serving.model_server.core.apis import Apis
+from serving.model_server.errors import as_serving_error
+from serving.model_server.frontends.loop_thread import LoopThread
+from serving.model_server.servable.run import PredictCall
 
 log = logging.getLogger("serving.model_server")
 ENTRYPOINT = "GRPC"  # the metrics' entrypoint label
@@ -26,11 +27,8 @@ async def _answer(api: str, context, awaitable):
     """Await one API call; a ServingError becomes the gRPC status from the shared table."""
     try:
         return await awaitable
-    except ServingError as e:
-        error = e
     except Exception as e:  # noqa: BLE001 - never let a request take the server down
-        log.exception("gRPC %s failed", api)
-        error = ServingError(Code.INTERNAL, f"{type(e).__name__}: {e}")
+        error = as_serving_error(e, f"gRPC {api}")
     await context.abort(error.grpc_status, error.message)
 
 

@@ -20,7 +20,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.tensors import datatype_of, dtype_name
+from serving.model_server.servable.tensors import datatype_of, dtype_name
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -18,8 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
-from serving.model_server.errors import Code, ServingError
-from serving.model_server.loader import Loader, Servable
+from serving.model_server.errors import Code, ServingError, invalid_argument
+from serving.model_server.servable.loader import Loader, Servable
 
 log = logging.getLogger("serving.model_server")
 T = TypeVar("T")
@@ -57,6 +57,16 @@ class _Entry:
 
 def servable_id(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
+
+
+def requested(model_spec) -> Tuple[str, Optional[int], Optional[str]]:
+    """(model name, version, label) a request's ModelSpec asks for (version and label
+    None: the version the policy serves); INVALID_ARGUMENT without a model name."""
+    if not model_spec.name:
+        raise invalid_argument("Missing ModelSpec")
+    choice = model_spec.WhichOneof("version_choice")
+    return (model_spec.name, model_spec.version.value if choice == "version" else None,
+            model_spec.version_label if choice == "version_label" else None)
 
 
 def resolve(serving: Mapping[int, T], labels: Mapping[str, int], model: str,

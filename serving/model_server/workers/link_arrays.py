@@ -20,8 +20,8 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.tensors import (MAX_DIMS, ElementBudget, datatype_of, numpy_dtype,
-                                          object_array)
+from serving.model_server.servable.tensors import (MAX_DIMS, ElementBudget, datatype_of,
+                                                   numpy_dtype, object_array)
 
 Descriptor = Tuple[str, int, Tuple[int, ...], int]  # alias, DataType, shape, payload bytes
 _LENGTH = np.dtype("<i8")  # a string element's length in the payload

@@ -20,14 +20,14 @@ from typing import Callable, Iterator, List, Optional
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.model_server import warmup
+from serving.model_server.servable import warmup
 from serving.model_server.config import (BatchingOptions, ConfigError, ServerConfig,
                                          validate_model_server_config)
-from serving.model_server.errors import Code, ServingError, invalid_argument
-from serving.model_server.loader import Loader, Servable
-from serving.model_server.manager import Manager, State
+from serving.model_server.errors import Code, ServingError
+from serving.model_server.servable.loader import Loader, Servable
+from serving.model_server.core.manager import Manager, State, requested
 from serving.model_server.metrics import Metrics
-from serving.model_server.source import FileSystemSource, default_policy
+from serving.model_server.core.source import FileSystemSource, default_policy
 
 log = logging.getLogger("serving.model_server")
 
@@ -192,14 +192,8 @@ class ServerCore:
 
     # ---- lookup: a request holds the version it runs on -----------------------------
     def lookup(self, model_spec: model_pb2.ModelSpec) -> Servable:
-        if not model_spec.name:
-            raise invalid_argument("Missing ModelSpec")
-        choice = model_spec.WhichOneof("version_choice")
-        if choice == "version":
-            return self.manager.resolve(model_spec.name, version=model_spec.version.value)
-        if choice == "version_label":
-            return self.manager.resolve(model_spec.name, label=model_spec.version_label)
-        return self.manager.resolve(model_spec.name)
+        name, version, label = requested(model_spec)
+        return self.manager.resolve(name, version=version, label=label)
 
     @contextlib.contextmanager
     def servable(self, model_spec: model_pb2.ModelSpec) -> Iterator[Servable]:

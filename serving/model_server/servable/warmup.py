@@ -10,10 +10,10 @@ from pathlib import Path
 
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.model_server import apis
 from serving.model_server.config import ServerConfig
 from serving.model_server.errors import Code, ServingError
-from serving.model_server.loader import Servable
+from serving.model_server.servable import run
+from serving.model_server.servable.loader import Servable
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
@@ -53,15 +53,15 @@ def _replay_one(servable: Servable, entry, check_method: bool, max_elements: int
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
         req = entry.predict_log.request
-        apis.run_predict(servable, apis.PredictCall.from_request(req), check_method,
-                         max_elements)
+        run.run_predict(servable, run.PredictCall.from_request(req), check_method,
+                        max_elements)
     elif kind == "classify_log":
         req = entry.classify_log.request
-        apis.run_classify(servable, req.model_spec.signature_name, req.input, check_method)
+        run.run_classify(servable, req.model_spec.signature_name, req.input, check_method)
     elif kind == "regress_log":
         req = entry.regress_log.request
-        apis.run_regress(servable, req.model_spec.signature_name, req.input, check_method)
+        run.run_regress(servable, req.model_spec.signature_name, req.input, check_method)
     elif kind == "multi_inference_log":
-        apis.run_multi_inference(servable, entry.multi_inference_log.request, check_method)
+        run.run_multi_inference(servable, entry.multi_inference_log.request, check_method)
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
