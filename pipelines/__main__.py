@@ -398,6 +398,7 @@ def _run_config(args, data_dir):
 def run(args: argparse.Namespace) -> int:
     from pipelines.models import registry
     from pipelines.runs import history, local as local_runner, lock as run_lock, provenance
+    from pipelines.runs.record import Recorder, failure_outcome
     from pipelines.models.contract import ModelContractError
     from pipelines.runs.console import LogError
     from pipelines.runs.metadata import StoreError
@@ -421,25 +422,11 @@ def run(args: argparse.Namespace) -> int:
                 lineage = provenance.lineage_fields(name, config, model)
                 pipeline = model.build(config, lambda line: print(line, file=console),
                                        lineage)
-                metadata_path = config.metadata_path(name)
-                try:
-                    result = local_runner.run_pipeline(
-                        pipeline, model_name=model.name, repository=repository,
-                        metadata_path=metadata_path, out=console)
-                except local_runner.PipelineFailed as e:
-                    failed = outcomes.DISK_FULL if e.disk_full else outcomes.ERROR
-                    try:
-                        history.record_run(metadata_path, e.run_id, failed,
-                                           str(e.disk_full or e.cause))
-                    except history.NotRecorded as not_recorded:
-                        e.not_recorded = str(not_recorded)
-                    if not e.run_id:
-                        e.not_recorded = (f"the run is not in `history`: it failed before "
-                                          f"ML Metadata ({metadata_path}) recorded it")
-                    raise
-                not_recorded = "" if result.pushed else history.record_run_or_note(
-                    metadata_path, result.run_id, outcomes.NOT_BLESSED,
-                    "; ".join(result.validation_failures), result)
+                recorder = Recorder(name, config.metadata_path(name))
+                result = recorder.run(pipeline, model_name=model.name, repository=repository,
+                                      out=console, log=lambda line: print(line, file=console))
+                not_recorded = "" if result.pushed else \
+                    recorder.end(outcomes.NOT_BLESSED, result)
         except RunAbandoned:
             print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
                   flush=True)
@@ -454,9 +441,7 @@ def run(args: argparse.Namespace) -> int:
             if not expected and full is None:
                 traceback.print_exc()
             print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
-            codes.append(outcomes.LOCKED.exit_code if isinstance(e, run_lock.Locked)
-                         else outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None
-                         else outcomes.ERROR.exit_code)
+            codes.append(failure_outcome(e).exit_code)
             continue
         print(local_runner.format_summary(result, model.gates(config)), flush=True)
         if not_recorded:
@@ -466,10 +451,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         outcome, reason = deploy_push(model.name, result.version, args, repository)
         if outcome == outcomes.RUN_NOT_SERVED:
-            from pipelines.operations.retrain import abandon_model  # never a baseline or warm start
-            abandon_model(metadata_path, result, name, reason)
-        not_recorded = history.record_run_or_note(metadata_path, result.run_id, outcome, reason,
-                                                  result)
+            recorder.abandon_model(result, reason)  # never a baseline or warm start
+        not_recorded = recorder.end(outcome, result, reason)
         if not_recorded:
             print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
         codes.append(outcome.exit_code)
@@ -502,6 +485,7 @@ def retrain(args: argparse.Namespace) -> int:
     from pipelines.runs import local as local_runner, lock as run_lock
     from pipelines.config import RetrainConfig
     from pipelines.models.contract import ModelContractError
+    from pipelines.runs.record import failure_outcome
     from serving import disk
     from serving.repository import RepositoryError
 
@@ -540,8 +524,7 @@ def retrain(args: argparse.Namespace) -> int:
             if isinstance(e, OSError) else None
         print(f"error: {name}: {full or e}", file=sys.stderr)
         print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
-        return outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None \
-            else outcomes.ERROR.exit_code
+        return failure_outcome(e).exit_code
     if report.message:  # an error's message to stderr; held (exit 9) is not an error
         failed = report.outcome.exit_code not in (outcomes.PUSHED.exit_code,
                                                   outcomes.HELD.exit_code)

@@ -48,6 +48,7 @@ import pandas as pd
 from pipelines import outcomes
 from pipelines.models import mnist, registry
 from pipelines.runs import history, local as local_runner, metadata, provenance
+from pipelines.runs.record import Recorder
 from pipelines.config import NOTEBOOK_SUFFIX, RunConfig
 from pipelines.models.contract import PROFILE_NAMES, ModelPipeline
 from serving import defaults, lifecycle, rollouts
@@ -279,9 +280,8 @@ class Experiment:
         run = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, self.run_id)
         metadata.add_to_run(store, run, [e.id for e in store.get_executions()
                                          if e.id > self.last_execution_id])
-        history.record_run(self.metadata_path, self.run_id, outcome,
-                           "; ".join(result.validation_failures), result,
-                           hyperparameters=self.hyperparameters)
+        Recorder(self.pipeline, self.metadata_path,
+                 {"hyperparameters": self.hyperparameters}).end(outcome, result, strict=True)
         self.result = result
         return result
 

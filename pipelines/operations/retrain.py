@@ -8,9 +8,10 @@
    Pusher with the lineage record.
 4. Deploy the pushed candidate (`pipelines/operations/post_push.py`): with a server up, as the
    canary, smoke-checked, then promoted or rejected; held or --no-promote: a candidate.
-5. Record the outcome in ML Metadata; a span the data gates rejected and a model that was
-   rejected (or failed infra validation) are marked ABANDONED there, so they are never
-   trained on, compared against or warm-started from again.
+5. Record the outcome in ML Metadata (pipelines/runs/record.py, as every run does); a span
+   the data gates rejected and a model that was rejected (or failed infra validation) are
+   marked ABANDONED there, so they are never trained on, compared against or warm-started
+   from again.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from typing import List, Optional, Tuple
 from components import spans
 from pipelines import outcomes
 from pipelines.models import registry
-from pipelines.runs import history, interrupts, local as local_runner, metadata, provenance
-from pipelines.operations import post_push
 from pipelines.models import retraining_pipeline
+from pipelines.operations import post_push
+from pipelines.runs import history, interrupts, local as local_runner, metadata, provenance
+from pipelines.runs.record import Recorder
 from pipelines.config import RetrainConfig
 from pipelines.outcomes import Outcome
 from serving import rollouts
 from serving.repository import ModelRepository
 
 GATE_OUTCOMES = {"AnomaliesGate": outcomes.ANOMALIES, "DriftGate": outcomes.DRIFT}
+# What a span the data gates stopped leaves behind: abandoned, never trained on again.
+SPAN_OUTPUTS = {retraining_pipeline.EXAMPLE_GEN_ID: "examples",
+                retraining_pipeline.STATISTICS_GEN_ID: "statistics"}
 NEXT_STEP = {
     outcomes.ANOMALIES: "fix the span's data (or remove it) and run again; the span will "
                         "not be trained on as it is",
@@ -116,45 +121,41 @@ def _retrain(name: str, config: RetrainConfig, out, log) -> Report:
         metadata_path=str(metadata_path), beam_pipeline_args=list(run.beam_args),
         enable_cache=run.enable_cache, window=config.window,
         accept_drift=config.accept_drift, infra_image=infra_image, lineage=lineage)
-    span_facts = {"span": newest.span, "span_fingerprint": newest.fingerprint}
+    recorder = _recorder(pipeline_name, metadata_path,
+                         {"span": newest.span, "span_fingerprint": newest.fingerprint})
     try:
-        result = local_runner.run_pipeline(pipeline, model_name=model, repository=repository,
-                                           metadata_path=metadata_path, out=out)
-    except local_runner.PipelineFailed as e:
-        outcome = _gate_failed(e, metadata_path, pipeline_name, span_facts)
-        step = NEXT_STEP.get(outcome)
-        return Report(outcome, f"error: {name}: {e}"
+        result = recorder.run(pipeline, model_name=model, repository=repository, out=out,
+                              log=log)
+    except local_runner.PipelineFailed as e:  # recorded; SIGTERM/SIGINT (recorded) goes on
+        step = NEXT_STEP.get(e.outcome)
+        return Report(e.outcome, f"error: {name}: {e}"
                       + (f"\nerror: {name}: {e.not_recorded}" if e.not_recorded else "")
                       + (f"\nNext step: {step}" if step else ""))
-    except interrupts.RunAbandoned as e:  # SIGTERM/SIGINT: nothing was pushed
-        note = history.record_run_or_note(metadata_path, e.run_id, outcomes.ABANDONED,
-                                          type(e).__name__, **span_facts)
-        if note:
-            log(note)
-        raise
 
     if infra_note:
         result.infra_validation = infra_note
     log(local_runner.format_summary(result, module.gates(run)))
     if not result.pushed:
         if result.blessed and result.infra_validation == "FAILED":
-            abandon_model(metadata_path, result, pipeline_name, "failed infra validation")
-        return Report(outcomes.NOT_BLESSED, history.record_run_or_note(
-            metadata_path, result.run_id, outcomes.NOT_BLESSED,
-            "; ".join(result.validation_failures), result, **span_facts))
+            recorder.abandon_model(result, "failed infra validation")
+        return Report(outcomes.NOT_BLESSED, recorder.end(outcomes.NOT_BLESSED, result))
     if result.push_cached and result.version == rollouts.load(
             repository.model_dir(model), model).stable:
-        return Report(outcomes.UNCHANGED, history.record_run_or_note(
-            metadata_path, result.run_id, outcomes.UNCHANGED, "", result, **span_facts))
+        return Report(outcomes.UNCHANGED, recorder.end(outcomes.UNCHANGED, result, ""))
 
     with interrupts.finish_first():  # a pushed version is promoted or rejected, whatever comes
-        return _verify(module, config, result, newest, repository, metadata_path,
-                       pipeline_name, span_facts, log)
+        return _verify(module, config, result, newest, repository, recorder, log)
+
+
+def _recorder(pipeline_name: str, metadata_path: Path, facts) -> Recorder:
+    """How a retraining run is recorded: a span the data gates stopped ends the run with
+    the gate's outcome, and is abandoned."""
+    return Recorder(pipeline_name, metadata_path, facts, GATE_OUTCOMES, SPAN_OUTPUTS)
 
 
 def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
-            newest: spans.NewestSpan, repository: ModelRepository, metadata_path: Path,
-            pipeline_name: str, span_facts, log) -> Report:
+            newest: spans.NewestSpan, repository: ModelRepository, recorder: Recorder,
+            log) -> Report:
     """Deploy the pushed candidate (canary, smoke check, promote or reject), record the run."""
     run, model = config.run, module.name
     eval_dir = spans.span_dir(run.data_dir, newest.span) / "eval"
@@ -163,9 +164,8 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
         module.smoke_check(eval_dir, run, config.smoke_examples), promote=config.promote,
         log=log)
     if deployment.status == post_push.REJECTED:
-        abandon_model(metadata_path, result, pipeline_name, deployment.reason)
-        note = history.record_run_or_note(metadata_path, result.run_id, outcomes.NOT_SERVED,
-                                          deployment.reason, result, **span_facts)
+        recorder.abandon_model(result, deployment.reason)
+        note = recorder.end(outcomes.NOT_SERVED, result, deployment.reason)
         serving = deployment.serving_version
         return Report(outcomes.NOT_SERVED,
                       f"error: {model} version {result.version} was rejected "
@@ -176,31 +176,12 @@ def _verify(module, config: RetrainConfig, result: local_runner.RunResult,
                post_push.CANDIDATE: outcomes.CANDIDATE}.get(deployment.status, outcomes.PUSHED)
     if deployment.status == post_push.PROMOTED and deployment.smoke is not None:
         log(f"  serving: smoke check {deployment.smoke.describe()}")
-    note = history.record_run_or_note(metadata_path, result.run_id, outcome,
-                                      deployment.reason, result, **span_facts)
+    note = recorder.end(outcome, result, deployment.reason)
     if deployment.status == post_push.HELD:
         return Report(outcome, f"{model}: version {result.version} is a candidate, not "
                                f"promoted: {model} is {deployment.reason}\nNext step: "
                                f"{deployment.next_step}" + (f"\n{note}" if note else ""))
     return Report(outcome, note)
-
-
-def _gate_failed(e: local_runner.PipelineFailed, metadata_path: Path, pipeline_name: str,
-                 span_facts) -> Outcome:
-    """Record a failed run; a span a data gate stopped is abandoned in ML Metadata. A store
-    that cannot take the record (full, locked) is noted on `e.not_recorded`."""
-    if e.disk_full is not None:
-        outcome = outcomes.DISK_FULL
-    else:
-        outcome = GATE_OUTCOMES.get(e.component, outcomes.ERROR)
-    try:
-        if outcome not in (outcomes.ERROR, outcomes.DISK_FULL):
-            _abandon_span(metadata_path, e.run_id, pipeline_name, f"{outcome.name}: {e.cause}")
-        history.record_run(metadata_path, e.run_id, outcome, str(e.disk_full or e.cause),
-                           **span_facts)
-    except (history.NotRecorded, metadata.StoreError) as not_recorded:
-        e.not_recorded = str(not_recorded)
-    return outcome
 
 
 def _spans_to_backfill(config: RetrainConfig, newest: int, metadata_path: Path,
@@ -229,16 +210,16 @@ def _ingest(span: int, parts: retraining_pipeline.ModelParts, config: RetrainCon
         data_root=str(Path(run.data_dir).absolute()), metadata_path=str(metadata_path),
         beam_pipeline_args=list(run.beam_args), enable_cache=run.enable_cache,
         accept_drift=config.accept_drift, span=span)
+    recorder = _recorder(pipeline_name, metadata_path, {"span": span})
     try:
-        result = local_runner.run_pipeline(pipeline, model_name=model, repository=repository,
-                                           metadata_path=metadata_path, out=out)
-    except local_runner.PipelineFailed as e:
-        outcome = _gate_failed(e, metadata_path, pipeline_name, {"span": span})
-        if outcome in (outcomes.ERROR, outcomes.DISK_FULL):
+        result = recorder.run(pipeline, model_name=model, repository=repository, out=out,
+                              log=log)
+    except local_runner.PipelineFailed as e:  # recorded
+        if e.outcome in (outcomes.ERROR, outcomes.DISK_FULL):
             raise
         log(f"   span {span}: stopped by {e.component}; it stays out of the window")
         return
-    history.record_run(metadata_path, result.run_id, outcomes.INGESTED, "", span=span)
+    recorder.end(outcomes.INGESTED, reason="", run_id=result.run_id, strict=True)
 
 
 def _record_killed(run, model: str, log) -> None:
@@ -294,32 +275,3 @@ def _running_server_image(state_dir: Path) -> str:
         return lifecycle.current(state_dir).image
     except lifecycle.NotRunning:
         return ""
-
-
-def _abandon_span(metadata_path: Path, run_id: Optional[str], pipeline_name: str,
-                  reason: str) -> None:
-    """The rejected span's Examples and statistics: never trained on or compared with."""
-    _abandon_outputs(metadata_path, run_id, pipeline_name, reason,
-                     {retraining_pipeline.EXAMPLE_GEN_ID: "examples",
-                      retraining_pipeline.STATISTICS_GEN_ID: "statistics"})
-
-
-def abandon_model(metadata_path: Path, result: local_runner.RunResult, pipeline_name: str,
-                  reason: str) -> None:
-    """A model that must not be the next baseline or warm start."""
-    _abandon_outputs(metadata_path, result.run_id, pipeline_name, reason,
-                     {local_runner.TRAINER: "model"})
-
-
-def _abandon_outputs(metadata_path: Path, run_id: Optional[str], pipeline_name: str,
-                     reason: str, keys) -> None:
-    if not run_id:
-        return
-    store = metadata.open_store(metadata_path, readonly=False)
-    run = store.get_context_by_type_and_name(metadata.RUN_CONTEXT_TYPE, run_id)
-    if run is None:
-        return
-    for node_id, key in keys.items():
-        node = metadata.node_run(store, run, pipeline_name, node_id)
-        if node is not None:
-            metadata.abandon(store, node.outputs.get(key, []), reason)

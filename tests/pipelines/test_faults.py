@@ -347,8 +347,8 @@ def test_a_store_locked_in_the_middle_of_a_run_is_named_in_its_error(store):
 def test_a_retrain_stopped_by_a_full_disk_is_recorded_and_its_span_tried_again(tmp_path):
     import errno
 
-    from pipelines.runs import local as local_runner
     from pipelines.operations import retrain
+    from pipelines.runs import local as local_runner
 
     root = tmp_path / "runs"
     pipeline = f"{MODEL}_retrain"
@@ -357,7 +357,7 @@ def test_a_retrain_stopped_by_a_full_disk_is_recorded_and_its_span_tried_again(t
     metadata.create_run(metadata.open_store(store, readonly=False), "run-2")
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / "Trainer" / "model"))
     failed = local_runner.PipelineFailed("Trainer", full, "run-2", str(root), store)
-    assert retrain._gate_failed(failed, store, pipeline, {"span": 2}) is outcomes.DISK_FULL
+    assert retrain._recorder(pipeline, store, {"span": 2}).failed(failed) is outcomes.DISK_FULL
     assert failed.not_recorded == ""
     [_, second] = history.runs(RunConfig(pipeline_root=root), MODEL)
     assert second.outcome == "disk full" and str(root / "Trainer" / "model") in second.reason
