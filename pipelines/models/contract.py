@@ -129,23 +129,23 @@ class ModelPipeline:
     # ---- wiring (optional: the toolkit's standard wiring otherwise) --------------------
     build: Optional[Callable[..., "tfx.dsl.Pipeline"]] = part(
         "build(config, log, lineage) -> `run`'s pipeline (default: "
-        "standard_pipeline.build)", "callable", required=False,
+        "pipelines.models.standard.build)", "callable", required=False,
         params=("config", "log", "lineage"))
     build_remote: Optional[Callable[..., "tfx.dsl.Pipeline"]] = part(
         "build_remote(pipeline_name=, pipeline_root=, data_root=, repository=, profile=, "
         "beam_args=) -> the pipeline `compile` writes for Kubeflow Pipelines / Vertex AI "
-        "(default: standard_pipeline.build_remote)", "callable", required=False)
+        "(default: pipelines.models.standard.build_remote)", "callable", required=False)
     retrain_parts: Optional[Callable[..., "retraining_pipeline.ModelParts"]] = part(
         "retrain_parts(profile, trainer_module) -> the model's part of the retraining "
-        "pipeline (default: standard_pipeline.retrain_parts)", "callable", required=False,
+        "pipeline (default: pipelines.models.standard.retrain_parts)", "callable", required=False,
         params=("profile", "trainer_module"))
 
-    # ---- notebook experiments (optional: pipelines/notebook/experiment.py) ---------------------
+    # ---- notebook experiments (optional: pipelines/notebook/experiment.py) --------------
     create_components: Optional[Callable[..., Any]] = part(
         "create_components(examples_dir=, serving_model_dir=, profile=, baseline=, lineage=, "
         "hyperparameters=) -> `run`'s components, wired, for a notebook to run one by one in "
         "TFX's InteractiveContext: an object with .nodes, .baseline, .evaluator and .pusher "
-        "(default: standard_pipeline.create_components)", "callable", required=False)
+        "(default: pipelines.models.standard.create_components)", "callable", required=False)
     hyperparameters: Optional[Callable[..., Dict[str, Any]]] = part(
         "hyperparameters(profile) -> the Trainer's hyperparameters a notebook experiment may "
         "vary, with the pipeline's values (default: trainer_config's)", "callable",
