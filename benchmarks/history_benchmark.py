@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import history, metadata, outcomes  # noqa: E402
+from pipelines import outcomes  # noqa: E402
+from pipelines.runs import history, metadata  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 
 

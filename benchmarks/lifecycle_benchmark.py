@@ -2,7 +2,7 @@
 
 Measures, per backend: `up` to healthy (start of the container/process until version 1 is
 AVAILABLE); for each push, a candidate deployed the way every run deploys it (canary, a
-sample-prediction smoke check, promote: pipelines/post_push.py) from the call to the
+sample-prediction smoke check, promote: pipelines/operations/post_push.py) from the call to the
 label answering; `promote` of a candidate and `rollback` to the previous stable, each
 from the call to `labels/stable` answering the new version; and `down`. While it runs,
 `wrk` sends unlabelled REST predicts over 32 connections (`--clients`), and the failed
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import post_push  # noqa: E402
+from pipelines.operations import post_push  # noqa: E402
 from serving import lifecycle  # noqa: E402
 from serving.lifecycle import rollout  # noqa: E402
 from serving.lifecycle.config import STANDIN_IMAGE, UpConfig  # noqa: E402

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                         help="where to find the newest MNIST Transform graph")
     parser.add_argument("--transform-graph", type=Path, default=None,
                         help="a Transform graph directory (default: the newest under --pipeline-root)")
-    parser.add_argument("--profile", default="default", help="pipelines/mnist.py profile")
+    parser.add_argument("--profile", default="default", help="pipelines/models/mnist.py profile")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a Trainer hyperparameter (repeatable)")
     parser.add_argument("--steps", type=int, default=None,
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
     from components import mnist_trainer
-    from pipelines import mnist
+    from pipelines.models import mnist
 
     transform_graph = args.transform_graph or newest_transform_graph(args.pipeline_root)
     if transform_graph is None:

@@ -38,7 +38,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import half_plus_two  # noqa: E402
+from pipelines.models import half_plus_two  # noqa: E402
 from pipelines.config import RunConfig  # noqa: E402
 from serving import lifecycle, rollouts  # noqa: E402
 from serving.lifecycle.config import UpConfig  # noqa: E402

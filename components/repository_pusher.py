@@ -7,7 +7,7 @@ blessing checks on `model_blessing` and `infra_blessing`, the `pushed` /
 `pushed_destination` / `pushed_version` properties, the archive copy) and swaps the copy
 for `ModelRepository.publish`: integer versions that only grow, renamed into place
 complete, as a **candidate** (`<model>/.candidates/N`, which no server polling the base
-path sees). The run then deploys it (pipelines/post_push.py: canary, smoke check,
+path sees). The run then deploys it (pipelines/operations/post_push.py: canary, smoke check,
 promote or reject; or a candidate while an operator holds the model). A model identical
 to the newest published version or candidate is not published again.
 

@@ -3,7 +3,7 @@
 The Trainer runs in the pipeline's process, with its output sent to the run's log file.
 `ProgressCallback` reports each epoch (loss, accuracy, validation metrics) and, at most a
 few times a second, the step within the epoch, as records of the `PROGRESS_LOGGER`
-logger carrying a `progress` attribute; the runner (`pipelines/local_runner.py`) renders
+logger carrying a `progress` attribute; the runner (`pipelines/runs/local.py`) renders
 them under the Trainer's progress line. With no runner listening they are plain log lines.
 """
 

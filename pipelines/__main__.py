@@ -20,10 +20,11 @@ import warnings
 from typing import List, Optional
 
 from components.spans import SPAN_KINDS
-from pipelines.new_project import TEMPLATES
-from pipelines import interrupts, outcomes
-from pipelines.interrupts import RunAbandoned
-from pipelines.registry import MODEL_DIR_VARIABLE
+from pipelines.models.scaffold import TEMPLATES
+from pipelines import outcomes
+from pipelines.runs import interrupts
+from pipelines.runs.interrupts import RunAbandoned
+from pipelines.models.registry import MODEL_DIR_VARIABLE
 from serving import cli, defaults
 
 RETRAIN_HELP = """Retrain on new data: DIR holds span-1/, span-2/, ... each with train/ and eval/
@@ -44,7 +45,7 @@ BEAM_COMMANDS = ("run", "retrain", "schedule", "compile")
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m pipelines` and all its commands (what --help shows)."""
-    from pipelines.registry import PIPELINES
+    from pipelines.models.registry import PIPELINES
 
     names = ", ".join(sorted(PIPELINES)) + ", or the model of --model-dir"
     paths = cli.options_group()
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "new", help="write a model project of your own, from a template",
         epilog=_epilog("new"),
         description="Write a self-contained model project to --out, as `tfx template copy` "
-                    "does: model.py (the model's parts: pipelines/model_contract.py), its "
+                    "does: model.py (the model's parts: pipelines/models/contract.py), its "
                     "Trainer module, a sample data generator, the schema, the drift "
                     "thresholds and a README. As written it passes every gate. Every "
                     "command takes it with --model-dir DIR (or $TOOLKIT_MODEL_DIR).")
@@ -277,7 +278,7 @@ def _retention_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _interval(text: str) -> float:
-    from pipelines.schedule import parse_interval
+    from pipelines.operations.schedule import parse_interval
 
     try:
         return parse_interval(text)
@@ -286,8 +287,8 @@ def _interval(text: str) -> float:
 
 
 def _new_model_name(text: str) -> str:
-    from pipelines.model_contract import MODEL_NAME_PATTERN
-    from pipelines.registry import PIPELINES
+    from pipelines.models.contract import MODEL_NAME_PATTERN
+    from pipelines.models.registry import PIPELINES
 
     if not MODEL_NAME_PATTERN.match(text):
         raise argparse.ArgumentTypeError(
@@ -298,7 +299,7 @@ def _new_model_name(text: str) -> str:
 
 
 def _new_project_dir(text: str):
-    from pipelines.new_project import ProjectError, check_out_dir
+    from pipelines.models.scaffold import ProjectError, check_out_dir
 
     try:
         check_out_dir(cli.dir_path(text))
@@ -368,8 +369,8 @@ def _known_models(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The models this command line knows: the built-in ones and --model-dir's (else
     $TOOLKIT_MODEL_DIR's), whose name is read without importing it. Sets args.model_dir
     (absolute, or None)."""
-    from pipelines import registry
-    from pipelines.model_contract import ModelContractError
+    from pipelines.models import registry
+    from pipelines.models.contract import ModelContractError
 
     where = "argument --model-dir"
     if args.model_dir is None:
@@ -395,10 +396,12 @@ def _run_config(args, data_dir):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import history, local_runner, provenance, registry, run_lock
-    from pipelines.model_contract import ModelContractError
-    from pipelines.console import LogError
-    from pipelines.metadata import StoreError
+    from pipelines.models import registry
+    from pipelines.runs import history, local as local_runner, lock as run_lock, provenance
+    from pipelines.runs.record import Recorder, failure_outcome
+    from pipelines.models.contract import ModelContractError
+    from pipelines.runs.console import LogError
+    from pipelines.runs.metadata import StoreError
     from serving import disk
     from serving.repository import ModelRepository, RepositoryError
 
@@ -419,25 +422,11 @@ def run(args: argparse.Namespace) -> int:
                 lineage = provenance.lineage_fields(name, config, model)
                 pipeline = model.build(config, lambda line: print(line, file=console),
                                        lineage)
-                metadata_path = config.metadata_path(name)
-                try:
-                    result = local_runner.run_pipeline(
-                        pipeline, model_name=model.name, repository=repository,
-                        metadata_path=metadata_path, out=console)
-                except local_runner.PipelineFailed as e:
-                    failed = outcomes.DISK_FULL if e.disk_full else outcomes.ERROR
-                    try:
-                        history.record_run(metadata_path, e.run_id, failed,
-                                           str(e.disk_full or e.cause))
-                    except history.NotRecorded as not_recorded:
-                        e.not_recorded = str(not_recorded)
-                    if not e.run_id:
-                        e.not_recorded = (f"the run is not in `history`: it failed before "
-                                          f"ML Metadata ({metadata_path}) recorded it")
-                    raise
-                not_recorded = "" if result.pushed else history.record_run_or_note(
-                    metadata_path, result.run_id, outcomes.NOT_BLESSED,
-                    "; ".join(result.validation_failures), result)
+                recorder = Recorder(name, config.metadata_path(name))
+                result = recorder.run(pipeline, model_name=model.name, repository=repository,
+                                      out=console, log=lambda line: print(line, file=console))
+                not_recorded = "" if result.pushed else \
+                    recorder.end(outcomes.NOT_BLESSED, result)
         except RunAbandoned:
             print(f"{name}: run abandoned (nothing was pushed; the repository is unchanged)",
                   flush=True)
@@ -452,9 +441,7 @@ def run(args: argparse.Namespace) -> int:
             if not expected and full is None:
                 traceback.print_exc()
             print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
-            codes.append(outcomes.LOCKED.exit_code if isinstance(e, run_lock.Locked)
-                         else outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None
-                         else outcomes.ERROR.exit_code)
+            codes.append(failure_outcome(e).exit_code)
             continue
         print(local_runner.format_summary(result, model.gates(config)), flush=True)
         if not_recorded:
@@ -464,10 +451,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         outcome, reason = deploy_push(model.name, result.version, args, repository)
         if outcome == outcomes.RUN_NOT_SERVED:
-            from pipelines.retrain import abandon_model  # never a baseline or warm start
-            abandon_model(metadata_path, result, name, reason)
-        not_recorded = history.record_run_or_note(metadata_path, result.run_id, outcome, reason,
-                                                  result)
+            recorder.abandon_model(result, reason)  # never a baseline or warm start
+        not_recorded = recorder.end(outcome, result, reason)
         if not_recorded:
             print(f"{name}: {not_recorded}", file=sys.stderr, flush=True)
         codes.append(outcome.exit_code)
@@ -475,10 +460,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def deploy_push(model: str, version: int, args: argparse.Namespace, repository):
-    """Deploy the pushed candidate the one way every run does (pipelines/post_push.py); the
+    """Deploy the pushed candidate the one way every run does (pipelines/operations/post_push.py); the
     canary's check is one sample prediction, as `run` has no eval span at hand. Returns the
     run's outcome and its reason."""
-    from pipelines import post_push
+    from pipelines.operations import post_push
 
     deployment = post_push.deploy(model, version, repository, args.state_dir, args.timeout,
                                   promote=args.promote)
@@ -497,9 +482,10 @@ def deploy_push(model: str, version: int, args: argparse.Namespace, repository):
 
 def retrain(args: argparse.Namespace) -> int:
     from components.spans import SpanError
-    from pipelines import local_runner, run_lock
+    from pipelines.runs import local as local_runner, lock as run_lock
     from pipelines.config import RetrainConfig
-    from pipelines.model_contract import ModelContractError
+    from pipelines.models.contract import ModelContractError
+    from pipelines.runs.record import failure_outcome
     from serving import disk
     from serving.repository import RepositoryError
 
@@ -520,7 +506,7 @@ def retrain(args: argparse.Namespace) -> int:
     try:
         with _run_console(name, config.pipeline_name(name), config.run, "retrain",
                           args.verbose) as console:
-            from pipelines import retrain as retraining_run  # TensorFlow: its noise to the log
+            from pipelines.operations import retrain as retraining_run  # TensorFlow: its noise to the log
 
             report = retraining_run.retrain(
                 name, config, console, lambda line: print(line, file=console, flush=True))
@@ -538,8 +524,7 @@ def retrain(args: argparse.Namespace) -> int:
             if isinstance(e, OSError) else None
         print(f"error: {name}: {full or e}", file=sys.stderr)
         print(f"{name}: NOT pushed (run failed; the repository is unchanged)", flush=True)
-        return outcomes.DISK_FULL.exit_code if disk.find_full_disk(e) is not None \
-            else outcomes.ERROR.exit_code
+        return failure_outcome(e).exit_code
     if report.message:  # an error's message to stderr; held (exit 9) is not an error
         failed = report.outcome.exit_code not in (outcomes.PUSHED.exit_code,
                                                   outcomes.HELD.exit_code)
@@ -552,7 +537,7 @@ def retrain(args: argparse.Namespace) -> int:
 
 
 def schedule(args: argparse.Namespace) -> int:
-    from pipelines.schedule import Scheduler, retrain_command
+    from pipelines.operations.schedule import Scheduler, retrain_command
 
     argv = args.raw_argv[args.raw_argv.index("schedule") + 1:]
     scheduler = Scheduler(retrain_command(argv, SCHEDULE_ONLY), args.every, args.max_runs,
@@ -565,7 +550,7 @@ def schedule(args: argparse.Namespace) -> int:
 
 def make_spans(args: argparse.Namespace) -> int:
     from components import spans
-    from pipelines import registry
+    from pipelines.models import registry
     from pipelines.config import RunConfig
 
     start = args.start
@@ -586,9 +571,9 @@ def make_spans(args: argparse.Namespace) -> int:
 
 
 def show_history(args: argparse.Namespace) -> int:
-    from pipelines import history
+    from pipelines.runs import history
     from pipelines.config import RunConfig
-    from pipelines.metadata import StoreError
+    from pipelines.runs.metadata import StoreError
 
     config = RunConfig(pipeline_root=args.pipeline_root, repository=args.repository)
     try:
@@ -606,9 +591,9 @@ def show_history(args: argparse.Namespace) -> int:
 
 
 def collect_garbage(args: argparse.Namespace) -> int:
-    from pipelines import retention as root_retention
+    from pipelines.operations import retention as root_retention
     from pipelines.config import RunConfig
-    from pipelines.metadata import StoreError
+    from pipelines.runs.metadata import StoreError
     from serving import retention
     from serving.repository import ModelRepository
 
@@ -669,7 +654,7 @@ def collect_garbage(args: argparse.Namespace) -> int:
 
 
 def compile_pipeline(args: argparse.Namespace) -> int:
-    from pipelines import kubeflow
+    from pipelines.runs import kubeflow
 
     try:
         path = kubeflow.compile_pipeline(
@@ -688,8 +673,8 @@ def compile_pipeline(args: argparse.Namespace) -> int:
 def _run_console(model: str, pipeline_name: str, config, command: str, verbose: bool):
     """The model's run lock, then the console of one run: its header, and everything but
     the progress lines sent to the run's log file (unless --verbose)."""
-    from pipelines import run_lock
-    from pipelines.console import output_to_log
+    from pipelines.runs import lock as run_lock
+    from pipelines.runs.console import output_to_log
 
     pipeline_dir = config.pipeline_dir(pipeline_name)
     print(f"== {model}{'' if command == 'run' else ' ' + command}: pipeline root "
@@ -703,11 +688,11 @@ def _run_console(model: str, pipeline_name: str, config, command: str, verbose: 
 
 
 def new_project(args: argparse.Namespace) -> int:
-    from pipelines import new_project
+    from pipelines.models import scaffold
 
     try:
-        files = new_project.create(args.name, args.template, args.out)
-    except (new_project.ProjectError, OSError) as e:
+        files = scaffold.create(args.name, args.template, args.out)
+    except (scaffold.ProjectError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return outcomes.FAILED.exit_code
     out = args.out.absolute()

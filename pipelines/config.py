@@ -90,5 +90,5 @@ class RetrainConfig:
 
 
 RETRAIN_SUFFIX = "_retrain"
-# Notebook experiments (pipelines/experiment.py) keep their own artifacts and ML Metadata.
+# Notebook experiments (pipelines/notebook/experiment.py) keep their own artifacts and ML Metadata.
 NOTEBOOK_SUFFIX = "_notebook"

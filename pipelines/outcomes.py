@@ -42,8 +42,8 @@ DISK_FULL = Outcome("disk full", 8, "a disk ran out of space: the repository's d
                                     "filesystem, its free space and the path. Nothing "
                                     "half-written is served; free space and run again")
 HELD = Outcome("held", 9, "pushed as a candidate, not promoted: an operator holds the model "
-                         "(`python -m serving hold`); the output says who, when, why and how "
-                         "to promote it")
+                          "(`python -m serving hold`); the output says who, when, why and how "
+                          "to promote it")
 ABANDONED = Outcome("abandoned", 143, "stopped by SIGTERM or SIGINT; nothing pushed")
 
 ALL: Tuple[Outcome, ...] = (PUSHED, CANDIDATE, UNCHANGED, ERROR, ANOMALIES, USAGE,

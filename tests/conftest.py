@@ -32,17 +32,17 @@ from toolkit_testing import seed_config, seed_mnist, write_fake_saved_model  # n
 # module not listed runs after these. (--dist loadgroup, which could also keep the MNIST
 # seed's two modules together, groups nothing with pytest 9: each worker may build the seed.)
 SLOWEST_FIRST = (
-    "tests/pipelines/test_retrain_half_plus_two_e2e.py",  # the 5-run soak of `schedule`
-    "tests/pipelines/test_retrain_e2e.py",
-    "tests/pipelines/test_retrain_kill_e2e.py",
+    "tests/pipelines/operations/test_retrain_half_plus_two_e2e.py",  # the 5-run soak of `schedule`
+    "tests/pipelines/operations/test_retrain_e2e.py",
+    "tests/pipelines/operations/test_retrain_kill_e2e.py",
     "tests/pipelines/test_faults.py",
-    "tests/pipelines/test_model_project_e2e.py",
+    "tests/pipelines/models/test_model_project_e2e.py",
     "tests/serving/lifecycle/test_lc_swarm_e2e.py",
     "tests/serving/lifecycle/test_lc_rollouts_e2e.py",
-    "tests/pipelines/test_rollout_scenario_e2e.py",
+    "tests/pipelines/operations/test_rollout_scenario_e2e.py",
     "tests/serving/lifecycle/test_lc_e2e.py",
-    "tests/pipelines/test_half_plus_two.py",
-    "tests/pipelines/test_mnist.py",
+    "tests/pipelines/models/test_half_plus_two.py",
+    "tests/pipelines/models/test_mnist.py",
     "tests/notebooks/test_mnist_experiment_e2e.py",
     "tests/components/test_infra_validation.py",
     "tests/pipelines/test_main.py",

@@ -357,7 +357,10 @@ def seed_mnist(root: Path) -> MnistSeed:
     `root`/runs and `root`/repo, deploy the pushed candidate as `run` does with no server up
     (promoted: `root`/repo/mnist/1, stable in its rollout record, not verified), and record
     the run in its history as `run` does."""
-    from pipelines import history, local_runner, mnist, outcomes, post_push
+    from pipelines import outcomes
+    from pipelines.models import mnist
+    from pipelines.runs import history, local as local_runner
+    from pipelines.operations import post_push
     from serving.repository import ModelRepository
 
     config = seed_config(root)
@@ -380,7 +383,7 @@ def record_finished_run(pipeline_root: Path, pipeline: str, run_id: str, outcome
                         **facts) -> None:
     """A run of `pipeline` with its outcome recorded in its ML Metadata store under
     `pipeline_root`, as the runners record theirs (`facts`: record_run's keywords)."""
-    from pipelines import history, metadata
+    from pipelines.runs import history, metadata
     from pipelines.config import RunConfig
 
     path = RunConfig(pipeline_root=pipeline_root).metadata_path(pipeline)

@@ -196,7 +196,7 @@ def mnist_run(tmp_path_factory, mnist_seed):
     MNIST (the session's `mnist_seed`: barely trained; its serving signature is the real
     one), then InfraValidator, with requests from MNIST's eval examples."""
     from components import mnist_data
-    from pipelines import mnist
+    from pipelines.models import mnist
 
     root = tmp_path_factory.mktemp("infra_validation_mnist")
     examples = mnist_data.prepare_mnist(CACHE / "mnist", train_limit=256, eval_limit=64)

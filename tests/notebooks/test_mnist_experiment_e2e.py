@@ -32,7 +32,7 @@ def seeded(mnist_seed):
     """A repository holding stable version 1, pushed by the MNIST pipeline, deployed as
     `run` deploys a push with no server up (promoted), and recorded as `run` records its
     runs: the session's `mnist_seed`, which this module alone adds to."""
-    from pipelines import post_push
+    from pipelines.operations import post_push
     from serving.repository import ModelRepository
 
     repository = ModelRepository(mnist_seed.config.repository)
@@ -102,7 +102,7 @@ def test_the_variant_is_compared_with_the_repository_s_version(executed):
 
 def test_the_blessed_variant_is_pushed_as_a_candidate_with_its_lineage_and_recorded(
         executed, seeded):
-    from pipelines import history
+    from pipelines.runs import history
     from serving.repository import ModelRepository
 
     _, config = seeded
@@ -125,7 +125,7 @@ def test_the_blessed_variant_is_pushed_as_a_candidate_with_its_lineage_and_recor
 
 
 def test_the_experiment_s_run_holds_the_executions_it_ran(executed, seeded):
-    from pipelines import metadata
+    from pipelines.runs import metadata
 
     _, config = seeded
     store = metadata.open_store(config.metadata_path("mnist_notebook"))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import console, history, metadata, outcomes, run_lock
+from pipelines import outcomes
+from pipelines.runs import console, history, lock as run_lock, metadata
 from pipelines.config import RunConfig
 from small_disks import KiB, resize, tmpfs
 from toolkit_testing import record_finished_run, run_main, version_dirs
@@ -235,7 +236,7 @@ def write_span(data_dir: Path, span: int, mtime: float) -> Path:
 
 def test_spans_and_runs_stamped_in_the_future_do_not_skip_or_repeat_data(tmp_path):
     from components import spans
-    from pipelines import retrain
+    from pipelines.operations import retrain
 
     year = 365 * 86400
     data = tmp_path / "data"
@@ -327,7 +328,7 @@ def test_a_store_locked_in_the_middle_of_a_run_is_named_in_its_error(store):
     import ml_metadata as mlmd
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipelines import local_runner
+    from pipelines.runs import local as local_runner
 
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(store)
@@ -346,7 +347,8 @@ def test_a_store_locked_in_the_middle_of_a_run_is_named_in_its_error(store):
 def test_a_retrain_stopped_by_a_full_disk_is_recorded_and_its_span_tried_again(tmp_path):
     import errno
 
-    from pipelines import local_runner, retrain
+    from pipelines.operations import retrain
+    from pipelines.runs import local as local_runner
 
     root = tmp_path / "runs"
     pipeline = f"{MODEL}_retrain"
@@ -355,7 +357,7 @@ def test_a_retrain_stopped_by_a_full_disk_is_recorded_and_its_span_tried_again(t
     metadata.create_run(metadata.open_store(store, readonly=False), "run-2")
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / "Trainer" / "model"))
     failed = local_runner.PipelineFailed("Trainer", full, "run-2", str(root), store)
-    assert retrain._gate_failed(failed, store, pipeline, {"span": 2}) is outcomes.DISK_FULL
+    assert retrain._recorder(pipeline, store, {"span": 2}).failed(failed) is outcomes.DISK_FULL
     assert failed.not_recorded == ""
     [_, second] = history.runs(RunConfig(pipeline_root=root), MODEL)
     assert second.outcome == "disk full" and str(root / "Trainer" / "model") in second.reason

@@ -27,7 +27,7 @@ def test_unknown_pipeline_is_a_usage_error(capsys):
 
 
 def test_config_reaches_the_pipeline(tmp_path):
-    from pipelines import half_plus_two
+    from pipelines.models import half_plus_two
 
     config = RunConfig(pipeline_root=tmp_path / "runs", repository=tmp_path / "repo",
                        beam_args=("--direct_num_workers=2",), enable_cache=False, profile="fast")
@@ -123,7 +123,7 @@ def test_compile_writes_a_kubeflow_v2_spec(tmp_path):
 @pytest.mark.parametrize("window,expected", [(1, []), (2, [4]), (3, [3, 4]), (9, [1, 2, 3, 4])])
 def test_a_first_retrain_ingests_the_older_spans_of_its_window(tmp_path, window, expected):
     from pipelines.config import RetrainConfig
-    from pipelines.retrain import _spans_to_backfill
+    from pipelines.operations.retrain import _spans_to_backfill
 
     for span in (1, 2, 3, 4, 5):
         (tmp_path / "spans" / f"span-{span}").mkdir(parents=True)

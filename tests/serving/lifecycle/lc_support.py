@@ -50,7 +50,7 @@ def smoke_check_expecting(y_at_1: float, calls: Optional[List[Dict]] = None):
     """A post_push smoke check (rest_url, entry, label) -> SmokeResult that passes when the
     canary answers y(1.0) == `y_at_1`, as a model's eval batch compares against its labels.
     Each call is appended to `calls` with the monotonic time it returned."""
-    from pipelines.post_push import SmokeResult
+    from pipelines.models.smoke import SmokeResult
 
     def check(rest_url: str, entry: str, label: str):
         got = health.predict(rest_url, entry, [1.0], label=label)["predictions"][0]

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from pipelines import post_push
+from pipelines.operations import post_push
 from serving import rollouts
 from serving.lifecycle import rollout
 from serving.repository import ModelRepository

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lc_support import EXPECTED_Y, MODEL, push, push_candidate, smoke_check_expecting
-from pipelines import post_push
+from pipelines.operations import post_push
 from serving import lifecycle, lineage
 from serving.lifecycle import health, rollout
 from serving.repository import ModelRepository

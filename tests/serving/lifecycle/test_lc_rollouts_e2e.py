@@ -19,7 +19,7 @@ import requests
 import lc_support
 from lc_support import (EXPECTED_Y, GARBAGE_Y, MODEL, ManyClients, grpc_predict, push,
                         push_broken, push_candidate, rest_predict, smoke_check_expecting)
-from pipelines import post_push
+from pipelines.operations import post_push
 from serving import lifecycle, rollouts
 from serving.__main__ import main as serving_main
 from serving.lifecycle import health, rollout

@@ -5,7 +5,7 @@ that move labels on every replica.
 Two fleets, one per class (each `up` takes ~15 s):
 
 - `TestUnderLoad`: 2 replicas; status lists both; then, under 32 concurrent REST clients
-  through the endpoint, a push deployed and promoted (pipelines.post_push.deploy), a
+  through the endpoint, a push deployed and promoted (pipelines.operations.post_push.deploy), a
   rollback, scale 2 -> 3 -> 2, and `docker kill` of one replica's container (Swarm
   replaces it). Not one request may fail, and every answer comes from a version that was
   stable at that moment or the one just before or after a move.
@@ -44,7 +44,7 @@ import pytest
 import swarm_support as sw
 from lc_support import EXPECTED_Y, MODEL, ManyClients, push, push_candidate, rest_predict, \
     smoke_check_expecting
-from pipelines import post_push
+from pipelines.operations import post_push
 from serving import lifecycle, rollouts
 from serving.lifecycle import health, rollout
 from serving.lifecycle.errors import LifecycleError

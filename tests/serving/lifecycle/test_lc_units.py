@@ -257,7 +257,7 @@ def test_cli_port_taken(tmp_path, which, backend, pytestconfig):
 def test_a_push_with_no_server_up_is_promoted_unverified(tmp_path):
     """With no server to verify it on, a pushed candidate becomes stable at once (as a push
     always did) and the record says it was not verified through a server."""
-    from pipelines import post_push
+    from pipelines.operations import post_push
     from serving.repository import ModelRepository
 
     repo = ModelRepository(tmp_path / "repo")

@@ -1,0 +1,3 @@
+"""Notebook experiments (experiment.py) and their plots (plots.py), for
+notebooks/mnist_experiment.ipynb.
+"""
