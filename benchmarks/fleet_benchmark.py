@@ -41,6 +41,8 @@ from lifecycle_benchmark import (BODY_LUA, parse_wrk, push, start_wrk,  # noqa: 
                                  summary)
 
 MODEL = "half_plus_two"
+
+
 def _replicas(state) -> list:
     return [r for r in _backend_for(state).replicas(state)
             if r.state == "running" and r.addresses is not None]
@@ -109,7 +111,7 @@ def measure(args, templates: dict) -> dict:
             scaled = time.monotonic() - t
             time.sleep(2)  # the HAProxy reload and a first health check
             load = parse_wrk(start_wrk(state.addresses.rest_url, args.clients, args.seconds,
-                                   script).communicate(timeout=args.seconds + 60)[0])
+                                       script).communicate(timeout=args.seconds + 60)[0])
             row = {"replicas": n, "scale_s": round(scaled, 1), **load,
                    "memory_mib": _memory_mib(state)}
             results["replicas"].append(row)

@@ -212,8 +212,8 @@ def prepare_for_serving(repo: "ModelRepository", models) -> Dict[str, Rollout]:
                 record.previous = None
             if record.stable is None and published:
                 record.make_stable(published[-1], verified=False)
-                record.note("adopt", published[-1], detail="the newest published version "
-                                                          "(no stable recorded)")
+                record.note("adopt", published[-1],
+                            detail="the newest published version (no stable recorded)")
             if record.canary is not None:
                 forget_canary(repo, model, record,
                               "left by a run that did not finish; it stays a candidate")

@@ -76,15 +76,10 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str,
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         serving_model_dir=serving_model_dir, examples=example_gen.outputs["examples"],
         evaluation=evaluator.outputs["evaluation"], lineage=lineage)
-    return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, trainer,
-                    evaluator, pusher],
-        enable_cache=enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path),
-        beam_pipeline_args=beam_pipeline_args)
+    return retraining_pipeline.local_pipeline(
+        pipeline_name, pipeline_root, [example_gen, statistics_gen, schema_gen,
+                                       example_validator, trainer, evaluator, pusher],
+        enable_cache, metadata_path, beam_pipeline_args)
 
 
 def eval_config(mse_threshold: float) -> tfma.EvalConfig:

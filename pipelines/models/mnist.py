@@ -129,14 +129,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, examples_dir: str
                                    serving_model_dir=serving_model_dir, profile=profile,
                                    baseline=resolvers.latest_blessed_model(), lineage=lineage,
                                    schema_file=schema_file)
-    return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=pipeline_root,
-        components=components.nodes,
-        enable_cache=enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path),
-        beam_pipeline_args=beam_pipeline_args)
+    return retraining_pipeline.local_pipeline(pipeline_name, pipeline_root, components.nodes,
+                                              enable_cache, metadata_path, beam_pipeline_args)
 
 
 # The Trainer's schedule: Profile fields that trainer_config passes on.

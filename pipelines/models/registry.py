@@ -107,5 +107,13 @@ def _load_project(path: Path):
         del sys.modules[module_name]
         if isinstance(e, ModelContractError):
             raise
-        raise ModelContractError(f"{path}: failed to load: {type(e).__name__}: {e}") from e
+        moved = MOVED_MODULES.get(getattr(e, "name", None) or "")
+        hint = (f"; the toolkit's {e.name} is {moved} now: change the import in the "
+                f"project's files" if isinstance(e, ModuleNotFoundError) and moved else "")
+        raise ModelContractError(f"{path}: failed to load: {type(e).__name__}: {e}{hint}") from e
     return module
+
+
+# What a project made by an older `pipelines new` imports, and where it lives now.
+MOVED_MODULES = {"pipelines.model_contract": "pipelines.models.contract",
+                 "pipelines.post_push": "pipelines.models.smoke"}

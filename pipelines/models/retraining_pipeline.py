@@ -113,8 +113,8 @@ def create_ingest_pipeline(*, parts: ModelParts, pipeline_name: str, pipeline_ro
     """The data gates alone, on one older span: how a first run with several spans waiting
     fills its window (ExampleGen ingests one span per run, the newest unless told)."""
     gates = create_data_gates(parts, data_root, accept_drift, span)
-    return _pipeline(pipeline_name, pipeline_root, gates.components(), enable_cache,
-                     metadata_path, beam_pipeline_args)
+    return local_pipeline(pipeline_name, pipeline_root, gates.components(), enable_cache,
+                          metadata_path, beam_pipeline_args)
 
 
 def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
@@ -173,12 +173,14 @@ def create_pipeline(*, parts: ModelParts, model_name: str, pipeline_name: str,
         lineage=lineage)
     components = gates.components() + [span_window, latest_blessed, transform, trainer,
                                        evaluator, infra_validator, pusher]
-    return _pipeline(pipeline_name, pipeline_root, [c for c in components if c is not None],
-                     enable_cache, metadata_path, beam_pipeline_args)
+    return local_pipeline(pipeline_name, pipeline_root, [c for c in components if c is not None],
+                          enable_cache, metadata_path, beam_pipeline_args)
 
 
-def _pipeline(name: str, root: str, components: List[Any], enable_cache: bool,
-              metadata_path: str, beam_pipeline_args: List[str]) -> tfx.dsl.Pipeline:
+def local_pipeline(name: str, root: str, components: List[Any], enable_cache: bool,
+                   metadata_path: str, beam_pipeline_args: List[str]) -> tfx.dsl.Pipeline:
+    """A TFX pipeline whose ML Metadata is the SQLite store at `metadata_path`: every
+    pipeline here (`run`, `retrain`, its ingest) is built this way for LocalDagRunner."""
     return tfx.dsl.Pipeline(
         pipeline_name=name, pipeline_root=root, components=components,
         enable_cache=enable_cache,

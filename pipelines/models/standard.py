@@ -121,12 +121,8 @@ def create_pipeline(model: ModelPipeline, profile: Any, *, pipeline_name: str,
     components = create_components(model, profile, data_root=data_root,
                                    serving_model_dir=serving_model_dir,
                                    baseline=resolvers.latest_blessed_model(), lineage=lineage)
-    return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=components.nodes,
-        enable_cache=enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path),
-        beam_pipeline_args=beam_pipeline_args)
+    return retraining_pipeline.local_pipeline(pipeline_name, pipeline_root, components.nodes,
+                                              enable_cache, metadata_path, beam_pipeline_args)
 
 
 def build(model: ModelPipeline, config: RunConfig, log=print,

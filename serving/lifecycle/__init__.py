@@ -2,7 +2,7 @@
 repository, roll versions out on TF Serving's labels (canary, promote, rollback, hold), and
 clean up.
 
-The pipeline runner deploys each push through `pipelines/post_push.py`, which calls
+The pipeline runner deploys each push through `pipelines/operations/post_push.py`, which calls
 `serving.lifecycle.rollout` (load_canary, promote, withdraw_canary); the CLI is
 `python -m serving` (serving/__main__.py).
 """

@@ -42,7 +42,8 @@ class ModelReport:
                 "stable": r.stable if r else None, "previous": r.previous if r else None,
                 "canary": r.canary if r else None, "labels": r.labels() if r else {},
                 "hold": dataclasses.asdict(r.hold) if r and r.hold else None,
-                "stable_verified": r.stable_verified if r else False, "healthy": self.healthy, "waiting": self.waiting,
+                "stable_verified": r.stable_verified if r else False, "healthy": self.healthy,
+                "waiting": self.waiting,
                 "base_path": self.base_path, "warnings": list(self.warnings),
                 "serving": self.status.available(), "error": self.status.error,
                 "versions": [{**v, "lineage": self.lineage[v["version"]].to_json()

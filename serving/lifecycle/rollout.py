@@ -163,7 +163,7 @@ def release(model: str, repository: Path, by: str = "") -> Rollout:
     return record
 
 
-# ---- the push path (pipelines/post_push.py) ----
+# ---- the push path (pipelines/operations/post_push.py) ----
 
 def load_canary(model: str, version: int, repository: Path, state_dir: Path,
                 timeout: float, by: str = "") -> Change:

@@ -100,6 +100,10 @@ def test_a_name_that_is_not_the_projects_and_a_module_that_does_not_load(project
     with pytest.raises(ModelContractError, match="model.py: failed to load: "
                                                  "ModuleNotFoundError"):
         registry.get("shop", project)
+    model.write_text("MODEL_NAME = 'shop'\nfrom pipelines.model_contract import ModelPipeline\n")
+    with pytest.raises(ModelContractError, match="the toolkit's pipelines.model_contract is "
+                                                 "pipelines.models.contract now"):
+        registry.get("shop", project)
 
 
 def test_run_reports_a_missing_part_in_one_line(project):
