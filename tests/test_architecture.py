@@ -6,6 +6,7 @@ TYPE_CHECKING alike: a deferred import is still a dependency) is read with `ast`
 - a package that declares `LAYERS` in its `__init__` (lowest first, each a space-separated
   list of dotted prefixes) has every module in exactly one layer, and no module imports a
   higher layer;
+- serving/, components/ and pipelines/ are layers too, in that order;
 - the model server imports nothing from the rest of the project, so the serving image
   carries `serving/model_server/` alone (serving/image/build.sh copies only that).
 """
@@ -20,7 +21,7 @@ from typing import Dict, List, Set
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("serving", "pipelines", "components")
+PACKAGES = ("serving", "components", "pipelines")  # lowest first: the project's own layers
 LAYERED = ("serving.model_server", "pipelines")
 
 
@@ -123,6 +124,15 @@ def test_no_module_imports_a_layer_above_its_own(package):
     upward = sorted(f"{m} (layer {layer_of(m, layers)}) imports {t} (layer {layer_of(t, layers)})"
                     for m in members for t in GRAPH[m]
                     if t.startswith(package + ".") and layer_of(t, layers) > layer_of(m, layers))
+    assert upward == []
+
+
+def test_no_package_imports_a_package_above_it():
+    """serving/ (repository, model server, lifecycle) knows nothing of TFX pipelines; the
+    components (the Pusher, InfraValidator's launcher) use serving/; pipelines/ use both."""
+    rank = {package: i for i, package in enumerate(PACKAGES)}
+    upward = sorted(f"{m} imports {t}" for m in MODULES for t in GRAPH[m]
+                    if rank[t.split(".")[0]] > rank[m.split(".")[0]])
     assert upward == []
 
 
