@@ -42,7 +42,10 @@ MODELS = {
     "half_plus_two": ("serving_default", "x", "y", 1.0),
     "mnist": ("predict_images", "images", "scores", None),  # 784 floats, filled in below
 }
-BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 1000 } "
+# TF Serving's scheduling defaults (no timeout, a batch thread per core): a free thread takes
+# what is queued at once, so batches fill under load and a lone request does not wait
+# (benchmarks/README.md, "Issue 22: batch scheduling"; before that, 1 ms and 2 threads).
+BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 0 } "
             "num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }")
 
 
