@@ -56,6 +56,8 @@ VERSIONS_LOCK = ".versions.lock"
 # never given out again.
 LAST_VERSION_FILE = ".last-version"
 STAGING_LOCK_SUFFIX = ".lock"
+# Where a TFX Model artifact keeps its SavedModel (tfx.utils.path_utils.serving_model_path).
+SERVING_MODEL_DIR = "Format-Serving"
 REJECTED_PREFIX = ".rejected-"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _STAGING_PID = re.compile(r"^\.staging-(\d+)-")
@@ -305,12 +307,18 @@ class ModelRepository:
         return lineage_record.read(path) if path is not None else None
 
     def version_from_model(self, model_name: str, model_uri: str) -> Optional[int]:
-        """The version published from the Model artifact at `model_uri` (by its lineage)."""
+        """The version published from the Model artifact at `model_uri` (by its lineage);
+        else, for a model a run found unchanged (its Pusher published nothing, as the bytes
+        under `<model_uri>/Format-Serving` equal the newest version's), that version. A
+        retrain warm-started from such a model names the version it started from."""
         for version in sorted(self.versions(model_name) + self.candidates(model_name),
                               reverse=True):
             record = self.lineage(model_name, version)
             if record is not None and record.model_uri == model_uri:
                 return version
+        serving_dir = Path(model_uri) / SERVING_MODEL_DIR
+        if serving_dir.is_dir():
+            return self.version_with_same_content(model_name, serving_dir)
         return None
 
     def _listed_versions(self, model_name: str) -> Tuple[List[int], List[int]]:

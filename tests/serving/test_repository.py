@@ -166,6 +166,13 @@ def test_the_lineage_record_is_not_part_of_the_model(tmp_path):
     assert repository.version_with_same_content("m", candidate) == 1
     assert repository.version_from_model("m", "/runs/Trainer/model/7") == 1
     assert repository.version_from_model("m", "/runs/Trainer/model/8") is None
+    # a later run's model with the same bytes (its Pusher published nothing): version 1 too
+    same = tmp_path / "runs" / "Trainer" / "model" / "9"
+    write_fake_saved_model(same / "Format-Serving", payload=b"model-a")
+    assert repository.version_from_model("m", str(same)) == 1
+    other = tmp_path / "runs" / "Trainer" / "model" / "10"
+    write_fake_saved_model(other / "Format-Serving", payload=b"model-b")
+    assert repository.version_from_model("m", str(other)) is None
 
 
 _KILLED_PUBLISHER = """
