@@ -95,8 +95,8 @@ def rotate_logs(log_dir: Path, keep: int = KEEP_LOGS - 1,
             remove(path)
         else:
             kept.append(compress_log(path) if path.name.endswith(LOG_SUFFIX) else path)
-    total = 0
-    for stat, path in newest_first(kept):
+    total = 0  # a log found beside its own .gz (a rotation cut short) is counted once
+    for stat, path in newest_first(dict.fromkeys(kept)):
         total += stat.st_size
         if total > max_bytes:
             remove(path)
