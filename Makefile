@@ -86,6 +86,9 @@ help:
 
 install: $(INSTALLED)
 
+# --compile-bytecode: uv writes no .pyc by default, nor does Python where PYTHONDONTWRITEBYTECODE
+# is set (as on the CI machine), and then every process compiles TensorFlow's and TFX's sources
+# again: `import tfx.v1` took 35 s instead of 11 s (benchmarks/README.md, issue 17).
 $(INSTALLED): requirements.lock setup.cfg pyproject.toml
 	@if [ -z "$(PYTHON)" ] || ! "$(PYTHON)" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
 	  echo "error: Python 3.10 not found (TFX 1.16 needs 3.9-3.10)." >&2; \
@@ -95,7 +98,7 @@ $(INSTALLED): requirements.lock setup.cfg pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@[ -x $(UV) ] || $(PY) -m pip install --quiet --disable-pip-version-check \
 	  "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)"
-	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip sync --quiet --python $(PY) --require-hashes --compile-bytecode requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -20,6 +20,7 @@ from tfx_bsl.public import tfxio
 
 from components.half_plus_two_data import FEATURE, LABEL
 from components.signatures import CLASSIFY_METHOD, REGRESS_METHOD, set_method_names
+from components.tf_keras_autograph import skip_tf_keras_internals
 from components.training_progress import ProgressCallback
 
 BATCH_SIZE = 64
@@ -84,6 +85,7 @@ def export(weight: float, bias: float, export_dir: str) -> None:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point."""
+    skip_tf_keras_internals()  # a first fit 13 s faster: components/tf_keras_autograph.py
     config = fn_args.custom_config or {}
     train = _dataset(fn_args, fn_args.train_files, BATCH_SIZE)
     evaluation = _dataset(fn_args, fn_args.eval_files, BATCH_SIZE)
