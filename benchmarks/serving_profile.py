@@ -1,0 +1,162 @@
+"""Where a model server's CPU goes under load: py-spy samples of each of its processes.
+
+Starts serving.model_server on MNIST (the model `make pipeline` pushed, else the
+random-weight stand-in, as benchmarks/serving_benchmark.py does), with that benchmark's
+batching unless --no-batching; drives it with wrk over REST or the Python gRPC clients at
+--clients for --duration seconds; and meanwhile samples the model process and every
+front-end worker with `py-spy record` (blocking: py-spy pauses the process for each sample,
+which costs some throughput, because with --nonblocking it counts threads waiting in C as
+busy). Prints, per process and thread, how busy it was (samples over the samples an
+always-busy thread gives) and the functions with the most samples, self and total; writes
+each process's raw collapsed stacks (flamegraph.pl's input) under --out.
+
+Usage: .venv/bin/python benchmarks/serving_profile.py [--api rest|grpc] [--clients 32]
+       [--duration 15] [--server-flags "--front_end_workers=1"] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import serving_benchmark as bench
+
+ROOT = bench.ROOT
+RATE = 200  # samples a second
+_LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+_FRAME_LINE = re.compile(r":\d+\)$")
+
+
+def children(pid: int) -> list:
+    """The process's direct children (the model server's front-end workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(c) for c in text)
+    return found
+
+
+def record(pid: int, duration: float, out: Path) -> subprocess.Popen:
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", str(RATE),
+                             "--duration", str(round(duration)), "--format", "raw",
+                             "--threads", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def summarize(raw: Path, duration: float, top: int) -> str:
+    """Per thread: busy share; then the top functions by self and total samples."""
+    threads = collections.Counter()
+    self_n, total_n = collections.Counter(), collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        count = int(m["count"])
+        frames = m["stack"].split(";")
+        thread, frames = frames[0], [_FRAME_LINE.sub(")", f) for f in frames[1:]]
+        threads[thread] += count
+        samples += count
+        if frames:
+            self_n[frames[-1]] += count
+            for frame in set(frames):
+                total_n[frame] += count
+    if not samples:
+        return "  no samples (the process was idle)\n"
+    lines = [f"  {samples} samples; busy share per thread (1.0 = one core all the time):"]
+    for thread, n in threads.most_common():
+        lines.append(f"    {n / (RATE * duration):5.2f}  {thread}")
+    for title, counter in (("self", self_n), ("total", total_n)):
+        lines.append(f"  top {top} by {title} samples (% of this process's samples):")
+        for frame, n in counter.most_common(top):
+            lines.append(f"    {100 * n / samples:5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--api", choices=("rest", "grpc"), default="rest")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--duration", type=float, default=15.0, help="seconds sampled")
+    p.add_argument("--batching", default=bench.BATCHING,
+                   help="BatchingParameters text (default: serving_benchmark.py's)")
+    p.add_argument("--no-batching", action="store_true")
+    p.add_argument("--server-flags", default="",
+                   help="extra flags for serving.model_server, space-separated")
+    p.add_argument("--mnist-model", default="auto", help="as serving_benchmark.py's")
+    p.add_argument("--top", type=int, default=25, help="functions listed per table")
+    p.add_argument("--out", help="directory for the raw stacks (default: a temporary one)")
+    args = p.parse_args(argv)
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    import saved_models
+    from toolkit_testing import free_port, write_models_config
+
+    bench.MODELS["mnist"] = bench.MODELS["mnist"][:3] + ([0.5] * saved_models.MNIST_PIXELS,)
+    work = Path(tempfile.mkdtemp(prefix="serving-profile-"))
+    out = Path(args.out) if args.out else work / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        repo = work / "repo"
+        bench.place_mnist_model(args.mnist_model, repo / "mnist" / "1")
+        config = write_models_config(repo, ["mnist"])
+        gport, rport = free_port(), free_port()
+        flags = ["-m", "serving.model_server", f"--port={gport}", f"--rest_api_port={rport}",
+                 "--host=127.0.0.1", f"--model_config_file={config}",
+                 *args.server_flags.split()]
+        if not args.no_batching:
+            (work / "batching.config").write_text(args.batching)
+            flags += ["--enable_batching", f"--batching_parameters_file={work}/batching.config"]
+        server = bench.start_process(flags, rport, work / "server.log")
+        try:
+            body, grpc_payload = bench.payloads("mnist")
+            warm = 3.0
+            if args.api == "rest":
+                url = f"http://127.0.0.1:{rport}/v1/models/mnist:predict"
+                load = lambda: bench.drive_wrk(url, body, args.clients, warm,  # noqa: E731
+                                               args.duration + 2)
+            else:
+                load = lambda: bench.drive_grpc(f"127.0.0.1:{gport}",  # noqa: E731
+                                                grpc_payload, args.clients, warm,
+                                                args.duration + 2)
+            result = {}
+            driver = threading.Thread(target=lambda: result.update(load()))
+            driver.start()
+            threading.Event().wait(warm + 1.5)  # the warm-up, and the measured run's start
+            pids = {"model process": server.pid}
+            for i, child in enumerate(children(server.pid)):
+                pids[f"front-end worker {i + 1}"] = child
+            spies = {name: (record(pid, args.duration, out / f"{pid}.txt"), pid)
+                     for name, pid in pids.items()}
+            for spy, _ in spies.values():
+                spy.wait()
+            driver.join()
+        finally:
+            bench.stop_process(server)
+        print(f"{args.api.upper()}, {args.clients} clients, batching "
+              f"{'off' if args.no_batching else 'on'}, flags '{args.server_flags}': "
+              f"{result.get('rps', 0):.0f} req/s, p50 {result.get('p50_ms', 0):.2f} ms, "
+              f"p99 {result.get('p99_ms', 0):.2f} ms, errors {result.get('errors')}")
+        for name, (spy, pid) in spies.items():
+            print(f"\n{name} (pid {pid}), {args.duration:g} s at {RATE} samples/s:")
+            raw = out / f"{pid}.txt"
+            if not raw.is_file():
+                print(f"  py-spy wrote nothing: {spy.stderr.read().strip()[-500:]}")
+                continue
+            print(summarize(raw, args.duration, args.top), end="")
+        print(f"\nraw stacks: {out}")
+    finally:
+        shutil.rmtree(work / "repo", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
