@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+import requests
 
 import lc_support
 import toolkit_testing
@@ -112,19 +113,31 @@ def wait_for_fleet(state: ServerState, count: int, timeout: float = 180.0,
     return found
 
 
-def labels_of(replica, timeout: float = 15.0) -> Dict[str, int]:
+def labels_of(replica, timeout: float = 15.0, tries: int = 3) -> Dict[str, int]:
     """What the replica's `stable` and `previous` labels name, asked on its own REST port
-    (GET .../labels/L/metadata; a label it does not have is left out)."""
+    (GET .../labels/L/metadata). A label it answers 4xx for is left out; a request that
+    times out or finds no connection (a replica just started, on a loaded machine) is tried
+    again, and raises after `tries`."""
     from serving.lifecycle.sample import get_metadata
 
     found = {}
     for label in (rollouts.STABLE, rollouts.PREVIOUS):
-        try:
-            meta = get_metadata(replica.addresses.rest_url, lc_support.MODEL, label=label,
-                                timeout=timeout)
-        except Exception:  # noqa: BLE001 - the replica has no such label
-            continue
-        found[label] = int(meta["model_spec"]["version"])
+        for attempt in range(1, tries + 1):
+            try:
+                meta = get_metadata(replica.addresses.rest_url, lc_support.MODEL, label=label,
+                                    timeout=timeout)
+            except requests.HTTPError as e:
+                if e.response is not None and 400 <= e.response.status_code < 500:
+                    break  # the replica has no such label
+                raise
+            except (requests.Timeout, requests.ConnectionError) as e:
+                if attempt == tries:
+                    raise AssertionError(f"{replica.name}: labels/{label} not answered in "
+                                         f"{tries} tries: {e}") from e
+                time.sleep(1.0)
+                continue
+            found[label] = int(meta["model_spec"]["version"])
+            break
     return found
 
 
