@@ -16,7 +16,7 @@ PIPELINE_ARGS ?=
 BEAM_ARGS   ?=
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (tests/conftest.py groups the tests); 0 runs in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 # Retraining (python -m pipelines retrain): MODEL's spans span-1/, span-2/, ... under DATA.
 MODEL        ?= mnist

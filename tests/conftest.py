@@ -25,9 +25,9 @@ os.environ.pop("TOOLKIT_CACHE_DIR", None)
 from toolkit_testing import seed_config, seed_mnist, write_fake_saved_model  # noqa: E402 - after the env
 
 
-# `make test` runs two pytest-xdist workers with --dist loadfile: a module's tests run on one
+# `make test` runs three pytest-xdist workers with --dist loadfile: a module's tests run on one
 # worker, so its module-scoped servers and runs are built once. The slowest modules are
-# handed out first (--no-loadscope-reorder keeps this order), so that the two workers finish
+# handed out first (--no-loadscope-reorder keeps this order), so that the workers finish
 # at about the same time; the order comes from the durations in benchmarks/README.md, and a
 # module not listed runs after these. (--dist loadgroup, which could also keep the MNIST
 # seed's two modules together, groups nothing with pytest 9: each worker may build the seed.)
