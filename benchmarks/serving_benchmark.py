@@ -35,6 +35,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -236,6 +237,17 @@ def flask_worker(model_dir: str, signature: str, port: int) -> None:
     app.run(host="127.0.0.1", port=port, threaded=True)
 
 
+def model_server_flags(grpc_port: int, rest_port: int, config: Path, extra: str = "",
+                       batching_file: Optional[Path] = None) -> list:
+    """`python` arguments that start serving.model_server on 127.0.0.1 with `config`
+    (batching on when `batching_file` names its parameters); `extra`: space-separated flags."""
+    flags = ["-m", "serving.model_server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+             "--host=127.0.0.1", f"--model_config_file={config}", *extra.split()]
+    if batching_file is not None:
+        flags += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    return flags
+
+
 def start_process(args, port, log_path=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     # A file, not a pipe: nobody reads a pipe while measuring, and a full one would block
@@ -425,11 +437,8 @@ def main(argv=None) -> int:
         switch = None
         for batching in (False, True) if "c" in targets else ():
             gport, rport = free_port(), free_port()
-            flags = ["-m", "serving.model_server", f"--port={gport}", f"--rest_api_port={rport}",
-                     "--host=127.0.0.1", f"--model_config_file={config}",
-                     *args.server_flags.split()]
-            if batching:
-                flags += ["--enable_batching", f"--batching_parameters_file={work}/batching.config"]
+            flags = model_server_flags(gport, rport, config, args.server_flags,
+                                       work / "batching.config" if batching else None)
             server_log = work / f"server-batching-{batching}.log"
             proc = start_process(flags, rport, server_log)
             try:

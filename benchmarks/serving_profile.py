@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import re
 import shutil
 import subprocess
@@ -109,26 +110,25 @@ def main(argv=None) -> int:
         bench.place_mnist_model(args.mnist_model, repo / "mnist" / "1")
         config = write_models_config(repo, ["mnist"])
         gport, rport = free_port(), free_port()
-        flags = ["-m", "serving.model_server", f"--port={gport}", f"--rest_api_port={rport}",
-                 "--host=127.0.0.1", f"--model_config_file={config}",
-                 *args.server_flags.split()]
+        batching_file = None
         if not args.no_batching:
-            (work / "batching.config").write_text(args.batching)
-            flags += ["--enable_batching", f"--batching_parameters_file={work}/batching.config"]
-        server = bench.start_process(flags, rport, work / "server.log")
+            batching_file = work / "batching.config"
+            batching_file.write_text(args.batching)
+        server = bench.start_process(
+            bench.model_server_flags(gport, rport, config, args.server_flags, batching_file),
+            rport, work / "server.log")
         try:
             body, grpc_payload = bench.payloads("mnist")
             warm = 3.0
             if args.api == "rest":
-                url = f"http://127.0.0.1:{rport}/v1/models/mnist:predict"
-                load = lambda: bench.drive_wrk(url, body, args.clients, warm,  # noqa: E731
-                                               args.duration + 2)
+                load = functools.partial(bench.drive_wrk,
+                                         f"http://127.0.0.1:{rport}/v1/models/mnist:predict",
+                                         body)
             else:
-                load = lambda: bench.drive_grpc(f"127.0.0.1:{gport}",  # noqa: E731
-                                                grpc_payload, args.clients, warm,
-                                                args.duration + 2)
+                load = functools.partial(bench.drive_grpc, f"127.0.0.1:{gport}", grpc_payload)
             result = {}
-            driver = threading.Thread(target=lambda: result.update(load()))
+            driver = threading.Thread(target=lambda: result.update(
+                load(args.clients, warm, args.duration + 2)))
             driver.start()
             threading.Event().wait(warm + 1.5)  # the warm-up, and the measured run's start
             pids = {"model process": server.pid}

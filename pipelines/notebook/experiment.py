@@ -54,13 +54,11 @@ from pipelines.models.contract import PROFILE_NAMES, ModelPipeline
 from serving import defaults, lifecycle, rollouts
 from serving.lifecycle import health, model_config, rollout
 from serving.lifecycle.state import ServerState
-from serving.repository import ModelRepository, tree_digest
+from serving.repository import SERVING_MODEL_DIR, ModelRepository, tree_digest
 
 MODEL = mnist.MODEL_NAME  # the notebook's model unless told
 PIPELINE = f"{MODEL}{NOTEBOOK_SUFFIX}"
 BASELINE_ID = "repository_model"  # the Importer of the repository's current version
-# Where the imported versions are laid out as Model artifacts (<uri>/Format-Serving/).
-SERVING_MODEL_DIR = "Format-Serving"
 CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA's model names in a comparison
 
 
