@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -154,6 +155,22 @@ def parse_config(argv: List[str]) -> ServerConfig:
     return config
 
 
+def freeze_imports() -> None:
+    """Take what the imports left on the heap out of the garbage collector's full passes.
+
+    `import tensorflow` leaves about 400,000 objects the collector tracks (modules, functions,
+    classes, protos), all alive until the process exits. Each full (generation 2) collection
+    walked them all: under load one came every 10 to 25 s and held the GIL for about 200 ms,
+    stalling every request of the model process (benchmarks/README.md, "Issue 22"). After
+    gc.freeze() a full collection walks only what was made later: the models' graphs, whose
+    reference cycles it still collects when a version unloads. Once per process, before any
+    model loads. A choice for the whole process, so it is made here and not in ModelServer,
+    which tests also start inside the test runner's process.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     configure_logging()
     config = parse_config(sys.argv[1:] if argv is None else argv)
@@ -163,8 +180,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("Failed to start server. Error: %s", e)
         return 1
     from serving.model_server.errors import ServingError
-    from serving.model_server.server import ModelServer
+    from serving.model_server.server import ModelServer  # TensorFlow's import, the slow part
 
+    freeze_imports()
     server = ModelServer(config, loaded)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     signal.signal(signal.SIGINT, lambda *_: server.request_stop())

@@ -130,7 +130,7 @@ class ModelServer:
         to this one over `link`; gRPC on a UNIX socket stays here (one path, one server)."""
         cfg = self.config
         self._link_dir = tempfile.mkdtemp(prefix="model-server-")  # mode 0700
-        self._link_loop = LoopThread("link-loop")
+        self._link_loop = LoopThread("link-loop", fast=True)
         self.link = LinkServer(apis, os.path.join(self._link_dir, "link.sock"))
         self._link_loop.run(self.link.start())
         self._start_grpc(apis, loaded.grpc_options, tcp=False)

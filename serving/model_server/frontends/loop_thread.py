@@ -6,12 +6,19 @@ import asyncio
 import concurrent.futures
 import threading
 
+import uvloop
+
 
 class LoopThread:
-    """Runs `loop` forever on a daemon thread; `run(coro)` waits for a coroutine there."""
+    """Runs `loop` forever on a daemon thread; `run(coro)` waits for a coroutine there.
 
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
+    `fast`: the loop is uvloop's (as the REST front end's, under uvicorn), whose callbacks,
+    futures and socket reads are C, not asyncio's pure-Python selector loop; the model
+    process's link to its front-end workers runs on one (benchmarks/README.md, "Issue 22").
+    """
+
+    def __init__(self, name: str, fast: bool = False):
+        self.loop = uvloop.new_event_loop() if fast else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 

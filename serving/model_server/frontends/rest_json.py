@@ -74,12 +74,22 @@ def dumps(obj) -> bytes:
     """JSON text as TF Serving writes it: NaN, Infinity and -Infinity for non-finite floats
     (RapidJSON's kWriteNanAndInfFlag; Python's json, JavaScript's JSON5 and RapidJSON with
     kParseNanAndInfFlag read them back), everything else plain JSON. orjson writes
-    non-finite floats as null, and nothing here is ever None: a null means one was there."""
-    text = orjson.dumps(obj)
+    non-finite floats as null, and nothing here is ever None: a null means one was there.
+    `obj` may hold numeric arrays as `_numeric_json` leaves them: orjson writes those in C
+    (a float32 as the shortest text that reads back as that float32, as
+    `ndarray_to_json`); Python's json gets them through `ndarray_to_json`."""
+    text = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     if b"null" in text:
-        text = json.dumps(obj, separators=(",", ":"), allow_nan=True,
-                          ensure_ascii=False).encode("utf-8")
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=True, ensure_ascii=False,
+                          default=_listed).encode("utf-8")
     return text
+
+
+def _listed(value):
+    """json.dumps's `default`: an array (or numpy scalar) `_numeric_json` left as it was."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return ndarray_to_json(value, "")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def error_body(message: str) -> bytes:
@@ -299,6 +309,17 @@ def ndarray_to_json(value: np.ndarray, name: str) -> Any:
     return value.tolist()
 
 
+def _numeric_json(value: np.ndarray, name: str) -> Any:
+    """`ndarray_to_json`, but an array of numbers or bools stays an array (made C-ordered),
+    for `dumps` to write in one C pass instead of a Python value per element: the answer
+    of a Predict is most of the REST front end's output work (benchmarks/README.md, "Issue
+    22"). Dtypes orjson does not write (strings, float16, complex) and 0-d arrays go through
+    `ndarray_to_json`, its errors included."""
+    if value.ndim and value.dtype.kind in "biuf" and value.dtype != np.float16:
+        return np.ascontiguousarray(value)
+    return ndarray_to_json(value, name)
+
+
 def _map_nested(value: np.ndarray, fn):
     if value.ndim == 0:
         return fn(value[()])
@@ -433,8 +454,8 @@ def predict_json(outputs: Dict[str, np.ndarray], row: bool) -> Dict[str, Any]:
         return {"predictions": _row_outputs(outputs)}
     if len(outputs) == 1:
         (key, value), = outputs.items()
-        return {"outputs": ndarray_to_json(value, key)}
-    return {"outputs": {k: ndarray_to_json(v, k) for k, v in outputs.items()}}
+        return {"outputs": _numeric_json(value, key)}
+    return {"outputs": {k: _numeric_json(v, k) for k, v in outputs.items()}}
 
 
 def _row_outputs(outputs: Dict[str, np.ndarray]):
@@ -452,8 +473,8 @@ def _row_outputs(outputs: Dict[str, np.ndarray]):
         batch = v.shape[0]
     if len(outputs) == 1:
         (key, value), = outputs.items()
-        return ndarray_to_json(value, key)
-    columns = {k: ndarray_to_json(v, k) for k, v in outputs.items()}
+        return _numeric_json(value, key)
+    columns = {k: _numeric_json(v, k) for k, v in outputs.items()}
     return [{k: columns[k][i] for k in columns} for i in range(batch or 0)]
 
 

@@ -193,3 +193,65 @@ def test_outputs_are_written_as_tf_serving_writes_them():
     assert rest_json.ndarray_to_json(np.array([b"\xff", b"ok"], object), "s") == \
         [{"b64": "/w=="}, "ok"]
     assert rest_json.ndarray_to_json(np.array([b"ok"], object), "s_bytes") == [{"b64": "b2s="}]
+
+
+def _answer_as_before(outputs, row):
+    """A Predict answer's JSON as written before numeric arrays went to orjson whole: every
+    output through ndarray_to_json, non-finite floats through Python's json."""
+    listed = {k: rest_json.ndarray_to_json(v, k) for k, v in outputs.items()}
+    if row:
+        if len(listed) == 1:
+            answer = {"predictions": next(iter(listed.values()))}
+        else:
+            batch = next(iter(outputs.values())).shape[0]
+            answer = {"predictions": [{k: listed[k][i] for k in listed} for i in range(batch)]}
+    else:
+        answer = {"outputs": next(iter(listed.values())) if len(listed) == 1 else listed}
+    return json.dumps(answer, separators=(",", ":"), allow_nan=True)
+
+
+def _values(text: str) -> str:
+    """The JSON values of `text`, written again one way (NaN included): equal only when every
+    value is."""
+    return json.dumps(json.loads(text))
+
+
+_ANSWER_DTYPES = (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                  np.uint16, np.uint32, np.uint64, np.bool_)
+
+
+@pytest.mark.parametrize("dtype", _ANSWER_DTYPES)
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 3, 2), (0, 3), (2, 0), "transposed"])
+def test_numeric_answers_read_back_as_ndarray_to_json_writes_them(dtype, shape):
+    """Numeric outputs are handed to orjson as arrays: the text reads back to exactly the
+    values ndarray_to_json gives (float32 at float precision, NaN and +/-Infinity as TF
+    Serving writes them), in the row and the columnar format, with one output and two."""
+    rng = np.random.default_rng(7)
+    array_shape = (3, 2) if shape == "transposed" else shape
+    if np.dtype(dtype).kind == "f":
+        value = (rng.standard_normal(array_shape) * 10.0 ** rng.integers(-30, 30, array_shape))
+        value = value.astype(dtype)
+        if value.size > 3:
+            value.flat[1:4] = [np.nan, np.inf, -np.inf]
+    elif dtype is np.bool_:
+        value = rng.integers(0, 2, array_shape).astype(bool)
+    else:
+        info = np.iinfo(dtype)
+        value = rng.integers(info.min, info.max, array_shape, dtype=dtype, endpoint=True)
+    if shape == "transposed":
+        value = value.T  # not C-ordered, as a fetched output may be
+    other = np.arange(value.shape[0] if value.ndim else 1, dtype=np.float32) / 3
+    for outputs in ({"y": value}, {"y": value, "z": other}):
+        for row in (True, False):
+            if row and value.ndim and value.shape[0] == 0:
+                continue  # a row-format answer needs a batch: refused alike before and after
+            text = rest_json.dumps(rest_json.predict_json(outputs, row)).decode()
+            assert _values(text) == _values(_answer_as_before(outputs, row)), (outputs, row)
+
+
+def test_a_0d_and_a_string_output_are_written_as_before():
+    outputs = {"s": np.array([b"\xff", b"ok"], object), "n": np.array([1.5, 0.1], np.float32)}
+    assert json.loads(rest_json.dumps(rest_json.predict_json(outputs, True))) == \
+        {"predictions": [{"s": {"b64": "/w=="}, "n": 1.5}, {"s": "ok", "n": 0.1}]}
+    text = rest_json.dumps(rest_json.predict_json({"y": np.array(0.1, np.float32)}, False))
+    assert text == b'{"outputs":0.1}'
