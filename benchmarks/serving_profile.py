@@ -10,8 +10,13 @@ busy). Prints, per process and thread, how busy it was (samples over the samples
 always-busy thread gives) and the functions with the most samples, self and total; writes
 each process's raw collapsed stacks (flamegraph.pl's input) under --out.
 
+With --cpu it samples nothing: it reads each thread's CPU time (utime + stime in
+/proc/PID/task/TID/stat) and the machine's idle time (/proc/stat) before and after the
+measured window, so the load runs at its unsampled rate, and prints per thread the cores
+it used and its CPU per request (thread names from a 1-second py-spy record afterwards).
+
 Usage: .venv/bin/python benchmarks/serving_profile.py [--api rest|grpc] [--clients 32]
-       [--duration 15] [--server-flags "--front_end_workers=1"] [--out DIR]
+       [--duration 15] [--server-flags "--front_end_workers=1"] [--out DIR] [--cpu]
 """
 
 from __future__ import annotations
@@ -44,12 +49,58 @@ def children(pid: int) -> list:
     return found
 
 
-def record(pid: int, duration: float, out: Path) -> subprocess.Popen:
+def record(pid: int, duration: float, out: Path, idle: bool = False) -> subprocess.Popen:
     py_spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", str(RATE),
                              "--duration", str(round(duration)), "--format", "raw",
-                             "--threads", "--output", str(out)],
+                             "--threads", "--output", str(out), *(["--idle"] if idle else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def thread_cpu(pid: int) -> dict:
+    """{thread id: CPU seconds so far} of every thread of `pid`."""
+    ticks = 100.0  # USER_HZ
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def machine_idle() -> float:
+    """Seconds all cores have been idle (/proc/stat's idle + iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / 100.0
+
+
+def thread_names(pid: int) -> dict:
+    """{thread id: Python thread name}, from a second of py-spy samples."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "names.txt"
+        record(pid, 1, raw, idle=True).wait()
+        if not raw.is_file():
+            return {}
+        text = raw.read_text()
+    return {int(m[1]): m[2] for m in re.finditer(r"^thread \((\d+)\): ([^;]+);", text, re.M)}
+
+
+def cpu_table(pids: dict, before: dict, after: dict, seconds: float, requests: int) -> str:
+    lines = []
+    for name, pid in pids.items():
+        names = thread_names(pid)
+        lines.append(f"\n{name} (pid {pid}): cores used, CPU per request")
+        used = {t: after[pid].get(t, 0.0) - before[pid].get(t, 0.0) for t in after[pid]}
+        for tid, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+            if cpu >= 0.01 * seconds:
+                lines.append(f"  {cpu / seconds:5.2f}  {1e6 * cpu / max(requests, 1):5.0f} us"
+                             f"  {names.get(tid, 'thread')} ({tid})")
+        total = sum(used.values())
+        lines.append(f"  {total / seconds:5.2f}  {1e6 * total / max(requests, 1):5.0f} us"
+                     f"  all threads")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(raw: Path, duration: float, top: int) -> str:
@@ -95,6 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-model", default="auto", help="as serving_benchmark.py's")
     p.add_argument("--top", type=int, default=25, help="functions listed per table")
     p.add_argument("--out", help="directory for the raw stacks (default: a temporary one)")
+    p.add_argument("--cpu", action="store_true",
+                   help="measure each thread's CPU time from /proc instead of sampling")
     args = p.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -134,17 +187,30 @@ def main(argv=None) -> int:
             pids = {"model process": server.pid}
             for i, child in enumerate(children(server.pid)):
                 pids[f"front-end worker {i + 1}"] = child
-            spies = {name: (record(pid, args.duration, out / f"{pid}.txt"), pid)
-                     for name, pid in pids.items()}
-            for spy, _ in spies.values():
-                spy.wait()
+            if args.cpu:
+                spies = {}
+                before, idle = {n: thread_cpu(p) for n, p in pids.items()}, machine_idle()
+                threading.Event().wait(args.duration)
+                after, idle = {n: thread_cpu(p) for n, p in pids.items()}, machine_idle() - idle
+            else:
+                spies = {name: (record(pid, args.duration, out / f"{pid}.txt"), pid)
+                         for name, pid in pids.items()}
+                for spy, _ in spies.values():
+                    spy.wait()
             driver.join()
+            if args.cpu:  # while the server still runs: its threads' names
+                table = cpu_table(pids, {pids[n]: v for n, v in before.items()},
+                                  {pids[n]: v for n, v in after.items()}, args.duration,
+                                  round(result.get("rps", 0) * args.duration))
         finally:
             bench.stop_process(server)
         print(f"{args.api.upper()}, {args.clients} clients, batching "
               f"{'off' if args.no_batching else 'on'}, flags '{args.server_flags}': "
               f"{result.get('rps', 0):.0f} req/s, p50 {result.get('p50_ms', 0):.2f} ms, "
               f"p99 {result.get('p99_ms', 0):.2f} ms, errors {result.get('errors')}")
+        if args.cpu:
+            print(table, end="")
+            print(f"\nthe machine: {idle / args.duration:.2f} cores idle")
         for name, (spy, pid) in spies.items():
             print(f"\n{name} (pid {pid}), {args.duration:g} s at {RATE} samples/s:")
             raw = out / f"{pid}.txt"

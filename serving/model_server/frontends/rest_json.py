@@ -313,9 +313,10 @@ def _numeric_json(value: np.ndarray, name: str) -> Any:
     """`ndarray_to_json`, but an array of numbers or bools stays an array (made C-ordered),
     for `dumps` to write in one C pass instead of a Python value per element: the answer
     of a Predict is most of the REST front end's output work (benchmarks/README.md, "Issue
-    22"). Dtypes orjson does not write (strings, float16, complex) and 0-d arrays go through
-    `ndarray_to_json`, its errors included."""
-    if value.ndim and value.dtype.kind in "biuf" and value.dtype != np.float16:
+    22"). Dtypes orjson does not write (strings, float16, complex, a byte order not this
+    machine's) and 0-d arrays go through `ndarray_to_json`, its errors included."""
+    if value.ndim and value.dtype.kind in "biuf" and value.dtype != np.float16 \
+            and value.dtype.isnative:
         return np.ascontiguousarray(value)
     return ndarray_to_json(value, name)
 

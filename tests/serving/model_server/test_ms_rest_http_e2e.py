@@ -41,7 +41,9 @@ def server(model_templates, tmp_path_factory):
         yield start(f"--model_config_file={root}/models.config",
                     f"--rest_api_read_timeout_seconds={READ_TIMEOUT}",
                     f"--rest_api_idle_timeout_seconds={IDLE_TIMEOUT}",
-                    f"--rest_api_max_connections={MAX_CONNECTIONS}")
+                    f"--rest_api_max_connections={MAX_CONNECTIONS}",
+                    # the connection bound is each front-end process's: one, to reach it
+                    "--front_end_workers=1")
 
 
 def connect(server) -> socket.socket:

@@ -249,7 +249,10 @@ def test_numeric_answers_read_back_as_ndarray_to_json_writes_them(dtype, shape):
             assert _values(text) == _values(_answer_as_before(outputs, row)), (outputs, row)
 
 
-def test_a_0d_and_a_string_output_are_written_as_before():
+def test_a_0d_a_string_and_a_big_endian_output_are_written_as_before():
+    big_endian = {"y": np.array([1.5, 0.1], ">f4")}
+    assert rest_json.dumps(rest_json.predict_json(big_endian, True)).decode() == \
+        _answer_as_before(big_endian, True)
     outputs = {"s": np.array([b"\xff", b"ok"], object), "n": np.array([1.5, 0.1], np.float32)}
     assert json.loads(rest_json.dumps(rest_json.predict_json(outputs, True))) == \
         {"predictions": [{"s": {"b64": "/w=="}, "n": 1.5}, {"s": "ok", "n": 0.1}]}
