@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ import serving_benchmark as bench
 
 ROOT = bench.ROOT
 RATE = 200  # samples a second
+TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME_LINE = re.compile(r":\d+\)$")
 
@@ -59,21 +61,20 @@ def record(pid: int, duration: float, out: Path, idle: bool = False) -> subproce
 
 def thread_cpu(pid: int) -> dict:
     """{thread id: CPU seconds so far} of every thread of `pid`."""
-    ticks = 100.0  # USER_HZ
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
     return found
 
 
 def machine_idle() -> float:
     """Seconds all cores have been idle (/proc/stat's idle + iowait)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return (int(fields[4]) + int(fields[5])) / 100.0
+    return (int(fields[4]) + int(fields[5])) / TICKS
 
 
 def thread_names(pid: int) -> dict:

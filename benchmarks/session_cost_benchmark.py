@@ -1,8 +1,8 @@
 """What one Session call of a SavedModel costs, by batch size and TensorFlow's thread count.
 
-In-process, no server: the SavedModel is loaded into a Session as the model server loads it
-(`tf.compat.v1.saved_model.loader.load`) and run through `Session.make_callable` options,
-as the server's batch threads run it. For each `--tensorflow_intra_op_parallelism` value
+In-process, no server: the SavedModel is loaded and run by the model server's own code
+(`servable.loader.load_saved_model`, `Servable.run_direct`: a Session callable, as a batch
+thread runs a batch). For each `--tensorflow_intra_op_parallelism` value
 and batch size: wall time and CPU time (this process's, all its threads) per call, and CPU
 per example. CPU is what the cores pay: with intra-op threads a call may finish sooner yet
 cost more, and under load the cores are shared with the front ends.
@@ -19,24 +19,29 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(model: str, intra: int, batches, seconds: float) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
-    from tensorflow.core.protobuf import config_pb2
 
-    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra)
-    graph = tf.Graph()
-    with graph.as_default():
-        session = tf.compat.v1.Session(graph=graph, config=config)
-        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], model)
-    sig = meta.signature_def["serving_default"]
-    (name, info), = sig.inputs.items()
-    fetch = sorted(o.name for o in sig.outputs.values())
-    call = session._make_callable_from_options(
-        config_pb2.CallableOptions(feed=[info.name], fetch=fetch))
+    sys.path.insert(0, str(ROOT))
+    from serving.model_server.servable.loader import Servable, load_saved_model
+
+    session, sigdefs = load_saved_model(
+        model, ["serve"], tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra))
+    servable = Servable("model", 1, model, sigdefs, session)  # no batcher: one call, one run
+    sig = sigdefs["serving_default"]
+    (info,) = sig.inputs.values()
+    fetches = tuple(sorted(o.name for o in sig.outputs.values()))
+
+    def call(x):
+        return servable.run_direct(fetches, {info.name: x})
+
     dims = [d.size for d in info.tensor_shape.dim][1:]
     rng = np.random.default_rng(0)
     for batch in batches:

@@ -63,6 +63,13 @@ def start_script(script: str, *args: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
 
 
+def run_script(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -c script` in a fresh interpreter from the repository root, its output
+    captured: for what one process does once (imports, process-wide state)."""
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m <args>` the way a user or cron would, capturing its output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -2,10 +2,7 @@
 extensions (and the Vertex AI client) out until something uses them, and then they are
 TFX's own."""
 
-import subprocess
-import sys
-
-from toolkit_testing import ROOT
+from toolkit_testing import run_script
 
 CHECK = """
 import sys
@@ -22,6 +19,5 @@ print("ok")
 
 
 def test_cloud_extensions_are_imported_on_first_use_and_are_tfx_s_own():
-    result = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = run_script(CHECK)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -13,7 +13,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from toolkit_testing import ROOT, wait_until
+from toolkit_testing import ROOT, run_script, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -206,8 +206,9 @@ def test_the_imports_are_frozen_out_of_the_collectors_full_passes():
     garbage collector's full passes, and what is made later is not (a version's graph
     cycles are still collected when it unloads). In a process of its own: gc.freeze is
     process-wide."""
-    out = subprocess.run([sys.executable, "-c", _FROZEN], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, check=True).stdout.split()
+    result = run_script(_FROZEN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout.split()
     before, after = int(out[0]), int(out[1])
     assert before > 100_000 and after < before / 100, out
     assert out[2:] == ["False", "True"], out
