@@ -15,8 +15,14 @@ With --cpu it samples nothing: it reads each thread's CPU time (utime + stime in
 measured window, so the load runs at its unsampled rate, and prints per thread the cores
 it used and its CPU per request (thread names from a 1-second py-spy record afterwards).
 
+With --memory SECONDS it samples nothing either: it reads each process's resident memory
+(VmRSS in /proc/PID/status) every SECONDS through the measured window and prints it, so a
+long run (--duration 60 serves well over 100,000 requests at 32 clients) shows whether any
+process grows with the requests it serves.
+
 Usage: .venv/bin/python benchmarks/serving_profile.py [--api rest|grpc] [--clients 32]
-       [--duration 15] [--server-flags "--front_end_workers=1"] [--out DIR] [--cpu]
+       [--duration 15] [--server-flags "--front_end_workers=1"] [--out DIR]
+       [--cpu | --memory SECONDS]
 """
 
 from __future__ import annotations
@@ -75,6 +81,29 @@ def machine_idle() -> float:
     """Seconds all cores have been idle (/proc/stat's idle + iowait)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
     return (int(fields[4]) + int(fields[5])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident memory now, in MB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_table(pids: dict, samples: list) -> str:
+    """Each sample's time and every process's RSS; then each process's first, lowest,
+    highest and last."""
+    names = list(pids)
+    lines = ["\nresident memory (MB), every sample of the measured window:",
+             "  " + " | ".join(["  s"] + names)]
+    for t, rss in samples:
+        lines.append("  " + " | ".join([f"{t:3.0f}"] + [f"{rss[n]:.1f}" for n in names]))
+    for n in names:
+        values = [rss[n] for _, rss in samples]
+        lines.append(f"  {n}: first {values[0]:.1f}, lowest {min(values):.1f}, highest "
+                     f"{max(values):.1f}, last {values[-1]:.1f} MB")
+    return "\n".join(lines) + "\n"
 
 
 def thread_names(pid: int) -> dict:
@@ -147,8 +176,12 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-model", default="auto", help="as serving_benchmark.py's")
     p.add_argument("--top", type=int, default=25, help="functions listed per table")
     p.add_argument("--out", help="directory for the raw stacks (default: a temporary one)")
-    p.add_argument("--cpu", action="store_true",
-                   help="measure each thread's CPU time from /proc instead of sampling")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--cpu", action="store_true",
+                      help="measure each thread's CPU time from /proc instead of sampling")
+    mode.add_argument("--memory", type=float, metavar="SECONDS",
+                      help="read each process's resident memory every SECONDS instead of "
+                           "sampling")
     args = p.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -193,6 +226,15 @@ def main(argv=None) -> int:
                 before, idle = {n: thread_cpu(p) for n, p in pids.items()}, machine_idle()
                 threading.Event().wait(args.duration)
                 after, idle = {n: thread_cpu(p) for n, p in pids.items()}, machine_idle() - idle
+            elif args.memory:
+                spies, samples, elapsed = {}, [], 0.0
+                while True:
+                    samples.append((elapsed, {n: rss_mb(p) for n, p in pids.items()}))
+                    if elapsed >= args.duration:
+                        break
+                    step = min(args.memory, args.duration - elapsed)
+                    threading.Event().wait(step)
+                    elapsed += step
             else:
                 spies = {name: (record(pid, args.duration, out / f"{pid}.txt"), pid)
                          for name, pid in pids.items()}
@@ -212,6 +254,10 @@ def main(argv=None) -> int:
         if args.cpu:
             print(table, end="")
             print(f"\nthe machine: {idle / args.duration:.2f} cores idle")
+        if args.memory:
+            print(f"requests answered in the measured window: "
+                  f"{round(result.get('rps', 0) * args.duration):,}")
+            print(memory_table(pids, samples), end="")
         for name, (spy, pid) in spies.items():
             print(f"\n{name} (pid {pid}), {args.duration:g} s at {RATE} samples/s:")
             raw = out / f"{pid}.txt"
