@@ -1,4 +1,4 @@
-"""Where a model server's CPU goes under load: py-spy samples of each of its processes.
+"""Where a model server's CPU goes under load, and whether its memory grows with it.
 
 Starts serving.model_server on MNIST (the model `make pipeline` pushed, else the
 random-weight stand-in, as benchmarks/serving_benchmark.py does), with that benchmark's
