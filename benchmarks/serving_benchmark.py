@@ -3,7 +3,8 @@
 Measures, in one run on this machine, for half_plus_two (`serving_default`) and the
 MNIST-shaped `predict_images`, at 1, 8 and 32 concurrent clients: throughput and p50/p99
 latency of
-  (a) in-process calls of the SavedModel signature, one request at a time (the floor);
+  (a) in-process calls of the SavedModel signature, one request at a time (the floor; with
+      (c), measured again at 1 client after the server, as the floor moves between runs);
   (b) a minimal single-request Flask wrapper (what users write by hand);
   (c) serving.model_server over REST and gRPC, batching off and on;
 and the time from publishing a new version until the server answers with it. MNIST is the
@@ -11,10 +12,13 @@ trained model `make pipeline` pushed (newest version in ./model_repository/mnist
 is one, else a random-weight stand-in with the same signature (--mnist-model).
 
 REST clients are `wrk` (Debian's package; a C load generator, so the client costs little
-of the 2 cores the server shares with it; keep-alive connections, one per client); gRPC
-clients run in 2 separate Python processes, each with concurrency/2 grpc.aio clients on
-one event loop and a channel (and so a connection) per client, sending pre-serialised
-requests.
+of the 2 cores the server shares with it; keep-alive connections, one per client). gRPC
+clients are `h2load` (Debian's nghttp2-client, HTTP/2 in C: a connection per client, one
+call in flight on each, the serialised PredictRequest as the gRPC message) where it is
+installed; else, or with --grpc-client python, 2 separate Python processes, each with
+concurrency/2 grpc.aio clients on one event loop and a channel (and so a connection) per
+client, sending pre-serialised requests (at 32 clients they took about 165 us of the
+shared cores a call, h2load about 40: benchmarks/README.md).
 Usage: python benchmarks/serving_benchmark.py [--duration 5] [--clients 1,8,32]
 Only 127.0.0.1 is used.
 """
@@ -46,6 +50,8 @@ MODELS = {
 # TF Serving's scheduling defaults (no timeout, a batch thread per core): a free thread takes
 # what is queued at once, so batches fill under load and a lone request does not wait
 # (benchmarks/README.md, "Issue 22: batch scheduling"; before that, 1 ms and 2 threads).
+PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
+FLOOR_AGAIN = "(a) in-process, again"  # the floor measured once more after the server's cells
 BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 0 } "
             "num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }")
 
@@ -179,6 +185,52 @@ def drive_grpc(target, payload, clients, warmup, duration):
     out = summarize(latencies, duration)
     out["errors"] = errors
     return out
+
+
+def grpc_answer_bytes(target, payload) -> int:
+    """The size of the Predict answer's message for `payload`, from one call."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/{PREDICT_METHOD}")
+        return len(call(payload, timeout=30))
+
+
+def drive_h2load(target, payload, clients, warmup, duration):
+    """`clients` gRPC Predict clients driven by h2load (nghttp2's HTTP/2 load generator, in C,
+    like wrk for REST: the load costs the cores it shares with the server little): a
+    connection each, one call in flight on it, the request's gRPC message from a file.
+    h2load does not read gRPC's status, which travels in trailers after an HTTP 200; a call
+    that fails has no answer message, so the calls that did not get one of the size a good
+    answer has are counted as errors."""
+    answer = grpc_answer_bytes(target, payload)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, log = Path(tmp) / "request.grpc", Path(tmp) / "calls.log"
+        data.write_bytes(b"\0" + len(payload).to_bytes(4, "big") + payload)
+        out = subprocess.run(
+            ["h2load", "-c", str(clients), "-m", "1", "-t", "1",
+             "-D", str(max(1, round(duration))), f"--warm-up-time={max(1, round(warmup))}",
+             "-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "--log-file", str(log), f"http://{target}/{PREDICT_METHOD}"],
+            capture_output=True, text=True, check=True).stdout
+        micros = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines()
+                        if line.strip())
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)[1])
+    received = int(re.search(r"\((\d+)\) data", out)[1])
+    if not micros:
+        raise RuntimeError(f"h2load logged no calls:\n{out}")
+    return {"rps": float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)[1]),
+            "p50_ms": micros[len(micros) // 2] / 1e3,
+            "p99_ms": micros[min(len(micros) - 1, int(len(micros) * 0.99))] / 1e3,
+            "n": done, "errors": max(0, done - received // (answer + 5))}
+
+
+def grpc_driver(kind: str):
+    """The gRPC load generator: h2load where it is installed ("auto"), else the Python
+    clients."""
+    if kind == "auto":
+        kind = "h2load" if shutil.which("h2load") else "python"
+    return drive_h2load if kind == "h2load" else drive_grpc
 
 
 # ---- (a) in process --------------------------------------------------------------------
@@ -380,6 +432,9 @@ def main(argv=None) -> int:
                    help="BatchingParameters text for the batching-on server")
     p.add_argument("--server-flags", default="",
                    help="extra flags for serving.model_server, space-separated")
+    p.add_argument("--grpc-client", choices=("auto", "h2load", "python"), default="auto",
+                   help="gRPC load: h2load (nghttp2-client; auto: where installed) or the "
+                        "Python grpc.aio clients")
     p.add_argument("--mnist-model", default="auto",
                    help="MNIST SavedModel directory; 'auto' (default): the newest version "
                         "in ./model_repository/mnist (what `make pipeline` pushes), else the "
@@ -435,6 +490,9 @@ def main(argv=None) -> int:
             finally:
                 stop_process(proc)
         switch = None
+        drive = grpc_driver(args.grpc_client)
+        print(f"gRPC load: {'h2load' if drive is drive_h2load else 'Python grpc.aio clients'}",
+              flush=True)
         for batching in (False, True) if "c" in targets else ():
             gport, rport = free_port(), free_port()
             flags = model_server_flags(gport, rport, config, args.server_flags,
@@ -450,8 +508,8 @@ def main(argv=None) -> int:
                                drive_wrk(f"http://127.0.0.1:{rport}/v1/models/{m}:predict",
                                          body, n, args.warmup, args.duration))
                         record(f"(c) server gRPC batching {label}", m, n,
-                               drive_grpc(f"127.0.0.1:{gport}", grpc_payload, n,
-                                          args.warmup, args.duration))
+                               drive(f"127.0.0.1:{gport}", grpc_payload, n,
+                                     args.warmup, args.duration))
                 if not batching and "mnist" in models:
                     switch, load = measure_version_switch(
                         repo, templates, gport, server_log,
@@ -464,6 +522,11 @@ def main(argv=None) -> int:
                           f"{load['n']} requests, {load['errors']} failed", flush=True)
             finally:
                 stop_process(proc)
+        # The floor moves by up to 1.4x between runs minutes apart on this machine: measured
+        # again after the server's cells, so each ratio can be read against both.
+        for m in models if {"a", "c"} <= targets else ():
+            record(FLOOR_AGAIN, m, 1,
+                   bench_in_process(templates / m, m, 1, args.warmup, args.duration))
         if args.json:
             Path(args.json).write_text(json.dumps({"results": results, "switch": switch},
                                                   indent=1))
@@ -502,12 +565,16 @@ def print_markdown(results, switch, clients):
 
     for model in ("mnist", "half_plus_two"):  # against issue 22's targets
         floor = cell("(a) in-process", model, 1)
+        again = cell(FLOOR_AGAIN, model, 1)
         for api, want in (("REST", 2.5), ("gRPC", 2.5)):
             at32 = cell(f"(c) server {api} batching on", model, 32)
             at8 = cell(f"(c) server {api} batching on", model, 8)
             if floor and at32 and floor["rps"]:
                 print(f"{model}: {api}+batching at 32 clients / in-process floor: "
-                      f"{at32['rps'] / floor['rps']:.2f}x (target >= {want}x)")
+                      f"{at32['rps'] / floor['rps']:.2f}x (target >= {want}x)"
+                      + (f"; {at32['rps'] / again['rps']:.2f}x against the floor measured "
+                         f"again after the server ({again['rps']:.0f} req/s)"
+                         if again and again["rps"] else ""))
             if at8:
                 print(f"{model}: {api}+batching p99 at 8 clients: {at8['p99_ms']:.1f} ms "
                       f"(target <= 6 ms)")

@@ -2,13 +2,14 @@
 
 Starts serving.model_server on MNIST (the model `make pipeline` pushed, else the
 random-weight stand-in, as benchmarks/serving_benchmark.py does), with that benchmark's
-batching unless --no-batching; drives it with wrk over REST or the Python gRPC clients at
---clients for --duration seconds; and meanwhile samples the model process and every
-front-end worker with `py-spy record` (blocking: py-spy pauses the process for each sample,
-which costs some throughput, because with --nonblocking it counts threads waiting in C as
-busy). Prints, per process and thread, how busy it was (samples over the samples an
-always-busy thread gives) and the functions with the most samples, self and total; writes
-each process's raw collapsed stacks (flamegraph.pl's input) under --out.
+batching unless --no-batching; drives it with wrk over REST or that benchmark's gRPC
+clients (h2load where installed) at --clients for --duration seconds; and meanwhile
+samples the model process and every front-end worker with `py-spy record` (blocking:
+py-spy pauses the process for each sample, which costs some throughput, because with
+--nonblocking it counts threads waiting in C as busy). Prints, per process and thread,
+how busy it was (samples over the samples an always-busy thread gives) and the functions
+with the most samples, self and total; writes each process's raw collapsed stacks
+(flamegraph.pl's input) under --out.
 
 With --cpu it samples nothing: it reads each thread's CPU time (utime + stime in
 /proc/PID/task/TID/stat) and the machine's idle time (/proc/stat) before and after the
@@ -174,6 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--server-flags", default="",
                    help="extra flags for serving.model_server, space-separated")
     p.add_argument("--mnist-model", default="auto", help="as serving_benchmark.py's")
+    p.add_argument("--grpc-client", choices=("auto", "h2load", "python"), default="auto",
+                   help="as serving_benchmark.py's")
     p.add_argument("--top", type=int, default=25, help="functions listed per table")
     p.add_argument("--out", help="directory for the raw stacks (default: a temporary one)")
     mode = p.add_mutually_exclusive_group()
@@ -212,7 +215,8 @@ def main(argv=None) -> int:
                                          f"http://127.0.0.1:{rport}/v1/models/mnist:predict",
                                          body)
             else:
-                load = functools.partial(bench.drive_grpc, f"127.0.0.1:{gport}", grpc_payload)
+                load = functools.partial(bench.grpc_driver(args.grpc_client),
+                                         f"127.0.0.1:{gport}", grpc_payload)
             result = {}
             driver = threading.Thread(target=lambda: result.update(
                 load(args.clients, warm, args.duration + 2)))
