@@ -47,11 +47,11 @@ MODELS = {
     "half_plus_two": ("serving_default", "x", "y", 1.0),
     "mnist": ("predict_images", "images", "scores", None),  # 784 floats, filled in below
 }
+PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
+FLOOR_AGAIN = "(a) in-process, again"  # the floor measured once more after the server's cells
 # TF Serving's scheduling defaults (no timeout, a batch thread per core): a free thread takes
 # what is queued at once, so batches fill under load and a lone request does not wait
 # (benchmarks/README.md, "Issue 22: batch scheduling"; before that, 1 ms and 2 threads).
-PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
-FLOOR_AGAIN = "(a) in-process, again"  # the floor measured once more after the server's cells
 BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 0 } "
             "num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }")
 
@@ -207,12 +207,16 @@ def drive_h2load(target, payload, clients, warmup, duration):
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "request.grpc", Path(tmp) / "calls.log"
         data.write_bytes(b"\0" + len(payload).to_bytes(4, "big") + payload)
-        out = subprocess.run(
-            ["h2load", "-c", str(clients), "-m", "1", "-t", "1",
-             "-D", str(max(1, round(duration))), f"--warm-up-time={max(1, round(warmup))}",
-             "-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers",
-             "--log-file", str(log), f"http://{target}/{PREDICT_METHOD}"],
-            capture_output=True, text=True, check=True).stdout
+        base = ["h2load", "-c", str(clients), "-m", "1", "-t", "1", "-d", str(data),
+                "-H", "content-type: application/grpc", "-H", "te: trailers",
+                f"http://{target}/{PREDICT_METHOD}"]
+        # The warm-up is a run of its own, as drive_wrk's: with --warm-up-time, h2load counts
+        # the warm-up's answer bytes with the measured run's calls.
+        if warmup > 0:
+            subprocess.run(base + ["-D", str(max(1, round(warmup)))], capture_output=True,
+                           check=True)
+        out = subprocess.run(base + ["-D", str(max(1, round(duration))), "--log-file", str(log)],
+                             capture_output=True, text=True, check=True).stdout
         micros = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines()
                         if line.strip())
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)[1])
@@ -491,8 +495,9 @@ def main(argv=None) -> int:
                 stop_process(proc)
         switch = None
         drive = grpc_driver(args.grpc_client)
-        print(f"gRPC load: {'h2load' if drive is drive_h2load else 'Python grpc.aio clients'}",
-              flush=True)
+        if "c" in targets:
+            print(f"gRPC load: {'h2load' if drive is drive_h2load else 'Python grpc.aio'}",
+                  flush=True)
         for batching in (False, True) if "c" in targets else ():
             gport, rport = free_port(), free_port()
             flags = model_server_flags(gport, rport, config, args.server_flags,
