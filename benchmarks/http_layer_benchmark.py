@@ -31,15 +31,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import serving_benchmark as bench
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("uvicorn", "granian-asgi", "granian-rsgi")
@@ -125,45 +126,14 @@ def serve(variant: str, port: int) -> None:
 
 # ---- the load -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def body_script(directory: Path) -> Path:
-    script = directory / "predict.lua"
-    values = ",".join(["0.5"] * _PIXELS)
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = '{{\"instances\": [[{values}]]}}'\n")
-    return script
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def wrk(url: str, script: Path, clients: int, seconds: float) -> dict:
-    pin = ["taskset", "-c", "1"] if len(os.sched_getaffinity(0)) > 1 and shutil.which(
-        "taskset") else []
-    out = subprocess.run([*pin, "wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s",
-                          str(script), "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def run_variant(variant: str, body: bytes, clients: int, duration: float) -> dict:
+    from toolkit_testing import free_port
 
-    def ms(label):
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)$", out, re.M)
-        return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else float("nan")
-
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"requests": int(re.search(r"(\d+) requests in", out)[1]),
-            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
-            "p50": ms("50"), "p99": ms("99"),
-            "failed": (int(failed[1]) if failed else 0), "socket_errors": errors and errors[1]}
-
-
-def run_variant(variant: str, script: Path, clients: int, duration: float) -> dict:
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", variant, str(port)],
                               stderr=subprocess.PIPE, text=True)
@@ -176,10 +146,11 @@ def run_variant(variant: str, script: Path, clients: int, duration: float) -> di
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{variant} did not start: {server.stderr.read()[-2000:]}")
             time.sleep(0.2)
-        wrk(url, script, clients, 2)  # warm-up
+        core = 1 if len(os.sched_getaffinity(0)) > 1 and shutil.which("taskset") else None
+        bench.drive_wrk(url, body, clients, 0, 2, core)  # warm-up, not timed
         before = cpu_seconds(server.pid)
-        result = wrk(url, script, clients, duration)
-        result["cpu_us"] = (cpu_seconds(server.pid) - before) * 1e6 / max(result["requests"], 1)
+        result = bench.drive_wrk(url, body, clients, 0, duration, core)
+        result["cpu_us"] = (cpu_seconds(server.pid) - before) * 1e6 / max(result["n"], 1)
         return result
     finally:
         server.kill()
@@ -209,16 +180,15 @@ def main(argv=None) -> int:
         if skipped:
             print(f"skipped (granian cannot be imported): {', '.join(skipped)}")
         variants = [v for v in variants if not v.startswith("granian")]
-    with tempfile.TemporaryDirectory() as tmp:
-        script = body_script(Path(tmp))
-        for round_ in range(1, args.rounds + 1):
-            for variant in variants:
-                r = run_variant(variant, script, args.clients, args.duration)
-                print(f"round {round_} {time.strftime('%H:%M:%S')} {variant:13s} "
-                      f"{r['rps']:7.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
-                      f"server CPU {r['cpu_us']:.0f} us a request  failed {r['failed']}"
-                      f"{'  socket errors ' + r['socket_errors'] if r['socket_errors'] else ''}",
-                      flush=True)
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # toolkit_testing's free ports
+    body = json.dumps({"instances": [[0.5] * _PIXELS]}).encode()
+    for round_ in range(1, args.rounds + 1):
+        for variant in variants:
+            r = run_variant(variant, body, args.clients, args.duration)
+            print(f"round {round_} {time.strftime('%H:%M:%S')} {variant:13s} "
+                  f"{r['rps']:7.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                  f"server CPU {r['cpu_us']:.0f} us a request  errors {r['errors']}",
+                  flush=True)
     return 0
 
 

@@ -138,16 +138,18 @@ def _wrk_ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def drive_wrk(url, body, clients, warmup, duration):
+def drive_wrk(url, body, clients, warmup, duration, core=None):
     """`wrk` with `clients` keep-alive connections POSTing `body` to `url`: a warm-up run,
-    then the measured one; errors are socket errors plus non-2xx answers."""
+    then the measured one; errors are socket errors plus non-2xx answers. With `core`, wrk
+    runs as one thread pinned to that core (taskset)."""
     with tempfile.TemporaryDirectory() as tmp:
         script, body_file = Path(tmp) / "post.lua", Path(tmp) / "body.json"
         script.write_text(_WRK_SCRIPT)
         body_file.write_bytes(body)
         env = dict(os.environ, BODY_FILE=str(body_file))
-        threads = str(min(2, clients))
-        base = ["wrk", "-t", threads, "-c", str(clients), "-s", str(script), "--latency"]
+        threads = str(min(2, clients)) if core is None else "1"
+        pin = [] if core is None else ["taskset", "-c", str(core)]
+        base = [*pin, "wrk", "-t", threads, "-c", str(clients), "-s", str(script), "--latency"]
         if warmup > 0:
             subprocess.run(base + ["-d", f"{max(1, round(warmup))}s", url], env=env,
                            capture_output=True, check=True)
