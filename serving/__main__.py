@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], epilog=epilog, help=help_text,
                                  description=description + " " + ROLLOUT_NOTE)
         command.add_argument("--repository", type=cli.dir_path, default=None, metavar="DIR",
-                             help="the model repository (default: the one the server in "
-                                  "--state-dir serves; with none up, "
+                             help="the model repository (default: the one the server "
+                                  "recorded in --state-dir serves the model from, running or "
+                                  "not; with none recorded, "
                                   f"${defaults.REPOSITORY.variable} or "
                                   f"{defaults.repository()})")
         cli.add_model(command, many=False, required=True)
@@ -174,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     rb = rollout_command("rollback", "stable goes back to previous (a label move)",
                          "Stable goes back to the previous stable version (or to --to N, a "
                          "version that was stable before): a label move on the running server, "
-                         "no restart; the previous stable is kept loaded for this.")
+                         "no restart; the previous stable is kept loaded for this. Each "
+                         "plain rollback goes back one more step; for a command that may be "
+                         "retried, name the version: `--to N` when N is already stable "
+                         "changes nothing and exits 0.")
     rb.add_argument("--to", type=cli.positive_int, default=None, metavar="N",
                     help="a version that was stable before (default: the previous stable)")
     cli.add_timeout(rb, 120.0, "how long to wait for the label to answer")
@@ -320,9 +324,9 @@ def _rollout(args) -> int:
     from serving.lifecycle import rollout
 
     repository = args.repository
-    if repository is None:
-        recorded = lifecycle.running_server_for(args.model, args.state_dir)
-        repository = Path(recorded.repository) if recorded else defaults.repository()
+    if repository is None:  # a server down in an incident is still the one the operator means
+        repository = lifecycle.recorded_repository(args.model, args.state_dir) \
+            or defaults.repository()
     if args.command == "versions":
         view = rollout.versions(args.model, repository, args.state_dir)
         print(json.dumps(view, indent=2) if args.json else rollout.versions_text(view))
@@ -339,7 +343,9 @@ def _rollout(args) -> int:
     elif args.command == "rollback":
         change = rollout.rollback(args.model, repository, args.to, args.state_dir, args.timeout)
         record = change.record
-        text = (f"{args.model}: rolled back to version {record.stable}"
+        text = (f"{args.model}: version {record.stable} is already stable; nothing changed"
+                if not change.changed else
+                f"{args.model}: rolled back to version {record.stable}"
                 + (f" (labels on {change.server}: {change.verified})" if change.server
                    else " (no server is up: `up` serves it)"))
     elif args.command == "hold":
@@ -350,12 +356,15 @@ def _rollout(args) -> int:
         record = rollout.release(args.model, repository)
         change = rollout.Change(args.model, record)
         text = f"{args.model}: released; the next run promotes again"
-    print(json.dumps(change.to_json(), indent=2) if args.json else text)
+    print(json.dumps({**change.to_json(), "repository": str(Path(repository).absolute())},
+                     indent=2) if args.json else f"{text}\nrepository: {repository}")
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from serving.lifecycle.errors import EXIT_FAILED, LifecycleError
+    from serving.repository import RepositoryError
+    from serving.rollouts import RolloutError
 
     argv, extra = split_extra(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -369,6 +378,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LifecycleError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except (RolloutError, RepositoryError) as e:  # a damaged .rollout.json, a bad name...
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except ValueError as e:  # an answer that is not what it should be (not JSON, ...)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import requests
+
 from serving.lifecycle import backends, health, model_config, sample, state as state_store
 from serving.lifecycle.config import DEFAULT_STATE_DIR, MODEL_CONFIG_FILENAME, UpConfig
 from serving.lifecycle.errors import (EnvironmentProblem, LifecycleError, NotRunning,
@@ -246,11 +248,44 @@ def sample_prediction(model: str, instances: Optional[Sequence] = None,
     server picks. With no `instances`, one instance of zeros shaped like the model's
     serving_default inputs (read from its metadata)."""
     state = current(state_dir)
-    if instances is None:
-        metadata = sample.get_metadata(state.addresses.rest_url, model, version, label=label)
-        instances = [sample.zero_instance(metadata)]
-    return health.predict(state.addresses.rest_url, model, list(instances), version=version,
-                          label=label)
+    entry = model[:-len(model_config.CANARY_SUFFIX)] \
+        if model.endswith(model_config.CANARY_SUFFIX) else model
+    if entry not in state.models:
+        raise LifecycleError(f"model {model!r} is not served (serving: "
+                             f"{', '.join(state.models)}; a canary: NAME"
+                             f"{model_config.CANARY_SUFFIX})",
+                             next_step="pass one of those to --model")
+    if not _backend_for(state).is_running(state):
+        raise NotRunning(f"the {state.backend} server recorded in {state_dir} is not running",
+                         next_step="`python -m serving logs` shows why it stopped; "
+                                   "`python -m serving up ...` starts it again")
+    url = state.addresses.rest_url
+    try:
+        if instances is None:
+            metadata = sample.get_metadata(url, model, version, label=label)
+            instances = [sample.zero_instance(metadata)]
+        return health.predict(url, model, list(instances), version=version, label=label)
+    except requests.HTTPError as e:  # the server's own answer: TF Serving's error text
+        canary = label == rollouts.CANARY and entry == model
+        raise LifecycleError(
+            str(e), next_step=f"the canary is `--model {model}{model_config.CANARY_SUFFIX} "
+                              f"--label {label}`" if canary else
+            f"`python -m serving versions --model {entry}` lists the versions and labels"
+        ) from None
+    except requests.RequestException as e:
+        raise LifecycleError(f"the server at {url} did not answer: {e}",
+                             next_step="`python -m serving status` says whether it is "
+                                       "healthy") from None
+
+
+def recorded_repository(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optional[Path]:
+    """The repository the server `up` recorded in `state_dir` serves `model` from, running or
+    not: where an operator's rollout command acts when it names none (a hold during an
+    incident must reach the repository of the server that went down, not a default one)."""
+    state = state_store.load(Path(state_dir))
+    if state is None or model not in state.models:
+        return None
+    return Path(state.repository)
 
 
 def running_server_for(model: str, state_dir: Path = DEFAULT_STATE_DIR) -> Optional[ServerState]:

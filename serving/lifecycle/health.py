@@ -128,8 +128,13 @@ def _post(rest_url: str, path: str, verb: str, body: dict, timeout: float,
     model = path.split("/")[3]
     if signature:
         body = {"signature_name": signature, **body}
-    r = http.post(f"{rest_url}{path}:{verb}", json=body, timeout=timeout)
+    return answer_of(http.post(f"{rest_url}{path}:{verb}", json=body, timeout=timeout),
+                     f"{verb} {model}")
+
+
+def answer_of(r: requests.Response, what: str) -> dict:
+    """The JSON of a 200 answer; else requests.HTTPError with the server's own error text
+    (TF Serving's `{"error": ...}`), not only its status line."""
     if r.status_code != 200:
-        raise requests.HTTPError(f"{verb} {model}: HTTP {r.status_code}: {r.text[:300]}",
-                                 response=r)
+        raise requests.HTTPError(f"{what}: HTTP {r.status_code}: {r.text[:300]}", response=r)
     return r.json()

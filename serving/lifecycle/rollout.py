@@ -63,10 +63,11 @@ class Change:
     record: Rollout
     server: Optional[str] = None      # the REST URL of the server changed, None: no server
     verified: Dict[str, int] = dataclasses.field(default_factory=dict)  # label -> version
+    changed: bool = True              # False: the record already said so (a retried command)
 
     def to_json(self) -> dict:
         return {"model": self.model, "record": self.record.to_json(), "server": self.server,
-                "verified_labels": self.verified}
+                "verified_labels": self.verified, "changed": self.changed}
 
 
 # ---- operator commands ----
@@ -111,7 +112,9 @@ def rollback(model: str, repository: Path, to: Optional[int] = None,
              state_dir: Path = DEFAULT_STATE_DIR, timeout: float = 120.0,
              by: str = "") -> Change:
     """Stable goes back to previous (or to `to`, a version that was stable before): a label
-    move on the running server, no restart."""
+    move on the running server, no restart. `to` the version already stable changes nothing
+    and is no failure, so a retried `rollback --to N` (cron, a script after a timeout) ends
+    as the first one did; a plain rollback goes back one more step each time."""
     repo = ModelRepository(repository)
     _require_model(repo, model)
     server = _server_for(model, repo, state_dir)
@@ -122,6 +125,8 @@ def rollback(model: str, repository: Path, to: Optional[int] = None,
                                  f"(stable: {record.stable})",
                                  next_step=f"`python -m serving versions --model {model}` "
                                            f"lists the versions; `rollback --to N` names one")
+        if target == record.stable and to is not None:
+            return Change(model, record, changed=False)
         if target == record.stable:
             raise LifecycleError(f"{model} version {target} is already stable")
         if target not in record.served:

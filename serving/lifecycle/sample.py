@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
-from serving.lifecycle.health import model_path
+from serving.lifecycle.health import answer_of, model_path
 
 SIGNATURE = "serving_default"
 _ZERO = {"DT_STRING": "", "DT_BOOL": False}
@@ -16,9 +16,8 @@ _ZERO = {"DT_STRING": "", "DT_BOOL": False}
 def get_metadata(rest_url: str, model: str, version: Optional[int] = None,
                  timeout: float = 10.0, label: Optional[str] = None) -> dict:
     path = model_path(model, version, label)
-    r = requests.get(f"{rest_url}{path}/metadata", timeout=timeout)
-    r.raise_for_status()
-    return r.json()
+    return answer_of(requests.get(f"{rest_url}{path}/metadata", timeout=timeout),
+                     f"metadata {model}")
 
 
 def zero_instance(metadata: dict, signature: str = SIGNATURE) -> Any:

@@ -23,6 +23,7 @@ from pipelines.operations import post_push
 from serving import lifecycle, rollouts
 from serving.__main__ import main as serving_main
 from serving.lifecycle import health, rollout
+from serving.lifecycle.errors import EXIT_NOT_RUNNING
 from serving.repository import ModelRepository
 from toolkit_testing import wait_until
 
@@ -51,9 +52,10 @@ def _answers(state, model: str = MODEL) -> dict:
     return answers
 
 
-def test_promote_then_rollback_move_the_labels(serve, repo, templates):
+def test_promote_then_rollback_move_the_labels(serve, repo, templates, capsys):
     """labels/stable and labels/previous answer the recorded versions through REST and
-    gRPC; a request naming no version gets stable."""
+    gRPC; a request naming no version gets stable. A retried `rollback --to N` is no
+    failure; `predict`'s mistakes are one-line errors with the server's own text."""
     push(repo, templates[1])
     state = serve()
     rest, grpc_target = state.addresses.rest_url, state.addresses.grpc_target
@@ -90,10 +92,32 @@ def test_promote_then_rollback_move_the_labels(serve, repo, templates):
     assert report.healthy and report.models[0].expected_version == 1
     assert report.to_json()["models"][0]["labels"] == {"stable": 1}
 
-    # Forward again with --to through the command line, in this process.
-    assert serving_main(["rollback", "--model", MODEL, "--to", "2", "--repository", str(repo),
-                         "--state-dir", str(serve.state_dir), "--json"]) == 0
+    # Forward again with --to through the command line, in this process; the same command
+    # again (a retry after a timeout) changes nothing and exits 0.
+    for changed in (True, False):
+        events = len(rollouts.load(repo / MODEL, MODEL).events)
+        capsys.readouterr()
+        assert serving_main(["rollback", "--model", MODEL, "--to", "2", "--repository",
+                             str(repo), "--state-dir", str(serve.state_dir), "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["changed"], answer["record"]["stable"]) == (changed, 2)
+        assert answer["repository"] == str(repo.absolute())
+        assert len(rollouts.load(repo / MODEL, MODEL).events) == events + changed
     assert _answers(state)["rest stable"] == 3.5 and rest_predict(rest) == 3.5
+
+    # predict's mistakes: exit 1 and one line of error (no traceback), the server's text.
+    state_dir = str(serve.state_dir)
+    for args, expected in (
+            (["--model", "half_plus_tow"], "model 'half_plus_tow' is not served"),
+            (["--model", MODEL, "--version", "9", "--instances", "[1.0]"],
+             "HTTP 404: {\"error\":\"Servable not found for request: Specific(half_plus_two, 9)"),
+            (["--model", MODEL, "--label", "canary"], f"`--model {CANARY_ENTRY} --label canary`")):
+        capsys.readouterr()
+        assert serving_main(["predict", *args, "--state-dir", state_dir]) == 1, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err, (args, err)
+    assert serving_main(["predict", "--model", MODEL, "--state-dir", state_dir]) == 0
+    assert json.loads(capsys.readouterr().out) == health.predict(rest, MODEL, [0.0])  # zeros
 
 
 def test_32_clients_through_deploys_and_a_rollback(serve, repo, templates):
@@ -234,9 +258,12 @@ def test_broken_canary_rejected_hold_and_the_versions_view(serve, repo, template
     assert actions[-1] == "release" and "hold" in actions and "reject" in actions, actions
 
 
-def test_a_restart_serves_the_recorded_stable_not_the_newest(serve, repo, templates):
+def test_a_restart_serves_the_recorded_stable_not_the_newest(serve, repo, templates,
+                                                             tmp_path, monkeypatch, capsys):
     """After a rollback to 1 while 2 exists: `down` + `up`, and a server killed with
-    SIGKILL (the process's pid, or the container) + `up`, both serve 1."""
+    SIGKILL (the process's pid, or the container) + `up`, both serve 1. While it is down,
+    an operator's hold reaches its repository (not the default one) and `predict` says it
+    is not running."""
     push(repo, templates[1])
     state = serve()
     push(repo, templates[2])
@@ -265,6 +292,19 @@ def test_a_restart_serves_the_recorded_stable_not_the_newest(serve, repo, templa
         docker.from_env().containers.get(state.handle).kill()
     wait_until(lambda: lifecycle.running_server_for(MODEL, serve.state_dir) is None, 15,
                what="the killed server seen as not running")
+    elsewhere = tmp_path / "default-repository"
+    push(elsewhere, templates[1])  # the same model name in the repository a default names
+    monkeypatch.setenv("TOOLKIT_REPOSITORY", str(elsewhere))
+    capsys.readouterr()
+    assert serving_main(["predict", "--model", MODEL, "--state-dir",
+                         str(serve.state_dir)]) == EXIT_NOT_RUNNING
+    assert "is not running" in capsys.readouterr().err
+    assert serving_main(["hold", "--model", MODEL, "--reason", "incident 43", "--state-dir",
+                         str(serve.state_dir)]) == 0
+    assert f"repository: {repo}" in capsys.readouterr().out
+    assert rollouts.load(repo / MODEL, MODEL).held
+    assert not rollouts.load(elsewhere / MODEL, MODEL).held
+    rollout.release(MODEL, repo)
     state = serve()
     serves_version_1(state)
     record = rollouts.load(repo / MODEL, MODEL)

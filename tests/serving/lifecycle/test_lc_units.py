@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.__main__ import split_extra
+from serving.__main__ import main, split_extra
 from serving.lifecycle import api, backends, health, model_config, state as state_store
 from serving.lifecycle.config import Addresses, UpConfig
 from serving import rollouts
@@ -208,6 +208,25 @@ def test_cli_rollback_with_no_server_changes_only_the_record(tmp_path):
     r = cli("rollback", "--model", "a", "--repository", str(repo), "--state-dir",
             str(state_dir))
     assert r.returncode == EXIT_FAILED and "no previous stable version" in r.stderr
+
+
+def test_cli_damaged_rollout_record_is_an_error_not_a_traceback(tmp_path, capsys):
+    """A .rollout.json broken by a hand edit: every rollout command says which file and what
+    to do, on one line of error, and exits 1; nothing is rewritten."""
+    repo = tmp_path / "repo"
+    fake_model(repo, "a", 1)
+    damaged = '{"format": 1, "model": "a", "stable": 1,'
+    (repo / "a" / rollouts.RECORD_FILE).write_text(damaged)
+    for args in (["hold", "--reason", "x"], ["release"], ["rollback"], ["versions"],
+                 ["promote", "--version", "1"]):
+        capsys.readouterr()
+        code = main([args[0], "--model", "a", *args[1:], "--repository", str(repo),
+                     "--state-dir", str(tmp_path / "state")])
+        err = capsys.readouterr().err
+        assert code == EXIT_FAILED, (args, err)
+        assert err.startswith(f"error: the rollout record {repo / 'a' / rollouts.RECORD_FILE} "
+                              f"cannot be read") and "Traceback" not in err, (args, err)
+    assert (repo / "a" / rollouts.RECORD_FILE).read_text() == damaged
 
 
 def test_port_with_only_time_wait_connections_is_free_but_a_listener_is_not():
