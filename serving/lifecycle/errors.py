@@ -25,8 +25,8 @@ EXIT_CODES = (
     (EXIT_ENVIRONMENT, "environment not ready: port taken, Docker daemon not answering, "
                        "image missing, the repository cannot be made (the message says the "
                        "next step)"),
-    (EXIT_NOT_RUNNING, "no server recorded for this --state-dir (status: the recorded one "
-                       "stopped; with --json, status still prints its answer)"),
+    (EXIT_NOT_RUNNING, "no server recorded for this --state-dir (status, predict: the "
+                       "recorded one stopped; with --json, status still prints its answer)"),
 )
 
 
