@@ -54,12 +54,22 @@ class _Queue:
         self.rows = 0
 
 
-def batch_size_of(inputs: Mapping[str, np.ndarray]):
-    """The common 0th dimension of all inputs, or None when they cannot be batched."""
-    sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
-    if len(sizes) != 1 or None in sizes:
-        return None
-    return sizes.pop()
+def batch_size_of(inputs: Mapping[str, np.ndarray]) -> int:
+    """The common 0th dimension of all inputs. A scalar input, or inputs that differ in it,
+    cannot be batched: INVALID_ARGUMENT with TF Serving's own words (batching_util.h,
+    ComputeTensorBatchSize), as tensorflow_model_server --enable_batching answers, so a
+    request that works here works on the official image (without batching both serve it)."""
+    size = None
+    for a in inputs.values():
+        if a.ndim == 0:
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               "Batching Run() input tensors must have at least one dimension")
+        if size is None:
+            size = a.shape[0]
+        elif a.shape[0] != size:
+            raise ServingError(Code.INVALID_ARGUMENT, "Batching Run() input tensors must have "
+                                                      "equal 0th-dimension size")
+    return size
 
 
 class Batcher:
@@ -78,18 +88,20 @@ class Batcher:
             t.start()
 
     def submit(self, target: Hashable, inputs: Dict[str, np.ndarray]) -> Future:
-        """Queue one request; the future resolves to its share of the batch's outputs.
-        Inputs that cannot be batched (no common 0th dimension) run directly, here."""
+        """Queue one request; the future resolves to its share of the batch's outputs. A
+        request with no inputs or no rows, or one after close, runs directly, here."""
         future = self.try_submit(target, inputs)
         return self._direct(target, inputs) if future is None else future
 
     def try_submit(self, target: Hashable, inputs: Dict[str, np.ndarray], loop=None):
-        """Like submit, but None instead of running unbatchable inputs on this thread. With
+        """Like submit, but None instead of running such a request on this thread. With
         `loop` (the running event loop; call from its thread) the result is an asyncio
         future: a batch thread settles all of a batch's futures with one wake-up of the loop
         instead of one per request."""
+        if not inputs or self._closed:
+            return None
         size = batch_size_of(inputs)
-        if size is None or size == 0 or self._closed:
+        if size == 0:
             return None
         if size > self.options.max_batch_size:
             raise ServingError(Code.INVALID_ARGUMENT,

@@ -192,7 +192,13 @@ def test_event_loop_requests_batch_together_and_a_cancelled_one_never_runs():
 
     async def scenario():
         loop = asyncio.get_running_loop()
-        assert b.try_submit("sig", {"x": np.float32(1.0)}, loop) is None  # unbatchable
+        for unbatchable, words in (({"x": np.float32(1.0)}, "at least one dimension"),
+                                   ({"x": np.zeros((2, 1), np.float32),
+                                     "z": np.zeros((3, 1), np.float32)}, "equal 0th-dimension")):
+            with pytest.raises(ServingError, match=words) as refused:  # as TF Serving's
+                b.try_submit("sig", unbatchable, loop)
+            assert refused.value.code == Code.INVALID_ARGUMENT
+        assert b.try_submit("sig", {"x": np.zeros((0, 1), np.float32)}, loop) is None  # no rows
         first = b.try_submit("sig", {"x": np.array([[0.0]], np.float32)}, loop)
         assert await loop.run_in_executor(None, run.entered.wait, 10)
         futures = [b.try_submit("sig", {"x": np.full((1, 1), i, np.float32)}, loop)
