@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.lifecycle.errors import LifecycleError
+from serving.lifecycle.errors import LifecycleError, VersionFailed
 
 
 def reload_config(grpc_target: str, config: model_server_config_pb2.ModelServerConfig,
@@ -20,6 +20,10 @@ def reload_config(grpc_target: str, config: model_server_config_pb2.ModelServerC
         try:
             response = stub.HandleReloadConfigRequest(request, timeout=timeout)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNKNOWN and "did not become available" in \
+                    (e.details() or ""):  # TF Serving: a model it adds failed to load
+                raise VersionFailed(f"the server could not load a model of the new config: "
+                                    f"{e.details()}") from e
             raise LifecycleError(f"the server refused the new config: {e.code().name}: "
                                  f"{e.details()}") from e
     if response.status.error_code != 0:

@@ -160,7 +160,12 @@ class ModelServer:
                 if new_config == self.core.model_config:
                     continue
                 log.info("Model config file %s changed; reloading", path)
-                self.core.apply_config(new_config, timeout=60.0)
+                try:
+                    self.core.apply_config(new_config, timeout=60.0)
+                except ServingError as e:
+                    if self.core.model_config is not new_config:
+                        raise
+                    log.error("Applied model config file %s, but %s", path, e)  # TF's too
             except (ConfigError, ServingError) as e:
                 log.error("Not applying model config file %s: %s", path, e)
             except Exception:  # noqa: BLE001 - the poller must outlive any one bad file

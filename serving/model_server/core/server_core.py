@@ -116,10 +116,31 @@ class ServerCore:
             new_names = [n for n in models if old is None or n not in
                          {m.name for m in old.model_config_list.config}]
             self._wait_settled(list(models), new_names, timeout, initial)
+            unavailable = [] if initial else self._unavailable(new_names)
             for m in model_config.model_config_list.config:
                 self.manager.set_labels(m.name, dict(m.version_labels), allow_unavailable=allow)
             self.model_config = model_config
         self._serving_changed()
+        if unavailable:  # the new config stays in effect, as in TF Serving
+            raise ServingError(Code.UNKNOWN, f"{len(unavailable)} model(s) did not become "
+                                             f"available: {{{''.join(unavailable)}}}")
+
+    def _unavailable(self, names: List[str]) -> List[str]:
+        """The models added by a reload that ended with no version AVAILABLE, each as
+        TF Serving's ServerCore::WaitUntilModelsAvailable writes it
+        (`{name: M version: V} due to error: CODE: message`), so HandleReloadConfigRequest
+        answers UNKNOWN as tensorflow_model_server does, not OK."""
+        out = []
+        for name in names:
+            states = self.manager.version_states(name)
+            if not states or any(s.state != State.END for s in states):
+                continue  # served, or still loading at the timeout: not a failure yet
+            failed = [s for s in states if s.error is not None] or states[:1]
+            out.append("".join(
+                f"{{{{name: {name} version: {s.version}}}"
+                + (f" due to error: {s.error.code.name}: {s.error.message}" if s.error else "")
+                + "}, " for s in failed))
+        return out
 
     def _wait_settled(self, names: List[str], new_names: List[str], timeout, initial) -> None:
         """Wait for the aspired versions to settle; at startup, fail if a model cannot load."""

@@ -81,6 +81,24 @@ def test_handle_reload_config_request(setup):
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "version 9 of model b" in e.value.details()
 
+    # A new model that cannot load: UNKNOWN with TF Serving's words ("{", then per model
+    # "{" + ServableId::DebugString() + error + "}, "), and what served serves.
+    (root / "c" / "1" / "variables").mkdir(parents=True)
+    (root / "c" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with_c = model_config(root, ("a", ""), ("b", "model_version_policy { all {} } "
+                                                 "version_labels { key: 'old' value: 1 }"),
+                          ("c", ""))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.HandleReloadConfigRequest(reload_request(with_c), timeout=60)
+    assert e.value.code() == grpc.StatusCode.UNKNOWN
+    assert e.value.details().startswith(
+        "1 model(s) did not become available: {{{name: c version: 1} due to error: DATA_LOSS: ")
+    assert e.value.details().endswith("}, }")
+    [(state, code, _)] = statuses(stub, "c").values()
+    assert (state, code) == (END, grpc.StatusCode.DATA_LOSS.value[0])
+    assert predict(server, "a") == (200, {"predictions": [2.5]})
+    assert predict(server, "b", suffix="/labels/old") == (200, {"predictions": [3.5]})
+
     # Removing a model unloads it.
     stub.HandleReloadConfigRequest(reload_request(model_config(root, ("b", ""))), timeout=60)
     wait_until(lambda: statuses(stub, "a") == {1: (END, 0, "")}, 10, what="a unloaded")
