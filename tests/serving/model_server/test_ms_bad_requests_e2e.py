@@ -287,7 +287,7 @@ def test_the_corpus_left_no_server_error_behind(server, stub):
     process is the one that started."""
     still_serving(server, stub)
     metrics = requests.get(server.rest_url + "/m", timeout=10).text
-    errors = [line for line in metrics.splitlines() if "request_count_total{" in line and
+    errors = [line for line in metrics.splitlines() if "request_count{" in line and
               ('status="INTERNAL"' in line or 'status="UNKNOWN"' in line)]
     assert errors == []
     assert 'status="INVALID_ARGUMENT"' in metrics

@@ -99,8 +99,8 @@ def test_one_metrics_view_whichever_worker_answers(server):
     """Requests on 20 fresh connections (spread over the workers by the kernel) all show
     in the one exposition, which any worker serves."""
     def count(text):
-        m = re.search(r'request_count_total\{API="Predict",entrypoint="REST",'
-                      r'model_name="half_plus_two",status="OK"\} ([0-9.]+)', text)
+        m = re.search(r'request_count_by_entrypoint\{model_name="half_plus_two",API="Predict",'
+                      r'entrypoint="REST",status="OK"\} ([0-9]+)', text)
         return float(m.group(1)) if m else 0.0
 
     before = count(requests.get(server.rest_url + "/m", timeout=10).text)
