@@ -35,9 +35,6 @@ class TfCounter:
         with self._lock:
             self._cells[labels] = self._cells.get(labels, 0) + 1
 
-    def value(self, *labels: str) -> int:
-        return self._cells.get(labels, 0)
-
     def exposition(self) -> str:
         with self._lock:
             cells = sorted(self._cells.items())
