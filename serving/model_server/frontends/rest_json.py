@@ -393,38 +393,91 @@ def _is_named(value) -> bool:
 
 def _row_inputs(instances, sig, budget) -> Dict[str, np.ndarray]:
     """FillTensorMapFromInstancesList: a list of values (one input) or of objects naming
-    every input; each instance adds one row to each input."""
+    every input; each instance adds one row to each input. Converted a whole input at a time;
+    a body that fails is walked instance by instance (`_instances_error`) for the error TF
+    Serving gives, which names the instance."""
     if not isinstance(instances, list):
         raise invalid_argument("JSON Value: Excepting 'instances' to be an list/array")
     if not instances:
         raise invalid_argument("JSON Value: No values in 'instances' array")
     names = sorted(sig.inputs)
+    if not _is_named(instances[0]) and len(names) != 1:
+        raise invalid_argument("instances is a plain list, but expecting list of objects "
+                               "as multiple input tensors required as per tensorinfo_map")
+    try:
+        columns = _instance_columns(instances, names)
+    except ServingError as e:
+        raise _instances_error(instances, sig) or e
+    out = {}
+    for key, values in columns.items():
+        budget.charge(math.prod(json_shape(values)))  # before anything is converted
+        try:
+            out[key] = _json_input(key, values, sig, None)
+        except ServingError as e:
+            raise _instances_error(instances, sig) or e
+    return out
+
+
+def _instance_columns(instances: list, names: List[str]) -> Dict[str, list]:
+    """Each input's values, an instance each; refuses a body whose instances do not all have
+    the first one's form (a value, or an object with every input)."""
     if not _is_named(instances[0]):
-        if len(names) != 1:
-            raise invalid_argument("instances is a plain list, but expecting list of objects "
-                                   "as multiple input tensors required as per tensorinfo_map")
-        if dict in set(map(type, instances)):  # {"b64"} is a value, any other object is not
-            for i, item in enumerate(instances):
-                if _is_named(item):
-                    raise invalid_argument(f"Expecting value/list but got object at item {i} "
-                                           f"of input list")
-        return {names[0]: _json_input(names[0], instances, sig, budget)}
+        if dict in set(map(type, instances)) and any(map(_is_named, instances)):
+            raise invalid_argument("an object among values")  # worded by _instances_error
+        return {names[0]: instances}
     columns: Dict[str, list] = {name: [] for name in names}
-    for i, item in enumerate(instances):
-        if not _is_named(item):
-            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
-        for key in item:
-            if key not in columns:
-                raise invalid_argument(f"Failed to process element: {i} key: {key} of "
-                                       f"'instances' list. Error: JSON object: does not have "
-                                       f"named input: {key}")
-        if len(item) != len(names):
-            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON "
-                                   f"object: {json_text(item)} must only have keys: "
-                                   f"{','.join(names)}")
+    for item in instances:
+        if not _is_named(item) or item.keys() != columns.keys():
+            raise invalid_argument("an instance unlike the first")  # worded likewise
         for key, value in item.items():
             columns[key].append(value)
-    return {key: _json_input(key, values, sig, budget) for key, values in columns.items()}
+    return columns
+
+
+def _instances_error(instances: list, sig) -> Optional[ServingError]:
+    """The first error TF Serving finds in a row body, instance by instance as
+    FillTensorMapFromInstancesList and AddInstanceItem do (json_tensor.cc): each instance is
+    converted on its own and must have the first one's size and shape; its error is wrapped
+    as `Failed to process element: I [key: K ]of 'instances' list. Error: CODE: message`."""
+    names = sorted(sig.inputs)
+    named = _is_named(instances[0])
+    first: Dict[str, tuple] = {}
+    for i, item in enumerate(instances):
+        if named and not _is_named(item):
+            return invalid_argument(f"Expecting object but got list at item {i} of input list")
+        if not named and _is_named(item):
+            return invalid_argument(f"Expecting value/list but got object at item {i} of input "
+                                    f"list")
+        for key, value in item.items() if named else [(names[0], item)]:
+            error = _instance_item_error(key, value, sig, first)
+            if error is not None:
+                where = f"{i} key: {key}" if named else str(i)
+                return invalid_argument(f"Failed to process element: {where} of 'instances' "
+                                        f"list. Error: {error}")
+        if named and set(item) != set(names):
+            return invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON "
+                                    f"object: {json_text(item)} keys must be equal to: "
+                                    f"{','.join(names)}")
+    return None
+
+
+def _instance_item_error(key: str, value, sig, first: Dict[str, tuple]) -> Optional[str]:
+    """AddInstanceItem's error for one input of one instance, as Status::ToString() writes
+    it, or None; `first` holds each input's shape in the first instance."""
+    if key not in sig.inputs:
+        return f"INVALID_ARGUMENT: JSON object: does not have named input: {key}"
+    try:
+        shape = json_to_ndarray(value, sig.inputs[key].dtype, key).shape
+    except ServingError as e:
+        return f"{e.code.name}: {e.message}"
+    expected = first.setdefault(key, shape)
+    if math.prod(expected) != math.prod(shape):
+        return (f"INVALID_ARGUMENT: Expecting tensor size: {math.prod(expected)} but got: "
+                f"{math.prod(shape)}")
+    if expected != shape:
+        return (f"INVALID_ARGUMENT: Expecting shape [{','.join(map(str, expected))}] but got: "
+                f"[{','.join(map(str, shape))}]")
+    return None
 
 
 def _columnar_inputs(inputs, sig, budget) -> Dict[str, np.ndarray]:

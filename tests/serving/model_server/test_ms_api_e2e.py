@@ -381,7 +381,8 @@ def test_rest_metadata_routes(server):
 
 @pytest.mark.parametrize("path,body,status,text", [
     ("/v1/models/half_plus_two:predict", "{not json", 400, "JSON Parse error"),
-    ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400,
+    ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400,  # TF Serving's words
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
      'JSON Value: "a" Type: String is not of expected type: float'),
     ("/v1/models/half_plus_two:predict", {"instances": [{"z": 1.0}]}, 400,
      "does not have named input: z"),
@@ -390,6 +391,12 @@ def test_rest_metadata_routes(server):
     ("/v1/models/half_plus_two:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
      'Serving signature name: "nope" not found in signature def'),
     ("/v1/models/mnist:predict", {"instances": [[1.0, 2.0], [1.0]]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting tensor size: 2 but got: 1"),
+    ("/v1/models/half_plus_two:predict", {"instances": [1.0, [2.0]]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting shape [] but got: [1]"),
+    ("/v1/models/half_plus_two:predict", {"inputs": [[1.0, 2.0], [1.0]]}, 400,  # columnar
      "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
     ("/v1/models/mnist:predict", {"instances": [[1.0] * 3]}, 400, "Matrix size-incompatible"),
     ("/v1/models/nope:predict", {"instances": [1.0]}, 404,

@@ -78,7 +78,10 @@ REST_CORPUS = [
     (f"{HP2}:predict", b'{"instances": [9223372036854775808]}', 400,
      "without loss of precision"),
     (f"{HP2}:predict", b'{"instances": [true]}', 400, "Type: True is not of expected type"),
-    (f"{HP2}:predict", b'{"instances": [[1.0], 2.0]}', 400, "found at incorrect level"),
+    (f"{HP2}:predict", b'{"instances": [[1.0], 2.0]}', 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting "
+     "shape [1] but got: []"),
+    (f"{HP2}:predict", b'{"inputs": [[1.0], 2.0]}', 400, "found at incorrect level"),
     (f"{HP2}:predict", b'{"instances": []}', 400, "No values in 'instances' array"),
     (f"{HP2}:predict", b'{"instances": 1.0}', 400, "Excepting 'instances' to be an list/array"),
     (f"{HP2}:predict", b'{"instances": [1.0], "inputs": [1.0]}', 400, "only one of"),

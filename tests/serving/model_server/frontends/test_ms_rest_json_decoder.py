@@ -122,38 +122,73 @@ def _ref_strings(flat):
 
 
 def _ref_row_inputs(instances, sig, budget):
+    """Whole inputs at a time, each charged before it is converted; any misfit is worded by
+    TF Serving's instance-by-instance walk (`_ref_instances_error`)."""
     if not isinstance(instances, list):
         raise invalid_argument("JSON Value: Excepting 'instances' to be an list/array")
     if not instances:
         raise invalid_argument("JSON Value: No values in 'instances' array")
     names = sorted(sig.inputs)
-    if not _is_named(instances[0]):
-        if len(names) != 1:
-            raise invalid_argument("instances is a plain list, but expecting list of objects "
-                                   "as multiple input tensors required as per tensorinfo_map")
-        for i, item in enumerate(instances):
-            if _is_named(item):
-                raise invalid_argument(f"Expecting value/list but got object at item {i} of "
-                                       f"input list")
-        return {names[0]: _ref_to_ndarray(instances, sig.inputs[names[0]].dtype, names[0],
-                                          budget)}
-    columns = {name: [] for name in names}
+    named = _is_named(instances[0])
+    if not named and len(names) != 1:
+        raise invalid_argument("instances is a plain list, but expecting list of objects "
+                               "as multiple input tensors required as per tensorinfo_map")
+    if named:
+        alike = all(_is_named(item) and sorted(item) == names for item in instances)
+    else:
+        alike = not any(_is_named(item) for item in instances)
+    if not alike:
+        raise _ref_instances_error(instances, sig)
+    columns = {name: [item[name] for item in instances] for name in names} if named else \
+        {names[0]: instances}
+    out = {}
+    for key, values in columns.items():
+        budget.charge(math.prod(_ref_shape(values)))
+        try:
+            out[key] = _ref_to_ndarray(values, sig.inputs[key].dtype, key)
+        except ServingError:
+            raise _ref_instances_error(instances, sig) from None
+    return out
+
+
+def _ref_instances_error(instances, sig):
+    """FillTensorMapFromInstancesList and AddInstanceItem (json_tensor.cc), value by value:
+    each instance on its own, the first instance's size and shape for the others."""
+    names = sorted(sig.inputs)
+    named = _is_named(instances[0])
+    sizes, shapes = {}, {}
     for i, item in enumerate(instances):
-        if not _is_named(item):
-            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
-        for key in item:
-            if key not in columns:
-                raise invalid_argument(f"Failed to process element: {i} key: {key} of "
-                                       f"'instances' list. Error: JSON object: does not have "
-                                       f"named input: {key}")
-        if len(item) != len(names):
-            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON "
-                                   f"object: {json_text(item)} must only have keys: "
-                                   f"{','.join(names)}")
-        for key, value in item.items():
-            columns[key].append(value)
-    return {key: _ref_to_ndarray(values, sig.inputs[key].dtype, key, budget)
-            for key, values in columns.items()}
+        if named != _is_named(item):
+            return invalid_argument(f"Expecting object but got list at item {i} of input list"
+                                    if named else f"Expecting value/list but got object at "
+                                                  f"item {i} of input list")
+        for key, value in (item.items() if named else [(names[0], item)]):
+            where = f"{i} key: {key}" if named else f"{i}"
+            if key not in sig.inputs:
+                status = f"INVALID_ARGUMENT: JSON object: does not have named input: {key}"
+            else:
+                try:
+                    array = _ref_to_ndarray(value, sig.inputs[key].dtype, key)
+                    status = None
+                except ServingError as e:
+                    status = f"{e.code.name}: {e.message}"
+            if status is None and key not in sizes:
+                sizes[key], shapes[key] = array.size, list(array.shape)
+            elif status is None and sizes[key] != array.size:
+                status = (f"INVALID_ARGUMENT: Expecting tensor size: {sizes[key]} but got: "
+                          f"{array.size}")
+            elif status is None and shapes[key] != list(array.shape):
+                status = (f"INVALID_ARGUMENT: Expecting shape "
+                          f"[{','.join(str(d) for d in shapes[key])}] but got: "
+                          f"[{','.join(str(d) for d in array.shape)}]")
+            if status is not None:
+                return invalid_argument(f"Failed to process element: {where} of 'instances' "
+                                        f"list. Error: {status}")
+        if named and sorted(item) != names:
+            return invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON "
+                                    f"object: {json_text(item)} keys must be equal to: "
+                                    f"{','.join(names)}")
+    raise AssertionError("a body that failed has no instance out of place")
 
 
 def _ref_columnar_inputs(inputs, sig, budget):
