@@ -61,6 +61,8 @@ class Apis:
         """Predict. `timeout` bounds the wait for a batch; an event-loop caller's own
         deadline cancels this coroutine, which withdraws a request still queued."""
         with self.core.request("Predict", call.model_spec.name, entrypoint):
+            if not call.spec_given:  # TF Serving's predictor checks this first
+                raise invalid_argument("Missing ModelSpec")
             with self.core.servable(call.model_spec) as servable:
                 if call.inputs.size >= OFFLOAD_BYTES:
                     name, plan = await self._blocking(predict_plan, servable, call,
@@ -120,6 +122,10 @@ class Apis:
                             entrypoint: str, timeout: Optional[float] = None
                             ) -> model_management_pb2.ReloadConfigResponse:
         with self.core.request("HandleReloadConfigRequest", "", entrypoint):
+            if request.config.WhichOneof("config") != "model_config_list":  # TF's handler
+                raise invalid_argument("ServerModelConfig type not supported by "
+                                       "HandleReloadConfigRequest. Only ModelConfigList is "
+                                       "currently supported")
             await self._blocking(functools.partial(
                 self.core.apply_config, request.config,
                 timeout=timeout if timeout is not None else 60.0))

@@ -164,9 +164,11 @@ def test_an_empty_config_file_keeps_the_models_as_tf_serving_does(setup):
     server.wait_for_log("Cannot transition to requested config. It is only legal to "
                         "transition from one ModelConfigList to another.")
     assert predict(server, "a") == (200, {"predictions": [2.5]})
-    with pytest.raises(grpc.RpcError) as e:
+    with pytest.raises(grpc.RpcError) as e:  # the RPC refuses it before ServerCore sees it
         stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=60)
-    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "Cannot transition to requested config" in e.value.details()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == ("ServerModelConfig type not supported by "
+                                 "HandleReloadConfigRequest. Only ModelConfigList is currently "
+                                 "supported")
     (root / "models.config").write_text("model_config_list {}")
     wait_until(lambda: predict(server, "a")[0] == 404, 20, what="a unloaded by an empty list")
