@@ -61,9 +61,10 @@ def servable_id(name: str, version: int) -> str:
 
 def requested(model_spec) -> Tuple[str, Optional[int], Optional[str]]:
     """(model name, version, label) a request's ModelSpec asks for (version and label
-    None: the version the policy serves); INVALID_ARGUMENT without a model name."""
+    None: the version the policy serves); INVALID_ARGUMENT without a model name, in TF
+    Serving's words (ServerCore::ServableRequestFromModelSpec)."""
     if not model_spec.name:
-        raise invalid_argument("Missing ModelSpec")
+        raise invalid_argument("ModelSpec has no name specified.")
     choice = model_spec.WhichOneof("version_choice")
     return (model_spec.name, model_spec.version.value if choice == "version" else None,
             model_spec.version_label if choice == "version_label" else None)

@@ -40,12 +40,14 @@ class PredictCall:
     model_spec: model_pb2.ModelSpec
     inputs: Inputs
     output_filter: Sequence[str] = ()
+    spec_given: bool = True  # False: a PredictRequest with no model_spec at all
 
     @classmethod
     def from_request(cls, request: predict_pb2.PredictRequest, size: int = 0) -> "PredictCall":
         """A PredictRequest proto (gRPC, a front-end worker, warmup); `size`: its bytes on
         the wire."""
-        return cls(request.model_spec, ProtoInputs(request.inputs, size), request.output_filter)
+        return cls(request.model_spec, ProtoInputs(request.inputs, size), request.output_filter,
+                   request.HasField("model_spec"))
 
 
 @dataclasses.dataclass

@@ -200,6 +200,11 @@ def float_request(shape, values=(), content=b"", model="half_plus_two", name="x"
     return req
 
 
+def _without_model_spec(req):
+    req.ClearField("model_spec")
+    return req
+
+
 def _with_dtype(dtype):
     req = float_request([1], [1.0])
     req.inputs["x"].dtype = dtype
@@ -256,7 +261,8 @@ GRPC_CORPUS = [
     ("Predict", lambda: _with_dtype(types_pb2.DT_DOUBLE), "to be float but double is provided"),
     ("Predict", lambda: float_request([1], [1.0], name="z"),
      "input tensor alias not found in signature: z"),
-    ("Predict", lambda: float_request([1], [1.0], model=""), "Missing ModelSpec"),
+    ("Predict", lambda: float_request([1], [1.0], model=""), "ModelSpec has no name specified."),
+    ("Predict", lambda: _without_model_spec(float_request([1], [1.0])), "Missing ModelSpec"),
     ("Predict", _duplicate_output_filter, "duplicate output tensor alias: y"),
     ("Predict", lambda: float_request([1, 3], [1.0], model="mnist", name="images"),
      "Matrix size-incompatible"),
