@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from typing import Optional, Tuple
+from urllib.parse import unquote
 
 import httptools
 import uvicorn
@@ -165,13 +166,15 @@ class RestApp:
         m = _ROUTE.match(path)
         if m is None:
             raise invalid_argument(f"Malformed request: {method} {path}")
-        spec = model_pb2.ModelSpec(name=m["name"])
+        # Percent-escapes in the name and the label are decoded after the match, as TF
+        # Serving's ParseModelInfo does (DecodeArg, curl_easy_unescape).
+        spec = model_pb2.ModelSpec(name=unquote(m["name"]))
         if m["version"] is not None:
             if int(m["version"]) > INT64_MAX:
                 raise invalid_argument(f"Failed to convert version: {m['version']} to numeric.")
             spec.version.value = int(m["version"])
         elif m["label"] is not None:
-            spec.version_label = m["label"]
+            spec.version_label = unquote(m["label"])
         verb = m["verb"]
         if method == "GET" and verb is None:
             if m["metadata"]:
