@@ -366,25 +366,27 @@ class JsonInputs:
     def __init__(self, request: Dict[str, Any], size: int):
         self.signature_name = signature_name(request)
         self.row = "instances" in request
-        if self.row and "inputs" in request:
-            raise invalid_argument("JSON Value: Not formatted correctly expecting only one of "
-                                   "'inputs' or 'instances' keys to exist")
-        if not (self.row or "inputs" in request):
-            raise invalid_argument("Missing 'inputs' or 'instances' key")
-        self.value = request["instances" if self.row else "inputs"]
+        self.request = request
         self.size = size  # bytes on the wire
 
     def signature_not_found(self, name: str) -> ServingError:
         return invalid_argument(f'Serving signature name: "{name}" not found in signature def')
 
     def decode(self, signature, max_elements: int) -> Dict[str, np.ndarray]:
+        # In FillPredictRequestFromJson's order: the version and signature first (a model
+        # that is not served is 404 whatever the body), then the body's keys.
         if not signature.inputs:  # nothing JSON could name
             raise invalid_argument(f"Failed to get input map for signature: "
                                    f"{self.signature_name or 'DEFAULT'}")
+        if self.row and "inputs" in self.request:
+            raise invalid_argument("JSON Value: Not formatted correctly expecting only one of "
+                                   "'inputs' or 'instances' keys to exist")
+        if not (self.row or "inputs" in self.request):
+            raise invalid_argument("Missing 'inputs' or 'instances' key")
         budget = ElementBudget(max_elements)
         if self.row:
-            return _row_inputs(self.value, signature, budget)
-        return _columnar_inputs(self.value, signature, budget)
+            return _row_inputs(self.request["instances"], signature, budget)
+        return _columnar_inputs(self.request["inputs"], signature, budget)
 
 
 def _is_named(value) -> bool:

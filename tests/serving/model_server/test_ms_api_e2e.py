@@ -294,6 +294,11 @@ def test_rest_predict_routes_and_formats(server):
                 {"instances": [1.0]}).json() == {"predictions": [3.5]}
     assert post(server, "/v1/models/half_plus_two/labels/stable:predict",
                 {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    # percent-escapes are decoded in the name and the label, as TF Serving does
+    assert post(server, "/v1/models/half%5Fplus%5Ftwo/labels/sta%62le:predict",
+                {"instances": [1.0]}).json() == {"predictions": [2.5]}
+    r = requests.get(server.rest_url + "/v1/models/half%5fplus_two/versions/1", timeout=10)
+    assert r.json()["model_version_status"][0]["state"] == "AVAILABLE"
     assert post(server, "/v1/models/half_plus_two/versions/1:predict",
                 {"inputs": [1.0, 2.0]}).json() == {"outputs": [2.5, 3.0]}
     assert post(server, "/v1/models/half_plus_two/versions/1:predict",
@@ -386,8 +391,9 @@ def test_rest_metadata_routes(server):
      'JSON Value: "a" Type: String is not of expected type: float'),
     ("/v1/models/half_plus_two:predict", {"instances": [{"z": 1.0}]}, 400,
      "does not have named input: z"),
-    ("/v1/models/half_plus_two:predict", {"signature_name": "x"}, 400,
-     "Missing 'inputs' or 'instances' key"),
+    ("/v1/models/half_plus_two:predict", {}, 400, "Missing 'inputs' or 'instances' key"),
+    ("/v1/models/half_plus_two:predict", {"signature_name": "x"}, 400,  # the signature first
+     'Serving signature name: "x" not found in signature def'),
     ("/v1/models/half_plus_two:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
      'Serving signature name: "nope" not found in signature def'),
     ("/v1/models/mnist:predict", {"instances": [[1.0, 2.0], [1.0]]}, 400,
@@ -400,6 +406,8 @@ def test_rest_metadata_routes(server):
      "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
     ("/v1/models/mnist:predict", {"instances": [[1.0] * 3]}, 400, "Matrix size-incompatible"),
     ("/v1/models/nope:predict", {"instances": [1.0]}, 404,
+     "Servable not found for request: Latest(nope)"),
+    ("/v1/models/nope:predict", {}, 404,  # the model before the body's keys, as TF Serving
      "Servable not found for request: Latest(nope)"),
     ("/v1/models/half_plus_two/versions/9:predict", {"instances": [1.0]}, 404,
      "Servable not found for request: Specific(half_plus_two, 9)"),
