@@ -157,18 +157,13 @@ def get_model_metadata(core: ServerCore, request: get_model_metadata_pb2.GetMode
 
 def get_model_status(core: ServerCore, request: get_model_status_pb2.GetModelStatusRequest
                      ) -> get_model_status_pb2.GetModelStatusResponse:
+    """As TF Serving's GetModelStatusImpl: one version when the spec names one, else every
+    version of the model, a version label included (it is not resolved for status)."""
     spec = request.model_spec
     if not spec.name:
         raise invalid_argument("Missing model name in request.")
     states = core.manager.version_states(spec.name)
-    choice = spec.WhichOneof("version_choice")
-    version = None
-    if choice == "version":
-        version = spec.version.value
-    elif choice == "version_label":
-        version = core.manager.labels(spec.name).get(spec.version_label)
-        if version is None:
-            raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
+    version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
     if version is not None:
         states = [s for s in states if s.version == version]
         if not states:

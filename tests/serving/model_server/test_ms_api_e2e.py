@@ -362,8 +362,11 @@ def test_rest_status_routes(server):
     assert r.json() == {"model_version_status": [dict(expected_v1, version="2"), expected_v1]}
     r = requests.get(server.rest_url + "/v1/models/half_plus_two/versions/1", timeout=10)
     assert r.json() == {"model_version_status": [expected_v1]}
-    r = requests.get(server.rest_url + "/v1/models/half_plus_two/labels/stable", timeout=10)
-    assert r.json() == {"model_version_status": [expected_v1]}
+    for label in ("stable", "nope"):  # as TF Serving: status does not resolve a label
+        r = requests.get(server.rest_url + f"/v1/models/half_plus_two/labels/{label}",
+                         timeout=10)
+        assert r.json() == {"model_version_status": [dict(expected_v1, version="2"),
+                                                     expected_v1]}
     r = requests.get(server.rest_url + "/v1/models/nope", timeout=10)
     assert r.status_code == 404
     assert r.json() == {"error": "Could not find any versions of model nope"}
