@@ -329,10 +329,12 @@ def versions_text(view: dict) -> str:
 # ---- helpers ----
 
 def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
-                timeout: float) -> Dict[str, int]:
+                timeout: float, undo: bool = True) -> Dict[str, int]:
     """Load, label, unload (see the module's docstring) on every replica of the server,
-    all or nothing: a replica that cannot load puts every replica back to the old state.
-    Returns the labels as the replicas answer them afterwards."""
+    all or nothing: a replica that cannot load puts every replica back to the old state, and
+    a failure after the labels moved (a replica refusing a step, labels not answered in
+    time) runs the steps back to it (once: `undo`). Returns the labels as the replicas
+    answer them afterwards."""
     repo = ModelRepository(server.repository)
     backend = _backend_for(server)
     replicas = replica_addresses(backend, server)
@@ -377,13 +379,25 @@ def _transition(server: ServerState, model: str, old: Rollout, new: Rollout,
             e.details = (e.details + "\n" if e.details else "") + \
                 "could not put back the old state on: " + "; ".join(failed)
         raise
-    apply(records_new, True, records_new)  # 2. label
-    apply(records_new, False, records_new)  # 3. unload
-    answered = {}
-    for name, addresses in replicas:
-        answered = _verify_labels(server, addresses, model, new, deadline,
-                                  name if len(replicas) > 1 else "")
-    return answered
+    try:
+        apply(records_new, True, records_new)  # 2. label
+        apply(records_new, False, records_new)  # 3. unload
+        answered = {}
+        for name, addresses in replicas:
+            answered = _verify_labels(server, addresses, model, new, deadline,
+                                      name if len(replicas) > 1 else "")
+        return answered
+    except LifecycleError as e:
+        if not undo:
+            raise
+        # Labels moved, old versions maybe unloaded: the same three steps the other way, so
+        # the server is back to what it served (the record is not changed either).
+        try:
+            _transition(server, model, new, old, max(30.0, timeout), undo=False)
+        except LifecycleError as back:
+            e.details = (e.details + "\n" if e.details else "") + \
+                f"could not put back the old state: {back.message}"
+        raise
 
 
 def _revert(apply, records_old) -> List[str]:

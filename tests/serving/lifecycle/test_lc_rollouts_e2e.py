@@ -23,7 +23,7 @@ from pipelines.operations import post_push
 from serving import lifecycle, rollouts
 from serving.__main__ import main as serving_main
 from serving.lifecycle import health, rollout
-from serving.lifecycle.errors import EXIT_NOT_RUNNING
+from serving.lifecycle.errors import EXIT_NOT_RUNNING, WaitTimeout
 from serving.repository import ModelRepository
 from toolkit_testing import wait_until
 
@@ -52,7 +52,7 @@ def _answers(state, model: str = MODEL) -> dict:
     return answers
 
 
-def test_promote_then_rollback_move_the_labels(serve, repo, templates, capsys):
+def test_promote_then_rollback_move_the_labels(serve, repo, templates, capsys, monkeypatch):
     """labels/stable and labels/previous answer the recorded versions through REST and
     gRPC; a request naming no version gets stable. A retried `rollback --to N` is no
     failure; `predict`'s mistakes are one-line errors with the server's own text."""
@@ -118,6 +118,27 @@ def test_promote_then_rollback_move_the_labels(serve, repo, templates, capsys):
         assert err.startswith("error: ") and expected in err, (args, err)
     assert serving_main(["predict", "--model", MODEL, "--state-dir", state_dir]) == 0
     assert json.loads(capsys.readouterr().out) == health.predict(rest, MODEL, [0.0])  # zeros
+
+    # A promote whose labels are not answered in time after they moved (the last step's
+    # check fails): the steps run back, so the server serves what it served, the record is
+    # unchanged and the version is a candidate again.
+    v3 = push_candidate(repo, templates[1])
+    verify, failed = rollout._verify_labels, []
+
+    def verify_failing_once(server, addresses, model, record, deadline, replica=""):
+        if not failed:
+            failed.append(record.stable)
+            raise WaitTimeout("labels not answered (injected)")
+        return verify(server, addresses, model, record, deadline, replica)
+
+    monkeypatch.setattr(rollout, "_verify_labels", verify_failing_once)
+    with pytest.raises(WaitTimeout, match="injected"):
+        rollout.promote(MODEL, v3, repo, serve.state_dir, TIMEOUT)
+    assert failed == [v3]
+    record = rollouts.load(repo / MODEL, MODEL)
+    assert (record.stable, ModelRepository(repo).candidates(MODEL)) == (2, [v3])
+    assert _answers(state)["rest stable"] == 3.5 and rest_predict(rest) == 3.5
+    assert health.get_model_status(rest, MODEL).available() == [2]
 
 
 def test_32_clients_through_deploys_and_a_rollback(serve, repo, templates):
