@@ -159,9 +159,9 @@ def get_model_status(core: ServerCore, request: get_model_status_pb2.GetModelSta
                      ) -> get_model_status_pb2.GetModelStatusResponse:
     """As TF Serving's GetModelStatusImpl: one version when the spec names one, else every
     version of the model, a version label included (it is not resolved for status)."""
-    spec = request.model_spec
-    if not spec.name:
-        raise invalid_argument("Missing model name in request.")
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    spec = request.model_spec  # an empty name is a model with no versions, as in TF
     states = core.manager.version_states(spec.name)
     version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
     if version is not None:

@@ -273,6 +273,16 @@ def test_grpc_get_model_status(model_stub):
     with pytest.raises(grpc.RpcError) as e:
         model_stub.GetModelStatus(req, timeout=10)
     assert e.value.details() == "Could not find any versions of model nope"
+    # TF Serving's GetModelStatusImpl: no ModelSpec, then an empty name (a model with no
+    # versions)
+    for req, code, details in (
+            (get_model_status_pb2.GetModelStatusRequest(), grpc.StatusCode.INVALID_ARGUMENT,
+             "Missing ModelSpec"),
+            (get_model_status_pb2.GetModelStatusRequest(model_spec={"signature_name": "x"}),
+             grpc.StatusCode.NOT_FOUND, "Could not find any versions of model ")):
+        with pytest.raises(grpc.RpcError) as e:
+            model_stub.GetModelStatus(req, timeout=10)
+        assert (e.value.code(), e.value.details()) == (code, details)
 
 
 # ---- REST ---------------------------------------------------------------------------
