@@ -248,12 +248,11 @@ def sample_prediction(model: str, instances: Optional[Sequence] = None,
     server picks. With no `instances`, one instance of zeros shaped like the model's
     serving_default inputs (read from its metadata)."""
     state = current(state_dir)
-    entry = model[:-len(model_config.CANARY_SUFFIX)] \
-        if model.endswith(model_config.CANARY_SUFFIX) else model
-    if entry not in state.models:
+    base = model_config.model_of(model)
+    if base not in state.models:
         raise LifecycleError(f"model {model!r} is not served (serving: "
-                             f"{', '.join(state.models)}; a canary: NAME"
-                             f"{model_config.CANARY_SUFFIX})",
+                             f"{', '.join(state.models)}; a canary: "
+                             f"{model_config.canary_entry('NAME')})",
                              next_step="pass one of those to --model")
     if not _backend_for(state).is_running(state):
         raise NotRunning(f"the {state.backend} server recorded in {state_dir} is not running",
@@ -266,11 +265,11 @@ def sample_prediction(model: str, instances: Optional[Sequence] = None,
             instances = [sample.zero_instance(metadata)]
         return health.predict(url, model, list(instances), version=version, label=label)
     except requests.HTTPError as e:  # the server's own answer: TF Serving's error text
-        canary = label == rollouts.CANARY and entry == model
+        canary = label == rollouts.CANARY and base == model
         raise LifecycleError(
-            str(e), next_step=f"the canary is `--model {model}{model_config.CANARY_SUFFIX} "
+            str(e), next_step=f"the canary is `--model {model_config.canary_entry(model)} "
                               f"--label {label}`" if canary else
-            f"`python -m serving versions --model {entry}` lists the versions and labels"
+            f"`python -m serving versions --model {base}` lists the versions and labels"
         ) from None
     except requests.RequestException as e:
         raise LifecycleError(f"the server at {url} did not answer: {e}",

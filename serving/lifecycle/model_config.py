@@ -36,6 +36,11 @@ def canary_entry(model: str) -> str:
     return model + CANARY_SUFFIX
 
 
+def model_of(entry: str) -> str:
+    """The model a served entry belongs to: `canary_entry`'s inverse, else the entry itself."""
+    return entry[:-len(CANARY_SUFFIX)] if entry.endswith(CANARY_SUFFIX) else entry
+
+
 def build(base_paths: Mapping[str, str], records: Mapping[str, Rollout],
           order: Iterable[str], also_loaded: Optional[Mapping[str, Rollout]] = None,
           labels_from: Optional[Mapping[str, Rollout]] = None,

@@ -178,13 +178,15 @@ def _check_level(level: list, depth: int, size: int, rank: int) -> None:
                                    f"level: {depth} expected size: {size}")
 
 
-def json_to_ndarray(value: Any, dtype: int, name: str, budget: Optional[ElementBudget] = None
-                    ) -> np.ndarray:
+def json_to_ndarray(value: Any, dtype: int, name: str, budget: Optional[ElementBudget] = None,
+                    shape: Optional[List[int]] = None) -> np.ndarray:
     """A JSON value (nested lists, {"b64": ...} for bytes) as an array of `dtype`; the
-    request's `budget` is charged before any conversion. The leaves are typed as one set and
-    converted and range-checked as a whole array; a value is looked at on its own only to
-    word an error or where the array cannot settle it (`_floats`, `_integers`)."""
-    shape = json_shape(value)
+    request's `budget` is charged before any conversion (`shape`: the value's json_shape,
+    when the caller has it already). The leaves are typed as one set and converted and
+    range-checked as a whole array; a value is looked at on its own only to word an error or
+    where the array cannot settle it (`_floats`, `_integers`)."""
+    if shape is None:
+        shape = json_shape(value)
     if budget is not None:
         budget.charge(math.prod(shape))
     flat = json_flatten(value, shape)
@@ -412,9 +414,10 @@ def _row_inputs(instances, sig, budget) -> Dict[str, np.ndarray]:
         raise _instances_error(instances, sig) or e
     out = {}
     for key, values in columns.items():
-        budget.charge(math.prod(json_shape(values)))  # before anything is converted
+        shape = json_shape(values)
+        budget.charge(math.prod(shape))  # here: a conversion's errors are worded below
         try:
-            out[key] = _json_input(key, values, sig, None)
+            out[key] = json_to_ndarray(values, sig.inputs[key].dtype, key, shape=shape)
         except ServingError as e:
             raise _instances_error(instances, sig) or e
     return out
